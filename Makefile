@@ -1,0 +1,25 @@
+# The README's commands. `make demo` and `make test` work on a fresh clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test check-template clean
+
+$(BIN)/cellpaint: pyproject.toml requirements-dev.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel on disk (a bare `torch` pulls a multi-GB CUDA build)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]' -r requirements-dev.txt
+	touch $@
+
+setup: $(BIN)/cellpaint
+
+demo: setup
+	$(BIN)/cellpaint inpaint examples/cell.png examples/cell.mask.png -o out/demo/inpainted.png --samples 4
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) out .cache .pytest_cache

@@ -1,0 +1,214 @@
+"""`cellpaint`: the command line. Parses flags into the typed configs and calls the library.
+
+Bad input ends with one line naming the file and the reason, and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_INPUT = 2
+
+
+class UsageError(Exception):
+    """A problem with what the user gave us: printed as one line, exit 2."""
+
+
+def _inpaint_opts(a):
+    from gpu_job.inpaint import InpaintOptions
+
+    if a.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {a.samples}")
+    return InpaintOptions(steps=a.steps, sampler=a.sampler, seed=a.seed, label=a.label, samples=a.samples,
+                          guidance=a.guidance, feather=a.feather, window=a.window)
+
+
+def _load_pair(image_path: Path, mask_path: Path):
+    from shared.images import load_image, load_mask
+
+    image = load_image(str(image_path))
+    mask = load_mask(str(mask_path))
+    if mask.shape != image.shape[:2]:
+        raise UsageError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]}, image {image_path} is {image.shape[1]}x{image.shape[0]}")
+    if not mask.any():
+        raise UsageError(f"{mask_path}: mask is empty (no white pixels): nothing to restore")
+    return image, mask
+
+
+def cmd_inpaint(a) -> None:
+    from gpu_job.inpaint import Inpainter
+    from shared.images import save_png
+    from shared.pairs import find_pairs
+
+    opts = _inpaint_opts(a)
+    if a.pairs:
+        folder = Path(a.pairs)
+        if not folder.is_dir():
+            raise UsageError(f"{folder}: not a folder")
+        pairs, lonely = find_pairs(folder)
+        for msg in lonely:
+            print(f"skipped {msg}", file=sys.stderr)
+        if not pairs:
+            raise UsageError(f"{folder}: no NAME.<png|jpg|jpeg|tif|tiff> + NAME.mask.png pairs")
+        outdir = Path(a.output)
+        loaded = []
+        for img, msk in pairs:
+            try:
+                loaded.append((img, _load_pair(img, msk)))
+            except (UsageError, ValueError) as exc:  # one bad pair does not stop the others
+                print(f"skipped {exc}", file=sys.stderr)
+        inp = Inpainter(a.weights, a.device)
+        inp.label_index(opts.label)
+        from tqdm import tqdm
+
+        chunk = max(1, inp.batch_size // max(1, opts.samples))
+        for i in tqdm(range(0, len(loaded), chunk), desc="inpainting", unit="batch"):
+            part = loaded[i : i + chunk]
+            for (img_path, _), res in zip(part, inp.inpaint_many([p for _, p in part], opts)):
+                stem = img_path.name[: -len(img_path.suffix)]
+                save_png(res.image, outdir / f"{stem}.png")
+                if res.std is not None:
+                    _save_std(res.std, outdir / f"{stem}.std.png")
+                print(outdir / f"{stem}.png")
+        return
+    if not a.image or not a.mask:
+        raise UsageError("give IMAGE MASK, or --pairs DIR")
+    image, mask = _load_pair(Path(a.image), Path(a.mask))
+    inp = Inpainter(a.weights, a.device)
+    inp.label_index(opts.label)
+    res = inp.inpaint(image, mask, opts)
+    out = Path(a.output)
+    save_png(res.image, out)
+    print(out)
+    if res.std is not None:
+        _save_std(res.std, out.with_name(out.stem + ".std.png"))
+        print(out.with_name(out.stem + ".std.png"))
+
+
+def _save_std(std, path: Path) -> None:
+    from shared.images import save_png
+    from shared.preview import heatmap
+
+    save_png(heatmap(std), path)
+
+
+def cmd_sample(a) -> None:
+    from gpu_job.inpaint import Inpainter
+    from shared.images import save_png
+    from shared.preview import grid
+
+    inp = Inpainter(a.weights, a.device)
+    inp.label_index(a.label)
+    cells = inp.generate(a.n, a.label, a.seed, a.steps, a.sampler, a.guidance)
+    out = Path(a.output)
+    for i, c in enumerate(cells):
+        save_png(c, out / f"cell-{i:03d}.png")
+    per_row = max(1, int(len(cells) ** 0.5 + 0.999))
+    save_png(grid([list(cells[i : i + per_row]) for i in range(0, len(cells), per_row)]), out / "grid.png")
+    print(out / "grid.png")
+
+
+def cmd_train(a) -> None:
+    from gpu_job.train import TrainConfig, train
+
+    if not Path(a.data).is_dir():
+        raise UsageError(f"{a.data}: not a folder (expected DATA/<class>/*.jpg)")
+    cfg = TrainConfig(data=a.data, val_data=a.val_data or None, out=a.out, init=a.init, batch_size=a.batch_size, lr=a.lr,
+                      max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
+                      device=a.device, compile=a.compile, seed=a.seed)
+    print(train(cfg))
+
+
+def cmd_evaluate(a) -> None:
+    from gpu_job.evaluate import EvalConfig, evaluate
+
+    if not Path(a.data).is_dir():
+        raise UsageError(f"{a.data}: not a folder (expected DATA/<class>/*.jpg)")
+    evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps),
+                        ddpm=not a.no_ddpm, speed=not a.no_speed, device=a.device, seed=a.seed))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cellpaint", description="Diffusion inpainting of blood-cell images.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp, steps_default=True):
+        sp.add_argument("--weights", help="safetensors weights (default: the shipped ones)")
+        sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--seed", type=int, default=0)
+        if steps_default:
+            from gpu_job.inpaint import DEFAULT_STEPS
+
+            sp.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (DDPM: up to 1000)")
+            sp.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
+            sp.add_argument("--label", help="cell class (e.g. erythroblast) or none")
+            sp.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale with --label")
+
+    sp = sub.add_parser("inpaint", help="restore the masked region of an image (white = restore)")
+    sp.add_argument("image", nargs="?")
+    sp.add_argument("mask", nargs="?")
+    sp.add_argument("--pairs", help="folder of NAME.<ext> + NAME.mask.png pairs")
+    sp.add_argument("-o", "--output", required=True, help="output PNG (or folder with --pairs)")
+    sp.add_argument("--samples", type=int, default=1, help="K samples; K > 1 also writes an uncertainty map")
+    sp.add_argument("--feather", type=int, default=0, help="px inside the mask edge blended toward the original")
+    sp.add_argument("--window", type=int, default=360, help="source px per model field for large images (0 = whole image)")
+    common(sp)
+    sp.set_defaults(func=cmd_inpaint)
+
+    sp = sub.add_parser("sample", help="generate whole cells")
+    sp.add_argument("-n", type=int, default=16)
+    sp.add_argument("-o", "--output", required=True, help="output folder")
+    common(sp)
+    sp.set_defaults(func=cmd_sample)
+
+    sp = sub.add_parser("train", help="train (or resume) a model")
+    sp.add_argument("--data", required=True, help="folder of class subfolders (like pbc/train)")
+    sp.add_argument("--val-data", help="val folder (like pbc/val); picks the best weights")
+    sp.add_argument("--out", default="runs/train", help="run folder; an existing ckpt.pt there is resumed")
+    sp.add_argument("--init", help="start from these weights instead of scratch")
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--lr", type=float, default=3e-4)
+    sp.add_argument("--max-steps", type=int, default=1_000_000)
+    sp.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
+    sp.add_argument("--ckpt-minutes", type=float, default=15.0)
+    sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sp.add_argument("--compile", action="store_true", help="torch.compile the model")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("evaluate", help="quality and speed against classical baselines")
+    sp.add_argument("--data", required=True, help="val folder of class subfolders")
+    sp.add_argument("--out", default="runs/eval", help="folder for the report, plots and grids")
+    sp.add_argument("--weights")
+    sp.add_argument("--per-class", type=int, default=4, help="val images per class")
+    sp.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100], help="DDIM step counts to score")
+    sp.add_argument("--no-ddpm", action="store_true", help="skip DDPM-1000 (slow on CPU)")
+    sp.add_argument("--no-speed", action="store_true", help="skip the speed benchmark")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from shared.images import InputError
+
+    try:
+        args.func(args)
+    except (UsageError, InputError) as exc:
+        print(f"cellpaint: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except ValueError as exc:  # unknown label, bad steps, mismatched sizes: all the user's input
+        print(f"cellpaint: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except FileNotFoundError as exc:
+        print(f"cellpaint: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""`python -m gpu_job run --manifest s3://...` (the Batch command) and `python -m gpu_job train ...`
+(the same image as a training job; flags as `cellpaint train`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from botocore.exceptions import ClientError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from cellpaint.cli import main as cli
+
+        return cli(argv)
+    p = argparse.ArgumentParser(prog="python -m gpu_job")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run one job manifest")
+    r.add_argument("--manifest", required=True, help="s3://BUCKET/jobs/<id>/manifest.json")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sub.add_parser("train", help="train (see cellpaint train --help)")
+    a = p.parse_args(argv)
+    from .job import EXIT_BAD_MANIFEST, run
+
+    try:
+        status = run(a.manifest, device=a.device)
+    except (ValueError, KeyError, json.JSONDecodeError) as exc:
+        print(f"gpu_job: bad manifest {a.manifest}: {exc}", file=sys.stderr)
+        return EXIT_BAD_MANIFEST
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NoSuchBucket"):
+            print(f"gpu_job: manifest {a.manifest} not found: {exc}", file=sys.stderr)
+            return EXIT_BAD_MANIFEST
+        raise  # anything else is infrastructure: non-zero exit, Batch retries
+    print(json.dumps(status))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

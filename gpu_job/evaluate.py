@@ -1,0 +1,249 @@
+"""`cellpaint evaluate`: quality inside the mask against classical baselines, and speed.
+
+Masks are deterministic (shared.masks.eval_masks, seeded by image index) and drawn at each
+image's original size; every method's output is composited the same way and scored on the
+original pixels. Outside the mask the error must be exactly 0 for every method.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from shared.images import load_image, save_png
+from shared.masks import eval_masks
+from shared.preview import grid, overlay
+
+from .data import list_images
+from .inpaint import Inpainter, InpaintOptions
+
+
+@dataclass
+class EvalConfig:
+    data: str = "../shared/data/pbc/val"
+    out: str = "runs/eval"  # holds val-derived pictures: never commit it (data licence rule)
+    weights: str | None = None
+    per_class: int = 4  # val images per class (8 classes x 6 masks each)
+    steps: tuple[int, ...] = (10, 25, 50, 100)  # DDIM settings to score
+    ddpm: bool = True  # DDPM-1000, on the first `ddpm_images` images only (it is 1000 model calls)
+    ddpm_images: int = 8
+    speed: bool = True
+    device: str = "auto"
+    seed: int = 0
+
+
+def masked_metrics(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    from skimage.metrics import structural_similarity
+
+    r, o = ref.astype(np.float64), out.astype(np.float64)
+    err = (r - o)[mask]
+    mse = float(np.mean(err**2))
+    _, smap = structural_similarity(ref, out, data_range=255, channel_axis=-1, full=True)
+    return {
+        "psnr": 10 * np.log10(255.0**2 / max(mse, 1e-10)),
+        "ssim": float(smap[mask].mean()),
+        "mae": float(np.abs(err).mean()),
+        "max_err_outside": float(np.abs(r - o)[~mask].max(initial=0)),
+    }
+
+
+def baselines() -> dict:
+    import cv2
+    from skimage.restoration import inpaint_biharmonic
+
+    def mean_fill(img, m):
+        out = img.copy()
+        out[m] = img[~m].mean(axis=0).round().astype(np.uint8)
+        return out
+
+    def cv(flag):
+        return lambda img, m: cv2.inpaint(img, m.astype(np.uint8) * 255, 5, flag)
+
+    def biharmonic(img, m):
+        out = inpaint_biharmonic(img, m, channel_axis=-1)
+        return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
+
+    return {"mean colour": mean_fill, "OpenCV Telea": cv(cv2.INPAINT_TELEA), "OpenCV NS": cv(cv2.INPAINT_NS),
+            "biharmonic": biharmonic}
+
+
+def _keep_outside(img, m, out):
+    """Every method is composited identically: only masked pixels may change."""
+    res = img.copy()
+    res[m] = out[m]
+    return res
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, classes = list_images(Path(cfg.data))
+    chosen = [f for c in classes for f in [f for f in files if f.parent.name == c][: cfg.per_class]]
+    cases = []  # (image index, file, kind, image, mask)
+    for i, f in enumerate(chosen):
+        img = load_image(str(f))
+        for kind, m in eval_masks(*img.shape[:2], seed=i).items():
+            cases.append((i, f, kind, img, m))
+    inp = Inpainter(cfg.weights, cfg.device)
+    methods = {f"cellpaint DDIM-{s}": InpaintOptions(steps=s, seed=cfg.seed) for s in cfg.steps}
+    if cfg.ddpm:
+        methods["cellpaint DDPM-1000"] = InpaintOptions(steps=1000, sampler="ddpm", seed=cfg.seed)
+    rows, outputs, timing = [], {}, {}
+    for name, opts in methods.items():
+        sub = [c for c in cases if "DDPM" not in name or c[0] < cfg.ddpm_images]
+        t0 = time.time()
+        res = []
+        for i in tqdm(range(0, len(sub), inp.batch_size), desc=name):
+            part = sub[i : i + inp.batch_size]
+            res += inp.inpaint_many([(c[3], c[4]) for c in part], opts)
+        timing[name] = (time.time() - t0) / len(sub)
+        for c, r in zip(sub, res):
+            rows.append({"method": name, "image": c[0], "kind": c[2], **masked_metrics(c[3], r.image, c[4])})
+            outputs[(name, c[0], c[2])] = r.image
+    for name, fn in baselines().items():
+        t0 = time.time()
+        for c in tqdm(cases, desc=name):
+            r = _keep_outside(c[3], c[4], fn(c[3], c[4]))
+            rows.append({"method": name, "image": c[0], "kind": c[2], **masked_metrics(c[3], r, c[4])})
+            outputs[(name, c[0], c[2])] = r
+        timing[name] = (time.time() - t0) / len(cases)
+    report = {"config": asdict(cfg), "machine": machine(inp.device), "images": [str(f) for f in chosen],
+              "seconds_per_image": timing, "summary": summarise(rows), "rows": rows}
+    if cfg.speed:
+        report["speed"] = speed(inp, cfg)
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    (out_dir / "metrics.md").write_text(markdown(report))
+    plot_quality(report, out_dir / "quality_vs_steps.png")
+    before_after_grid(cases, outputs, list(methods)[-2 if cfg.ddpm and len(methods) > 1 else -1], out_dir / "before_after.png")
+    print(markdown(report))
+    return report
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+def summarise(rows: list[dict]) -> dict:
+    out: dict = {}
+    for r in rows:
+        for key in (r["kind"].split("-")[0], "all"):
+            d = out.setdefault(r["method"], {}).setdefault(key, {"psnr": [], "ssim": [], "mae": [], "max_err_outside": []})
+            for m in d:
+                d[m].append(r[m])
+    return {meth: {k: {m: (max(v) if m == "max_err_outside" else float(np.mean(v))) for m, v in d.items()} | {"n": len(d["psnr"])}
+                   for k, d in kinds.items()} for meth, kinds in out.items()}
+
+
+def markdown(report: dict) -> str:
+    s = report["summary"]
+    kinds = [k for k in next(iter(s.values())) if k != "all"] + ["all"]
+    lines = [f"Machine: {report['machine']}. Masks inside-mask metrics (PSNR dB / SSIM / MAE); n = pairs scored.", "",
+             "| method | " + " | ".join(kinds) + " | s/image | max err outside |", "|---" * (len(kinds) + 3) + "|"]
+    for meth, d in s.items():
+        cells = [f"{d[k]['psnr']:.2f} / {d[k]['ssim']:.3f} / {d[k]['mae']:.1f} (n={d[k]['n']})" if k in d else "-" for k in kinds]
+        lines.append(f"| {meth} | " + " | ".join(cells) + f" | {report['seconds_per_image'][meth]:.3f} | {d['all']['max_err_outside']:.0f} |")
+    if "speed" in report:
+        lines += ["", "| sampler | batch | images/s (median) | peak RSS MB |", "|---|---|---|---|"]
+        for r in report["speed"]:
+            lines.append(f"| {r['sampler']} | {r['batch']} | {r['images_per_s']:.2f} | {r['peak_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _peak_reset() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux), so each setting gets its own peak
+    except OSError:
+        pass
+
+
+def _peak_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def speed(inp: Inpainter, cfg: EvalConfig, repeats: int = 3) -> list[dict]:
+    s = inp.size
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (s, s, 3), dtype=np.uint8)
+    from shared.masks import random_mask
+
+    m = random_mask(rng, s, s, "ellipse", 0.25)
+    out = []
+    settings = [("ddim", n) for n in cfg.steps] + ([("ddpm", 1000)] if cfg.ddpm else [])
+    for sampler, steps in settings:
+        for batch in (1, 16):
+            opts = InpaintOptions(steps=steps, sampler=sampler, window=0)
+            reps = 1 if sampler == "ddpm" else repeats
+            _peak_reset()
+            if inp.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                inp.inpaint_many([(img, m)] * batch, opts)
+                if inp.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            out.append({"sampler": f"{sampler.upper()}-{steps}", "batch": batch, "images_per_s": batch / statistics.median(times),
+                        "peak_mb": _peak_mb(inp.device), "repeats": reps})
+            print(out[-1])
+    return out
+
+
+def plot_quality(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, t = report["summary"], report["seconds_per_image"]
+    ddim = sorted((int(k.split("-")[1]), k) for k in s if "DDIM" in k)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, metric in zip(axes[:2], ("psnr", "ssim")):
+        ax.plot([n for n, _ in ddim], [s[k]["all"][metric] for _, k in ddim], "o-", label="cellpaint DDIM")
+        for k in s:
+            if "DDPM" in k:
+                ax.plot([1000], [s[k]["all"][metric]], "s", label=k)
+            elif "cellpaint" not in k:
+                ax.axhline(s[k]["all"][metric], ls="--", lw=1, color=f"C{1 + list(s).index(k) % 8}", label=k)
+        ax.set_xscale("log")
+        ax.set_xlabel("sampler steps")
+        ax.set_ylabel(f"{metric.upper()} inside mask")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    ax = axes[2]
+    for k in s:
+        ax.plot(t[k], s[k]["all"]["psnr"], "o" if "cellpaint" in k else "x")
+        ax.annotate(k.replace("cellpaint ", ""), (t[k], s[k]["all"]["psnr"]), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per image (batched, this machine)")
+    ax.set_ylabel("PSNR inside mask")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def before_after_grid(cases, outputs, best: str, path: Path, n: int = 6) -> None:
+    """Rows: original | mask | Telea | biharmonic | cellpaint, one row per mask kind."""
+    rows, seen = [], set()
+    for i, f, kind, img, m in cases:
+        if kind in seen or len(rows) >= n:
+            continue
+        seen.add(kind)
+        rows.append([img, overlay(img, m), outputs[("OpenCV Telea", i, kind)], outputs[("biharmonic", i, kind)], outputs[(best, i, kind)]])
+    save_png(grid(rows, pad=4), path)

@@ -1,0 +1,194 @@
+"""Training: one loop, resumable, with EMA, bf16 autocast + channels_last on CPU, CUDA when present.
+
+Each checkpoint writes `ckpt.pt` (everything needed to resume), `loss.png`, `samples-<step>.png`,
+and, when the val loss improves, `best.safetensors` + `best.json` (the shippable weights).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from shared.masks import random_mask
+
+from .data import CellSet, augment, load_cellset
+from .diffusion import Diffusion, DiffusionConfig, training_loss
+from .model import UNet, UNetConfig, count_params
+from .report import plot_history, sample_grid
+from .weights import read_config, save_weights
+
+CODE_VERSION = "0.1.0"
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/pbc/train"
+    val_data: str | None = "../shared/data/pbc/val"  # val loss picks the weights we ship
+    out: str = "runs/train"
+    init: str | None = None  # start from these weights (safetensors) instead of scratch
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup_steps: int = 200
+    max_steps: int = 1_000_000
+    max_minutes: float = 60.0  # wall-clock budget; the run checkpoints and stops cleanly
+    ckpt_minutes: float = 15.0
+    ema_decay: float = 0.999
+    full_mask_prob: float = 0.10  # whole image masked: phase-1 generation from the same weights
+    label_drop_prob: float = 0.15  # label -> "none", so the weights work with and without one
+    threads: int = 2  # torch intra-op threads; set deliberately, never oversubscribe 2 cores
+    device: str = "auto"
+    compile: bool = False
+    seed: int = 0
+    val_images: int = 256
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+
+def make_masks(rng: np.random.Generator, n: int, size: int, full_prob: float) -> np.ndarray:
+    """(n, size, size) bool: random boxes, ellipses and strokes; full masks with `full_prob`."""
+    return np.stack([random_mask(rng, size, size, "full" if rng.random() < full_prob else None) for _ in range(n)])
+
+
+def to_tensor(images: np.ndarray, masks: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    m = torch.from_numpy(masks[:, None].astype(np.float32))
+    return x.to(device), m.to(device)
+
+
+class ValSet:
+    """A fixed val batch: fixed masks, timesteps and noise, so val loss is comparable across steps."""
+
+    def __init__(self, cells: CellSet, cfg: TrainConfig, device):
+        rng = np.random.default_rng(1234)
+        idx = rng.choice(len(cells.images), min(cfg.val_images, len(cells.images)), replace=False)
+        masks = make_masks(rng, len(idx), cfg.unet.image_size, cfg.full_mask_prob)
+        self.x, self.m = to_tensor(cells.images[idx], masks, device)
+        self.labels = torch.from_numpy(cells.labels[idx]).to(device)
+        g = torch.Generator().manual_seed(99)
+        self.t = torch.randint(0, cfg.diffusion.timesteps, (len(idx),), generator=g).to(device)
+        self.noise = torch.randn(self.x.shape, generator=g).to(device)
+        self.images, self.classes = cells.images[idx], cells.classes
+
+    @torch.no_grad()
+    def loss(self, model, diff, autocast_ctx) -> float:
+        total = 0.0
+        for i in range(0, len(self.x), 64):
+            s = slice(i, i + 64)
+            with autocast_ctx():
+                total += training_loss(model, diff, self.x[s], self.m[s], self.labels[s], t=self.t[s], noise=self.noise[s]).item() * len(self.x[s])
+        return total / len(self.x)
+
+
+def train(cfg: TrainConfig) -> Path:
+    torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    cells = load_cellset(cfg.data, cfg.unet.image_size)
+    val = ValSet(load_cellset(cfg.val_data, cfg.unet.image_size), cfg, device) if cfg.val_data else None
+
+    ckpt_path = out / "ckpt.pt"
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    if state:  # resume: the stored config wins over the command line for the architecture
+        cfg.unet = UNetConfig(**state["config"]["unet"])
+        cfg.diffusion = DiffusionConfig(**state["config"]["diffusion"])
+    elif cfg.init:
+        rec = read_config(cfg.init)
+        cfg.unet, cfg.diffusion = UNetConfig(**rec["unet"]), DiffusionConfig(**rec["diffusion"])
+    if cells.classes and len(cells.classes) != cfg.unet.num_classes:
+        cfg.unet.num_classes = len(cells.classes)
+
+    model = UNet(cfg.unet).to(device).to(memory_format=torch.channels_last)
+    diff = Diffusion(cfg.diffusion).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    step, seen, history, best = 0, 0, {"train": [], "val": []}, math.inf
+    if state:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, seen, history, best = state["step"], state["images_seen"], state["history"], state["best_val"]
+        rng = np.random.default_rng([cfg.seed, step])
+    elif cfg.init:
+        from safetensors.torch import load_file
+
+        w = load_file(cfg.init)
+        model.load_state_dict(w)
+        ema.load_state_dict(w)
+    print(f"model: {count_params(model) / 1e6:.2f}M params on {device}; {len(cells.images)} train images; step {step}")
+
+    use_amp = device.type == "cpu" or torch.cuda.is_available()
+    autocast_ctx = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)  # noqa: E731
+    fwd = torch.compile(model) if cfg.compile else model
+    start, last_ckpt = time.time(), time.time()
+    elapsed_before = state["elapsed_s"] if state else 0.0
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", dynamic_ncols=True)
+    stop = []  # SIGTERM/SIGINT finish the step, checkpoint and exit: a stopped run loses nothing
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(1))
+    while not stop and step < cfg.max_steps and (time.time() - start) / 60 < cfg.max_minutes:
+        idx = rng.integers(0, len(cells.images), cfg.batch_size)
+        masks = make_masks(rng, cfg.batch_size, cfg.unet.image_size, cfg.full_mask_prob)
+        x, m = to_tensor(augment(cells.images[idx], rng), masks, device)
+        x, m = x.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
+        labels = torch.from_numpy(np.where(rng.random(cfg.batch_size) < cfg.label_drop_prob, cfg.unet.num_classes, cells.labels[idx])).to(device)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+        with autocast_ctx():
+            loss = training_loss(fwd, diff, x, m, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        # EMA with warm-up: early on the average should follow the fast-moving weights.
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        step += 1
+        seen += cfg.batch_size
+        history["train"].append((seen, loss.item()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+            best = _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed_before + time.time() - start, autocast_ctx)
+            last_ckpt = time.time()
+    bar.close()
+    _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed_before + time.time() - start, autocast_ctx)
+    return out
+
+
+def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed, autocast_ctx) -> float:
+    val_loss = val.loss(ema, diff, autocast_ctx) if val else float("nan")
+    history["val"].append((seen, val_loss))
+    improved = val is None or val_loss < best
+    best = min(best, val_loss) if val else best
+    record = {"config": {"unet": asdict(cfg.unet), "diffusion": asdict(cfg.diffusion)}, "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("unet", "diffusion")},
+              "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step, "images_seen": seen,
+              "history": history, "best_val": best, "elapsed_s": elapsed, "code_version": CODE_VERSION}
+    torch.save(record, out / "ckpt.tmp")
+    (out / "ckpt.tmp").replace(out / "ckpt.pt")  # atomic: a kill mid-save never loses the last checkpoint
+    meta = {"code_version": CODE_VERSION, "training": {"steps": step, "images_seen": seen, "batch_size": cfg.batch_size, "hours": round(elapsed / 3600, 3),
+            "data": cfg.data, "train_images": len(cells.images), "machine": f"{platform.machine()} {torch.get_num_threads()} threads, {'cuda' if next(ema.parameters()).is_cuda else 'cpu'}"},
+            "val": {"loss": val_loss, "data": cfg.val_data}}
+    if improved:
+        save_weights(out / "best.safetensors", ema, cfg.diffusion, cells.classes, meta)
+    save_weights(out / "last.safetensors", ema, cfg.diffusion, cells.classes, meta)
+    plot_history(history, out / "loss.png")
+    if val is not None:
+        sample_grid(ema, diff, val, out / f"samples-{step:07d}.png")
+    (out / "log.jsonl").open("a").write(json.dumps({"step": step, "images_seen": seen, "val_loss": val_loss, "elapsed_s": round(elapsed), "improved": improved}) + "\n")
+    tqdm.write(f"checkpoint step {step}: val loss {val_loss:.4f}{' (best)' if improved else ''}")
+    return best

@@ -1,0 +1,66 @@
+"""Shipped weights: one safetensors file (EMA weights) plus a JSON config beside it.
+
+Loading rebuilds the model from the stored config and refuses a file whose format version or
+architecture fields do not match this code, rather than loading half the tensors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .diffusion import Diffusion, DiffusionConfig
+from .model import UNet, UNetConfig
+
+FORMAT = "cellpaint-weights"
+FORMAT_VERSION = 1
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "cellpaint.safetensors"
+
+
+def config_path(weights: Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def save_weights(path: str | Path, model: UNet, diff_cfg: DiffusionConfig, classes: list[str], meta: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    record = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "unet": asdict(model.cfg), "diffusion": asdict(diff_cfg), "classes": list(classes),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **meta,
+    }
+    config_path(path).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_config(path: str | Path) -> dict:
+    cfg_file = config_path(Path(path))
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{cfg_file}: missing (weights need their JSON config beside them)")
+    record = json.loads(cfg_file.read_text())
+    if record.get("format") != FORMAT or record.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{cfg_file}: format {record.get('format')} v{record.get('format_version')}, "
+                         f"this code reads {FORMAT} v{FORMAT_VERSION}")
+    for key, cls in (("unet", UNetConfig), ("diffusion", DiffusionConfig)):
+        want, got = {f.name for f in fields(cls)}, set(record.get(key, {}))
+        if want != got:
+            raise ValueError(f"{cfg_file}: {key} config fields {sorted(got ^ want)} do not match this code")
+    return record
+
+
+def load_weights(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[UNet, Diffusion, dict]:
+    path = Path(path or DEFAULT_WEIGHTS)
+    record = read_config(path)
+    model = UNet(UNetConfig(**record["unet"]))
+    diff = Diffusion(DiffusionConfig(**record["diffusion"]))
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: tensors do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval().to(device)
+    return model, diff.to(device), record

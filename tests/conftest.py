@@ -1,0 +1,49 @@
+"""Shared fixtures. Every input is made here; only tests marked `data` read ../shared/data."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PBC = ROOT.parent / "shared" / "data" / "pbc"
+
+
+def synthetic_cell(rng: np.random.Generator, h: int = 120, w: int = 124) -> np.ndarray:
+    """A pink background with red discs and one purple 'nucleus': something cell-like, made here."""
+    yy, xx = np.mgrid[:h, :w]
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (232, 210, 200)
+    for _ in range(5):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(8, 16)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (205, 120, 125)
+    cy, cx, r = h / 2 + rng.normal(0, 4), w / 2 + rng.normal(0, 4), min(h, w) / 4
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (110, 60, 150)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny random model saved in the shipped format (16x16, so tests run in seconds)."""
+    import torch
+
+    from gpu_job.diffusion import DiffusionConfig
+    from gpu_job.model import UNet, UNetConfig
+    from gpu_job.weights import save_weights
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,), groups=4))
+    torch.nn.init.normal_(model.conv_out.weight, std=0.02)  # zero-init would make every output the same
+    classes = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(path, model, DiffusionConfig(), classes, {"code_version": "test", "training": {"steps": 0}})
+    return path

@@ -1,0 +1,100 @@
+"""The inpainter and the `cellpaint` CLI on a tiny random model (fast; quality is tested elsewhere)."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from cellpaint.cli import main
+from gpu_job.inpaint import Inpainter, InpaintOptions
+from shared.images import load_image
+from tests.conftest import synthetic_cell
+
+
+def write_pair(folder, name, rng, h=90, w=110, box=(20, 50, 30, 70)):
+    img = synthetic_cell(rng, h, w)
+    mask = np.zeros((h, w), np.uint8)
+    y0, y1, x0, x1 = box
+    mask[y0:y1, x0:x1] = 255
+    Image.fromarray(img).save(folder / f"{name}.png")
+    Image.fromarray(mask).save(folder / f"{name}.mask.png")
+    return img, mask > 127
+
+
+def test_inpaint_keeps_outside_and_size(tiny_weights, rng):
+    inp = Inpainter(tiny_weights, "cpu")
+    img = synthetic_cell(rng, 77, 93)
+    mask = np.zeros((77, 93), bool)
+    mask[10:40, 20:60] = True
+    res = inp.inpaint(img, mask, InpaintOptions(steps=4, samples=3, seed=5))
+    assert res.image.shape == img.shape
+    assert np.array_equal(res.image[~mask], img[~mask])
+    assert len(res.samples) == 3 and res.std.shape == mask.shape
+    assert res.std[~mask].max() == 0 and res.std[mask].mean() > 0
+    again = inp.inpaint(img, mask, InpaintOptions(steps=4, samples=3, seed=5))
+    assert np.array_equal(again.image, res.image)
+
+
+def test_large_image_uses_windows(tiny_weights, rng):
+    inp = Inpainter(tiny_weights, "cpu")
+    img = synthetic_cell(rng, 700, 900)
+    mask = np.zeros((700, 900), bool)
+    mask[50:80, 60:100] = True
+    mask[600:650, 800:850] = True
+    res = inp.inpaint(img, mask, InpaintOptions(steps=3, window=200))
+    assert res.image.shape == img.shape and np.array_equal(res.image[~mask], img[~mask])
+    assert not np.array_equal(res.image[mask], img[mask])
+
+
+def test_unknown_label(tiny_weights):
+    with pytest.raises(ValueError, match="unknown label 'dragon'"):
+        Inpainter(tiny_weights, "cpu").label_index("dragon")
+
+
+def test_cli_inpaint_one_pair_with_samples(tiny_weights, tmp_path, rng):
+    img, mask = write_pair(tmp_path, "cell", rng)
+    out = tmp_path / "out" / "cell.png"
+    rc = main(["inpaint", str(tmp_path / "cell.png"), str(tmp_path / "cell.mask.png"), "-o", str(out),
+               "--weights", str(tiny_weights), "--steps", "3", "--samples", "2", "--label", "neutrophil"])
+    assert rc == 0
+    got = load_image(str(out))
+    assert got.shape == img.shape and np.array_equal(got[~mask], img[~mask])
+    assert (tmp_path / "out" / "cell.std.png").exists()
+
+
+def test_cli_pairs_folder(tiny_weights, tmp_path, rng):
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in ("a", "b", "c"):
+        write_pair(src, n, rng)
+    (src / "lonely.png").write_bytes((src / "a.png").read_bytes())
+    rc = main(["inpaint", "--pairs", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights), "--steps", "2"])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("not-image", "notes.png: not a readable image"),
+    ("size", "mask is 20x20"),
+    ("empty", "mask is empty"),
+    ("label", "unknown label 'dragon'"),
+])
+def test_cli_bad_input_one_line_exit_2(tiny_weights, tmp_path, rng, capsys, case, expect):
+    write_pair(tmp_path, "cell", rng)
+    image, mask, extra = tmp_path / "cell.png", tmp_path / "cell.mask.png", []
+    if case == "not-image":
+        image = tmp_path / "notes.png"
+        image.write_text("not an image")
+    elif case == "size":
+        Image.fromarray(np.full((20, 20), 255, np.uint8)).save(mask)
+    elif case == "empty":
+        Image.fromarray(np.zeros((90, 110), np.uint8)).save(mask)
+    else:
+        extra = ["--label", "dragon"]
+    rc = main(["inpaint", str(image), str(mask), "-o", str(tmp_path / "o.png"), "--weights", str(tiny_weights), "--steps", "2", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and expect in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_sample_writes_cells_and_grid(tiny_weights, tmp_path):
+    rc = main(["sample", "-n", "4", "--label", "platelet", "-o", str(tmp_path), "--weights", str(tiny_weights), "--steps", "2"])
+    assert rc == 0
+    assert len(list(tmp_path.glob("cell-*.png"))) == 4 and (tmp_path / "grid.png").exists()

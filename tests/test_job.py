@@ -1,0 +1,91 @@
+"""The Batch job's entrypoint against moto S3: results, completion signal last, bad pairs, retries."""
+import io
+import json
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+from PIL import Image
+
+from gpu_job.inpaint import Inpainter
+from gpu_job.job import run
+from shared.images import load_image
+from shared.manifest import PairJob, manifest, window_to_dict
+from shared.windows import prepare
+from tests.conftest import synthetic_cell
+
+BUCKET = "cellpaint-test"
+
+
+def put_png(s3, key, arr):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return s3.put_object(Bucket=BUCKET, Key=key, Body=buf.getvalue()).get("VersionId")
+
+
+def add_pair(s3, name, rng, h=80, w=96, samples=1):
+    img = synthetic_cell(rng, h, w)
+    mask = np.zeros((h, w), bool)
+    mask[20:50, 30:70] = True
+    vi = put_png(s3, f"incoming/{name}.png", img)
+    vm = put_png(s3, f"incoming/{name}.mask.png", mask.astype(np.uint8) * 255)
+    wins = [window_to_dict(w) for w in prepare(img, mask, 360, 16)]
+    return img, mask, PairJob(name, f"incoming/{name}.png", f"incoming/{name}.mask.png", h, w,
+                              {"steps": 3, "seed": 1, "samples": samples}, wins, vi, vm)
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("MODEL_URI", raising=False)
+    with mock_aws():
+        c = boto3.client("s3")
+        c.create_bucket(Bucket=BUCKET)
+        c.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        yield c
+
+
+def test_job_writes_results_and_isolates_a_bad_pair(s3, tiny_weights, rng):
+    img, mask, good = add_pair(s3, "lab1/cell-a", rng, samples=2)
+    _, _, bad = add_pair(s3, "lab1/cell-b", rng)
+    bad.options["label"] = "dragon"
+    doc = manifest("job-1", BUCKET, [good, bad], "2026-11-26T00:00:00Z")
+    s3.put_object(Bucket=BUCKET, Key="jobs/job-1/manifest.json", Body=json.dumps(doc).encode())
+    inp = Inpainter(tiny_weights, "cpu")
+    status = run(f"s3://{BUCKET}/jobs/job-1/manifest.json", s3=s3, inpainter=inp)
+    assert status == {"lab1/cell-a": "succeeded", "lab1/cell-b": "failed"}
+    out = load_image(s3.get_object(Bucket=BUCKET, Key="results/lab1/cell-a/inpainted.png")["Body"].read())
+    assert out.shape == img.shape and np.array_equal(out[~mask], img[~mask])
+    result = json.loads(s3.get_object(Bucket=BUCKET, Key="results/lab1/cell-a/result.json")["Body"].read())
+    assert result["status"] == "succeeded" and result["steps"] == 3 and result["samples"] == 2
+    assert result["outputs"]["uncertainty"] == "results/lab1/cell-a/uncertainty.png"
+    assert len(result["model"]["sha256"]) == 64 and result["timings"]["total_s"] > 0
+    # result.json is the completion signal: it must be the last object written for the pair
+    objs = s3.list_objects_v2(Bucket=BUCKET, Prefix="results/lab1/cell-a/")["Contents"]
+    assert max(objs, key=lambda o: o["LastModified"])["Key"].endswith("result.json") or \
+        len({o["LastModified"] for o in objs}) == 1
+    err = json.loads(s3.get_object(Bucket=BUCKET, Key="failed/lab1/cell-b/error.json")["Body"].read())
+    assert "unknown label 'dragon'" in err["reason"]
+    # the uploads are untouched
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="incoming/")["Contents"]}
+    assert keys == {"incoming/lab1/cell-a.png", "incoming/lab1/cell-a.mask.png", "incoming/lab1/cell-b.png", "incoming/lab1/cell-b.mask.png"}
+    # a retried job (e.g. after a spot reclaim) does not redo a finished pair
+    again = run(f"s3://{BUCKET}/jobs/job-1/manifest.json", s3=s3, inpainter=inp)
+    assert again["lab1/cell-a"] == "skipped"
+
+
+def test_job_reads_the_validated_version(s3, tiny_weights, rng):
+    img, mask, pair = add_pair(s3, "cell", rng)
+    put_png(s3, "incoming/cell.png", np.zeros((10, 10, 3), np.uint8))  # a later upload under the same key
+    s3.put_object(Bucket=BUCKET, Key="jobs/j/manifest.json", Body=json.dumps(manifest("j", BUCKET, [pair], "t")).encode())
+    assert run(f"s3://{BUCKET}/jobs/j/manifest.json", s3=s3, inpainter=Inpainter(tiny_weights, "cpu")) == {"cell": "succeeded"}
+
+
+def test_bad_manifest_exit_code(s3, tiny_weights, monkeypatch):
+    from gpu_job.__main__ import main
+
+    s3.put_object(Bucket=BUCKET, Key="jobs/x/manifest.json", Body=b'{"version": 99, "pairs": []}')
+    monkeypatch.setenv("MODEL_URI", str(tiny_weights))
+    assert main(["run", "--manifest", f"s3://{BUCKET}/jobs/x/manifest.json"]) == 2
+    assert main(["run", "--manifest", f"s3://{BUCKET}/jobs/missing/manifest.json"]) == 2

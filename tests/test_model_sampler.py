@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import torch
+
+from gpu_job.diffusion import Diffusion, DiffusionConfig, linear_beta_schedule, training_loss
+from gpu_job.model import UNet, UNetConfig
+from gpu_job.sampler import sample, timesteps
+from gpu_job.weights import load_weights, save_weights
+
+TINY = dict(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,), groups=4)
+
+
+def test_linear_schedule_matches_the_paper():
+    b = linear_beta_schedule(1000, 1e-4, 0.02)
+    assert b.dtype == np.float64 and b[0] == 1e-4 and b[-1] == 0.02 and np.allclose(np.diff(b), np.diff(b)[0])
+    d = Diffusion(DiffusionConfig())
+    assert d.alphas_cumprod.dtype == torch.float32
+    assert abs(d.alphas_cumprod[-1].item() - np.prod(1 - b)) < 1e-7  # pure noise at T
+
+
+def test_unet_shapes_and_label():
+    m = UNet(UNetConfig(**TINY))
+    with torch.no_grad():  # move off the zero init, so every path (label included) reaches the output
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x = torch.randn(2, 7, 16, 16)
+    t = torch.tensor([0, 999])
+    assert m(x, t).shape == (2, 3, 16, 16)
+    assert not torch.allclose(m(x, t, torch.tensor([0, 0])), m(x, t, torch.tensor([5, 5])))
+
+
+def test_timesteps_span_the_schedule():
+    assert timesteps(1000, 1000) == list(range(999, -1, -1))
+    ts = timesteps(1000, 10)
+    assert ts[0] == 999 and ts[-1] == 0 and len(set(ts)) == 10
+    with pytest.raises(ValueError):
+        timesteps(1000, 0)
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    m = UNet(UNetConfig(**TINY)).eval()
+    torch.nn.init.normal_(m.conv_out.weight, std=0.05)
+    return m, Diffusion(DiffusionConfig())
+
+
+@pytest.mark.parametrize("method,steps", [("ddim", 10), ("ddpm", 10)])
+def test_known_pixels_exact_and_seeded(tiny, method, steps):
+    model, diff = tiny
+    g = torch.Generator().manual_seed(1)
+    known = torch.rand(3, 3, 16, 16, generator=g) * 2 - 1
+    mask = torch.zeros(3, 1, 16, 16)
+    mask[:, :, 4:12, 4:12] = 1
+    a = sample(model, diff, known=known, mask=mask, seeds=[1, 2, 3], steps=steps, method=method)
+    assert a.shape == known.shape
+    assert torch.equal(a * (1 - mask), known * (1 - mask))  # known region: exactly the observation
+    assert a.abs().max() <= 1
+    b = sample(model, diff, known=known, mask=mask, seeds=[1, 2, 3], steps=steps, method=method)
+    assert torch.equal(a, b)  # same seed, same output
+    c = sample(model, diff, known=known, mask=mask, seeds=[1, 2, 4], steps=steps, method=method)
+    assert torch.equal(a[:2], c[:2]) and not torch.equal(a[2], c[2])
+    alone = sample(model, diff, known=known[1:2], mask=mask[1:2], seeds=[2], steps=steps, method=method)
+    assert torch.allclose(alone, a[1:2], atol=1e-4)  # an image's result does not depend on its batch
+
+
+def test_reference_sum(tiny):
+    """A fixed tiny model, seed and ten steps: guards against silent sampler changes."""
+    model, diff = tiny
+    known = torch.zeros(1, 3, 16, 16)
+    mask = torch.ones(1, 1, 16, 16)
+    x = sample(model, diff, known=known, mask=mask, seeds=[0], steps=10)
+    assert x.sum().item() == pytest.approx(53.637, abs=0.05)
+
+
+def test_guidance_changes_output(tiny):
+    model, diff = tiny
+    known, mask = torch.zeros(1, 3, 16, 16), torch.ones(1, 1, 16, 16)
+    lab = torch.tensor([2])
+    a = sample(model, diff, known=known, mask=mask, seeds=[0], steps=5, labels=lab)
+    b = sample(model, diff, known=known, mask=mask, seeds=[0], steps=5, labels=lab, guidance=3.0)
+    assert not torch.equal(a, b)
+
+
+def test_loss_is_weighted_toward_the_mask(tiny):
+    model, diff = tiny
+    x0 = torch.rand(4, 3, 16, 16) * 2 - 1
+    lab = torch.full((4,), 8)
+    t, noise = torch.full((4,), 500), torch.randn(4, 3, 16, 16)
+    mask = torch.zeros(4, 1, 16, 16)
+    mask[..., :8] = 1
+    base = training_loss(model, diff, x0, mask, lab, t=t, noise=noise)
+    # Knock the model's known-region error up: the loss barely moves (weight 0.1 there).
+    model.conv_out.bias.data += torch.tensor([0.5, 0.5, 0.5])
+    assert training_loss(model, diff, x0, mask, lab, t=t, noise=noise) > base
+
+
+def test_a_few_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(**TINY))
+    diff = Diffusion(DiffusionConfig())
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    x0 = torch.rand(8, 3, 16, 16) * 2 - 1
+    mask = torch.ones(8, 1, 16, 16)
+    lab = torch.full((8,), 8)
+    t, noise = torch.randint(0, 1000, (8,)), torch.randn(8, 3, 16, 16)
+    first = training_loss(model, diff, x0, mask, lab, t=t, noise=noise).item()
+    for _ in range(30):
+        loss = training_loss(model, diff, x0, mask, lab, t=t, noise=noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first
+
+
+def test_weights_roundtrip_and_config_check(tmp_path, tiny):
+    model, _ = tiny
+    path = tmp_path / "w.safetensors"
+    save_weights(path, model, DiffusionConfig(), ["a", "b"], {"training": {"steps": 3}})
+    loaded, diff, rec = load_weights(path)
+    assert rec["classes"] == ["a", "b"] and rec["unet"]["base_channels"] == 8
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    cfg = path.with_suffix(".json")
+    import json
+
+    doc = json.loads(cfg.read_text())
+    doc["unet"]["wings"] = 2
+    cfg.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="wings"):
+        load_weights(path)
