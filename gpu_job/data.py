@@ -51,6 +51,10 @@ def _load(args: tuple[str, int]) -> np.ndarray | str:
 
 def load_cellset(root: str | Path, size: int = 64, cache_dir: str | Path | None = ".cache", workers: int = 2) -> CellSet:
     root = Path(root)
+    if root.is_file():  # a pack made by gpu_job.pack
+        from .pack import unpack
+
+        return unpack(root)
     files, classes = list_images(root)
     names = [str(f.relative_to(root)) for f in files]
     labels = np.array([classes.index(f.parent.name) for f in files], dtype=np.int64)

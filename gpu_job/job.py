@@ -25,7 +25,7 @@ from shared.manifest import read_manifest, window_from_dict
 from shared.preview import before_after, heatmap
 
 from .inpaint import Inpainter, InpaintOptions
-from .weights import DEFAULT_WEIGHTS
+from .weights import default_weights
 
 EXIT_BAD_MANIFEST = 2  # input error: the job definition's retry strategy exits, never retries
 _RETRY = Config(retries={"max_attempts": 8, "mode": "adaptive"})  # throttling and 5xx
@@ -42,7 +42,7 @@ def fetch_weights(s3, model_uri: str | None) -> str:
     """MODEL_URI may be s3://... (downloaded with its .json beside it), a local path, or unset
     (the weights baked into the image)."""
     if not model_uri:
-        return str(DEFAULT_WEIGHTS)
+        return str(default_weights())
     if not model_uri.startswith("s3://"):
         return model_uri
     bucket, key = parse_s3(model_uri)

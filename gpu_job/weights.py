@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from .model import UNet, UNetConfig
 FORMAT = "cellpaint-weights"
 FORMAT_VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "cellpaint.safetensors"
+
+
+def default_weights() -> Path:
+    """$CELLPAINT_WEIGHTS if set (tests, the UI, a newer run), else the shipped weights."""
+    env = os.environ.get("CELLPAINT_WEIGHTS")
+    return Path(env) if env else DEFAULT_WEIGHTS
 
 
 def config_path(weights: Path) -> Path:
@@ -54,7 +61,7 @@ def read_config(path: str | Path) -> dict:
 
 
 def load_weights(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[UNet, Diffusion, dict]:
-    path = Path(path or DEFAULT_WEIGHTS)
+    path = Path(path or default_weights())
     record = read_config(path)
     model = UNet(UNetConfig(**record["unet"]))
     diff = Diffusion(DiffusionConfig(**record["diffusion"]))

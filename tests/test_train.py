@@ -34,3 +34,16 @@ def test_train_checkpoints_and_resumes(tmp_path, rng, monkeypatch):
     train(cfg)  # resumes from ckpt.pt
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in log] == [3, 5] and log[1]["images_seen"] == 20
+
+
+def test_pack_roundtrip(tmp_path, rng, monkeypatch):
+    from gpu_job.data import load_cellset
+    from gpu_job.pack import pack
+
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "train", rng, per_class=2)
+    direct = load_cellset(tmp_path / "train", 16)
+    packed = load_cellset(pack(tmp_path / "train", tmp_path / "p.npz", size=16), 16)
+    assert packed.classes == direct.classes and packed.names == direct.names
+    assert (packed.labels == direct.labels).all()
+    assert np.abs(packed.images.astype(int) - direct.images).mean() < 4  # JPEG q92
