@@ -3,14 +3,14 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test check-template clean
+.PHONY: setup demo test check-template ui clean
 
-$(BIN)/cellpaint: pyproject.toml requirements-dev.txt
+$(BIN)/cellpaint: pyproject.toml requirements-dev.txt requirements-ui.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel on disk (a bare `torch` pulls a multi-GB CUDA build)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]' -r requirements-dev.txt
+	$(BIN)/pip install -q -e '.[dev]' -r requirements-dev.txt -r requirements-ui.txt
 	touch $@
 
 setup: $(BIN)/cellpaint
@@ -20,6 +20,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+check-template: setup
+	scripts/check-template.sh
+
+ui: setup
+	$(BIN)/cellpaint ui
 
 clean:
 	rm -rf $(VENV) out .cache .pytest_cache

@@ -129,6 +129,22 @@ def cmd_evaluate(a) -> None:
                         ddpm=not a.no_ddpm, speed=not a.no_speed, device=a.device, seed=a.seed))
 
 
+def cmd_ui(a) -> None:
+    import importlib.util
+    import subprocess
+
+    from cellpaint.ui import PAGE
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise UsageError("the UI needs streamlit: pip install -r requirements-ui.txt")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.port", str(a.port), "--server.headless", "true",
+           "--client.toolbarMode", "viewer", "--browser.gatherUsageStats", "false"]
+    try:
+        raise SystemExit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        raise SystemExit(0)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellpaint", description="Diffusion inpainting of blood-cell images.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -189,6 +205,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("ui", help="the browser UI (Streamlit): paint a mask, restore (needs requirements-ui.txt)")
+    sp.add_argument("--port", type=int, default=8501)
+    sp.set_defaults(func=cmd_ui)
     return p
 
 

@@ -74,8 +74,8 @@ def _put_json(s3, bucket: str, key: str, doc: dict) -> None:
 
 def write_error(s3, bucket: str, pair, job_id: str, reason: str) -> None:
     _put_json(s3, bucket, f"failed/{pair.pair}/error.json", {
-        "status": "failed", "pair": pair.pair, "job_id": job_id, "stage": "gpu_job", "reason": reason,
-        "inputs": {"image": pair.image_key, "mask": pair.mask_key}, "time": datetime.now(timezone.utc).isoformat()})
+        "status": "failed", "pair": pair.pair, "job_id": job_id, "stage": "gpu", "reason": reason,
+        "keys": {"image": pair.image_key, "mask": pair.mask_key}, "time": datetime.now(timezone.utc).isoformat()})
 
 
 def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto") -> dict:
@@ -126,8 +126,8 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
                 outputs["uncertainty"] = f"{base}/uncertainty.png"
             _put_json(s3, bucket, f"{base}/result.json", {  # last: the completion signal
                 "status": "succeeded", "pair": p.pair, "job_id": job_id,
-                "inputs": {"image": {"key": p.image_key, "version_id": p.image_version},
-                           "mask": {"key": p.mask_key, "version_id": p.mask_version}},
+                "inputs": {"image_key": p.image_key, "image_version": p.image_version,
+                           "mask_key": p.mask_key, "mask_version": p.mask_version},
                 "outputs": outputs, "size": {"width": p.width, "height": p.height}, "windows": len(p.windows),
                 "model": {"version": inpainter.record.get("code_version"), "sha256": model_sha,
                           "trained_steps": inpainter.record.get("training", {}).get("steps")},

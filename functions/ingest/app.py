@@ -1,0 +1,65 @@
+"""Ingest: S3 (incoming/) -> SQS -> here. Validates and claims each pair that became complete,
+writes failed/<pair>/error.json for bad input, and submits ONE Batch job for all ready pairs.
+
+The logic is in shared/ingest.py; this file only wires AWS, Powertools and the batch response.
+"""
+from __future__ import annotations
+
+import os
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared import ingest
+from shared.s3events import object_events
+from shared.validate import Limits
+
+BUCKET = os.environ["BUCKET"]
+JOB_QUEUE = os.environ["JOB_QUEUE"]
+JOB_DEFINITION = os.environ["JOB_DEFINITION"]
+LIMITS = Limits(max_bytes=int(os.environ["MAX_UPLOAD_BYTES"]), max_pixels=int(os.environ["MAX_PIXELS"]))
+
+logger, tracer, metrics = Logger(), Tracer(), Metrics()
+S3, BATCH = ingest.client("s3"), ingest.client("batch")
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> list[ingest.Outcome]:
+    """Every object event in one SQS message; raising fails (and redelivers) only this message."""
+    outcomes = []
+    for ev in object_events(record.json_body):
+        if ev.bucket != BUCKET:
+            logger.warning("event for another bucket ignored", extra={"bucket": ev.bucket, "key": ev.key})
+            continue
+        outcome = ingest.ingest_object(S3, BUCKET, ev.key, ev.version, LIMITS)
+        logger.info(outcome.detail or outcome.status, extra={"status": outcome.status, "key": ev.key, "pair": outcome.pair})
+        metrics.add_metric(name=f"Pairs{outcome.status.capitalize()}", unit=MetricUnit.Count, value=1)
+        outcomes.append(outcome)
+    return outcomes
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    with processor(records=event["Records"], handler=record_handler):
+        results = processor.process()
+    ready = [(rec["messageId"], o) for status, outcomes, rec in results if status == "success"
+             for o in outcomes if o.status == "ready"]
+    failures = processor.response()["batchItemFailures"]
+    if ready:
+        try:
+            job = ingest.submit_job(S3, BATCH, BUCKET, JOB_QUEUE, JOB_DEFINITION, [o.job for _, o in ready])
+        except Exception:
+            logger.exception("job submission failed; releasing the claims so the messages are retried")
+            for _, o in ready:
+                ingest.release(S3, BUCKET, o.claim_key)
+            failures += [{"itemIdentifier": mid} for mid in dict.fromkeys(mid for mid, _ in ready)]
+        else:
+            logger.info("job submitted", extra={"job_id": job.job_id, "batch_job_id": job.batch_job_id, "pairs": job.pairs})
+            metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
+    return {"batchItemFailures": failures}

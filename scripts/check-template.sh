@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# CI checks of the SAM stack: cfn-lint, sam validate --lint, sam build. Exits nonzero on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+# sam build checks for a python3.12 interpreter on PATH (pyenv shims alone fail that check).
+if command -v pyenv >/dev/null 2>&1 && pyenv prefix 3.12.1 >/dev/null 2>&1; then
+  PATH="$(pyenv prefix 3.12.1)/bin:$PATH"
+fi
+export PATH="$PWD/$VENV/bin:$PATH" SAM_CLI_TELEMETRY=0
+
+echo "== cfn-lint template.yaml"
+cfn-lint template.yaml
+echo "== sam validate --lint"
+sam validate --lint --template-file template.yaml --region us-east-1
+echo "== sam build"
+sam build --template-file template.yaml --build-dir .aws-sam/build --parallel
+test -f .aws-sam/build/SharedLayer/python/shared/validate.py
+test -d .aws-sam/build/SharedLayer/python/numpy
+test -f .aws-sam/build/IngestFunction/app.py
+test -f .aws-sam/build/NotifyFunction/app.py
+if find .aws-sam/build -path '*torch*' -print -quit | grep -q .; then
+  echo "torch must not reach the Lambda build" >&2; exit 1
+fi
+echo "OK: cfn-lint, sam validate --lint and sam build passed"

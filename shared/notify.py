@@ -1,0 +1,165 @@
+"""Notify: one SNS message per finished or failed pair, readable in an email and parseable by a
+webhook (MessageStructure="json": "default"/"email" text, "http"/"https" a JSON body).
+
+Triggers (all arrive on the notify queue): results/<pair>/result.json (success, written last by
+the GPU job), failed/<pair>/error.json (ingest or GPU job), and Batch "Job State Change" FAILED
+(a job that died before writing anything: every pair of its manifest without an output).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
+
+from .ingest import claim, release
+from .s3events import CLAIMS, digest, error_key, pair_from_output_key, result_key
+
+MAX_REASON = 2000  # characters: SNS allows 256 KB, an email should stay readable
+SUBJECT_MAX = 100  # SNS's limit
+
+
+@dataclass
+class Notice:
+    status: str  # succeeded | failed
+    pair: str | None
+    reason: str | None = None
+    keys: dict = field(default_factory=dict)  # inputs and outputs, bucket-relative
+    bucket: str | None = None
+    link: str | None = None  # presigned GET of inpainted.png
+    link_expires_in: int | None = None  # seconds
+    timings: dict = field(default_factory=dict)
+    job: dict = field(default_factory=dict)  # job_id, batch_job_id, status_reason, ...
+    dedupe: str = ""  # what makes this notice unique (not sent)
+
+    def body(self) -> dict:
+        d = asdict(self)
+        d.pop("dedupe")
+        return {"version": 1, **d}
+
+
+def _read_json(s3: BaseClient, bucket: str, key: str) -> dict:
+    doc = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    return doc if isinstance(doc, dict) else {"value": doc}
+
+
+def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version: str | None = None) -> Notice:
+    """results/<pair>/result.json -> a success notice with a presigned link to inpainted.png."""
+    pair, _ = pair_from_output_key(key)
+    doc = _read_json(s3, bucket, key)
+    inpainted = result_key(pair, "inpainted.png")
+    link = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": inpainted}, ExpiresIn=expires_in)
+    inputs = doc.get("inputs") if isinstance(doc.get("inputs"), dict) else {}
+    keys = {"image": inputs.get("image_key"), "mask": inputs.get("mask_key"), "inpainted": inpainted,
+            "preview": result_key(pair, "preview.png"), "result": key}
+    job = {k: doc[k] for k in ("job_id", "model", "sampler", "steps", "seed", "samples") if k in doc}
+    timings = doc.get("timings") if isinstance(doc.get("timings"), dict) else {}
+    return Notice("succeeded", pair, None, keys, bucket, link, expires_in, timings, job, dedupe=f"{key}@{version}")
+
+
+def from_error(s3: BaseClient, bucket: str, key: str, version: str | None = None) -> Notice:
+    """failed/<pair>/error.json -> a failure notice with the reason."""
+    pair, _ = pair_from_output_key(key)
+    doc = _read_json(s3, bucket, key)
+    keys = {k: v for k, v in (doc.get("keys") or {}).items() if v} if isinstance(doc.get("keys"), dict) else {}
+    keys["error"] = key
+    job = {k: doc[k] for k in ("job_id", "stage") if k in doc}
+    reason = str(doc.get("reason") or "no reason was recorded")[:MAX_REASON]
+    timings = doc.get("timings") if isinstance(doc.get("timings"), dict) else {}
+    return Notice("failed", doc.get("pair") or pair, reason, keys, bucket, None, None, timings, job,
+                  dedupe=f"{key}@{version}")
+
+
+def from_batch_failure(s3: BaseClient, detail: dict) -> list[Notice]:
+    """A Batch job that FAILED: one notice per pair of its manifest that has neither result.json
+    nor error.json (the job may have finished some pairs before it died)."""
+    reason = detail.get("statusReason") or "no reason given"
+    exit_code = (detail.get("container") or {}).get("exitCode")
+    job = {"batch_job_id": detail.get("jobId"), "job_name": detail.get("jobName"), "status_reason": reason,
+           "exit_code": exit_code, "attempts": len(detail.get("attempts") or [])}
+    why = f"the GPU job {detail.get('jobName')} failed: {reason}" + (f" (exit code {exit_code})" if exit_code is not None else "")
+    uri = (detail.get("parameters") or {}).get("manifest", "")
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.path.strip("/"):
+        return [Notice("failed", None, why + "; its manifest is unknown", {}, None, job=job,
+                       dedupe=f"batch@{detail.get('jobId')}")]
+    bucket, manifest_key = parsed.netloc, parsed.path.lstrip("/")
+    try:
+        doc = _read_json(s3, bucket, manifest_key)
+    except ClientError as exc:
+        return [Notice("failed", None, f"{why}; its manifest {uri} cannot be read ({exc.response['Error'].get('Code')})",
+                       {"manifest": manifest_key}, bucket, job=job, dedupe=f"batch@{detail.get('jobId')}")]
+    job["job_id"] = doc.get("job_id")
+    notices = []
+    for p in doc.get("pairs", []):
+        pair = p.get("pair")
+        if _exists(s3, bucket, result_key(pair)) or _exists(s3, bucket, error_key(pair)):
+            continue  # already reported by its own output
+        keys = {"image": p.get("image_key"), "mask": p.get("mask_key"), "manifest": manifest_key}
+        notices.append(Notice("failed", pair, why, keys, bucket, job=dict(job),
+                              dedupe=f"batch@{detail.get('jobId')}@{pair}"))
+    return notices
+
+
+def _exists(s3: BaseClient, bucket: str, key: str) -> bool:
+    # A listing, not a HEAD: with s3:ListBucket limited by prefix, a missing key is a clean "no".
+    r = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    return any(o["Key"] == key for o in r.get("Contents", []))
+
+
+def _ascii(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+
+
+def render(n: Notice) -> tuple[str, str]:
+    """(subject, message) for sns.publish(MessageStructure="json")."""
+    what = n.pair or (n.job.get("job_name") or "a job")
+    subject = _ascii(f"cellpaint: {what} {'is restored' if n.status == 'succeeded' else 'failed'}")
+    if len(subject) > SUBJECT_MAX:
+        subject = subject[: SUBJECT_MAX - 3] + "..."
+    lines = [f"Pair: {n.pair or '(unknown)'}", f"Status: {n.status}"]
+    if n.status == "succeeded":
+        lines += [f"Restored image ({_expiry(n.link_expires_in)}): {n.link}",
+                  f"In the bucket: s3://{n.bucket}/{n.keys.get('inpainted')}",
+                  f"Preview: s3://{n.bucket}/{n.keys.get('preview')}"]
+    else:
+        lines += ["", f"Reason: {n.reason}", ""]
+        if n.keys.get("error"):
+            lines.append(f"Details: s3://{n.bucket}/{n.keys['error']}")
+        lines.append("Fix the files and upload them again under incoming/; a new upload starts a new job.")
+    for k in ("image", "mask"):
+        if n.keys.get(k):
+            lines.append(f"{k.capitalize()}: s3://{n.bucket}/{n.keys[k]}")
+    if n.timings:
+        lines.append("Timings: " + ", ".join(f"{k} {v}" for k, v in n.timings.items()))
+    text = "\n".join(lines) + "\n"
+    body = json.dumps(n.body(), default=str)
+    # Machine subscribers (webhooks, queues, functions) get the JSON body; people get the text.
+    return subject, json.dumps({"default": text, "email": text, "email-json": body, "http": body, "https": body,
+                                "sqs": body, "lambda": body})
+
+
+def _expiry(seconds: int | None) -> str:
+    if not seconds:
+        return "link"
+    return f"link valid for {seconds // 3600} h" if seconds >= 3600 else f"link valid for {seconds // 60} min"
+
+
+def publish(sns: BaseClient, s3: BaseClient, bucket: str, topic_arn: str, n: Notice,
+            now: datetime | None = None) -> str | None:
+    """Publish once per notice (claimed in jobs/claims/), returning the MessageId, or None for a
+    duplicate delivery. The claim is released if publishing fails, so the retry publishes."""
+    now = now or datetime.now(timezone.utc)
+    claim_key = f"{CLAIMS}notify-{digest(n.dedupe or json.dumps(n.body(), sort_keys=True, default=str))}.json"
+    if not claim(s3, bucket, claim_key, {"notice": n.dedupe, "claimed": now.isoformat()}):
+        return None
+    try:
+        subject, message = render(n)
+        return sns.publish(TopicArn=topic_arn, Subject=subject, Message=message, MessageStructure="json",
+                           MessageAttributes={"status": {"DataType": "String", "StringValue": n.status}})["MessageId"]
+    except BaseException:
+        release(s3, bucket, claim_key)
+        raise

@@ -1,0 +1,139 @@
+"""The ingest handler on the events the stack delivers: pairs, duplicates, races, skips."""
+from __future__ import annotations
+
+import json
+import threading
+
+from .conftest import BUCKET, Context, good_pair, keys, load_event, s3_body, sqs_event, upload
+
+
+def manifests(st):
+    return [k for k in keys(st, "jobs/") if k.endswith("/manifest.json")]
+
+
+def test_event_files_parse(stack):
+    ev = load_event("sqs-s3-object-created.json")
+    assert stack.ingest.lambda_handler(ev, Context()) == {"batchItemFailures": []}  # no such object: waits
+    assert stack.submits == [] and keys(stack, "failed/") == []
+
+
+def test_test_event_is_skipped(stack):
+    assert stack.ingest.lambda_handler(load_event("sqs-s3-test-event.json"), Context()) == {"batchItemFailures": []}
+    assert keys(stack, "") == []
+
+
+def test_image_first_then_mask(stack):
+    image, mask = good_pair()
+    assert stack.ingest.lambda_handler(upload(stack, "incoming/demo/cell 1.png", image), Context()) == {"batchItemFailures": []}
+    assert stack.submits == []  # waiting for the mask
+    stack.ingest.lambda_handler(upload(stack, "incoming/demo/cell 1.mask.png", mask), Context())
+    assert len(stack.submits) == 1
+    [key] = manifests(stack)
+    assert stack.submits[0]["parameters"] == {"manifest": f"s3://{BUCKET}/{key}"}
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    [pair] = doc["pairs"]
+    assert pair["pair"] == "demo/cell 1" and pair["image_key"] == "incoming/demo/cell 1.png"
+    assert (pair["height"], pair["width"]) == (48, 64) and len(pair["windows"]) == 1
+    assert pair["image_version"] and pair["mask_version"]
+    from shared.manifest import read_manifest, window_from_dict
+    [job] = read_manifest(doc)
+    w = window_from_dict(job.windows[0])
+    assert w.prep.image.shape == (64, 64, 3) and w.prep.mask.any()
+
+
+def test_mask_first_then_image_with_sidecar(stack):
+    image, mask = good_pair()
+    stack.ingest.lambda_handler(upload(stack, "incoming/a.json", b'{"steps": 20, "seed": 3, "label": "monocyte"}'), Context())
+    stack.ingest.lambda_handler(upload(stack, "incoming/a.mask.png", mask), Context())
+    assert stack.submits == []
+    stack.ingest.lambda_handler(upload(stack, "incoming/a.JPG", image), Context())
+    assert len(stack.submits) == 1
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
+    assert doc["pairs"][0]["options"] == {"steps": 20, "seed": 3, "label": "monocyte"}
+    assert doc["pairs"][0]["image_key"] == "incoming/a.JPG"
+
+
+def test_same_event_ten_times_gives_one_job(stack):
+    image, mask = good_pair()
+    upload(stack, "incoming/p.png", image)
+    event = upload(stack, "incoming/p.mask.png", mask)
+    for _ in range(10):
+        assert stack.ingest.lambda_handler(event, Context()) == {"batchItemFailures": []}
+    assert len(stack.submits) == 1 and len(manifests(stack)) == 1
+
+
+def test_duplicates_in_one_batch_give_one_pair(stack):
+    image, mask = good_pair()
+    a = upload(stack, "incoming/p.png", image)["Records"][0]
+    b = upload(stack, "incoming/p.mask.png", mask)["Records"][0]
+    stack.ingest.lambda_handler({"Records": [a, b, a, b]}, Context())
+    assert len(stack.submits) == 1
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
+    assert [p["pair"] for p in doc["pairs"]] == ["p"]
+
+
+def test_many_pairs_in_one_invocation_give_one_job(stack):
+    image, mask = good_pair()
+    records = []
+    for i in range(5):
+        records += upload(stack, f"incoming/batch/{i}.png", image)["Records"]
+        records += upload(stack, f"incoming/batch/{i}.mask.png", mask)["Records"]
+    assert stack.ingest.lambda_handler({"Records": records}, Context()) == {"batchItemFailures": []}
+    assert len(stack.submits) == 1
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
+    assert sorted(p["pair"] for p in doc["pairs"]) == [f"batch/{i}" for i in range(5)]
+
+
+def test_two_halves_racing_on_threads_give_one_job(stack):
+    image, mask = good_pair()
+    events = [upload(stack, "incoming/race.png", image), upload(stack, "incoming/race.mask.png", mask)] * 4
+    barrier = threading.Barrier(len(events))
+    errors = []
+
+    def run(ev):
+        barrier.wait()
+        try:
+            stack.ingest.lambda_handler(ev, Context())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(ev,)) for ev in events]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(stack.submits) == 1 and len(manifests(stack)) == 1
+
+
+def test_reupload_is_a_new_job(stack):
+    image, mask = good_pair()
+    upload(stack, "incoming/r.png", image)
+    stack.ingest.lambda_handler(upload(stack, "incoming/r.mask.png", mask), Context())
+    stack.ingest.lambda_handler(upload(stack, "incoming/r.mask.png", mask), Context())  # a new version
+    assert len(stack.submits) == 2
+
+
+def test_writes_outside_incoming_never_trigger(stack):
+    image, mask = good_pair()
+    for key in ("results/p/inpainted.png", "results/p/result.json", "jobs/x/manifest.json", "failed/p/error.json",
+                "incoming/", "incoming/folder/", "incoming/.DS_Store", "incomingx/p.png"):
+        stack.s3.put_object(Bucket=BUCKET, Key=key, Body=image)
+        assert stack.ingest.lambda_handler(sqs_event(s3_body(key)), Context()) == {"batchItemFailures": []}
+    assert stack.submits == [] and keys(stack, "failed/") == ["failed/p/error.json"]
+
+
+def test_event_for_another_bucket_is_ignored(stack):
+    stack.s3.put_object(Bucket=BUCKET, Key="incoming/p.png", Body=good_pair()[0])
+    stack.ingest.lambda_handler(sqs_event(s3_body("incoming/p.png", bucket="someone-else")), Context())
+    assert keys(stack, "jobs/") == []
+
+
+def test_uploads_are_never_changed(stack):
+    image, mask = good_pair()
+    upload(stack, "incoming/k.png", image)
+    stack.ingest.lambda_handler(upload(stack, "incoming/k.mask.png", mask), Context())
+    for key, data in (("incoming/k.png", image), ("incoming/k.mask.png", mask)):
+        versions = stack.s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]
+        assert len(versions) == 1
+        assert stack.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data

@@ -1,0 +1,120 @@
+"""The notify handler: result.json, error.json and Batch FAILED events -> one SNS message each."""
+from __future__ import annotations
+
+import json
+
+from moto.sns.models import sns_backends
+
+from shared import notify
+from shared.s3events import pair_from_output_key
+
+from .conftest import BUCKET, REGION, Context, good_pair, inbox, keys, load_event, upload
+
+RESULT = {"pair": "demo/cell 1", "status": "succeeded", "job_id": "20261126T120000Z-0a1b2c3d",
+          "inputs": {"image_key": "incoming/demo/cell 1.png", "mask_key": "incoming/demo/cell 1.mask.png"},
+          "model": {"version": "v1", "sha256": "ab" * 32}, "sampler": "ddim", "steps": 50, "seed": 0,
+          "samples": 1, "timings": {"load_s": 0.4, "sample_s": 3.2, "total_s": 4.1}}
+
+
+def published(st):
+    """The raw messages moto's SNS received (the inbox queue only sees the "sqs" part)."""
+    return sns_backends["123456789012"][REGION].topics[st.topic_arn].sent_notifications
+
+
+def test_result_event_file(stack):
+    stack.s3.put_object(Bucket=BUCKET, Key="results/demo/cell 1/inpainted.png", Body=b"png")
+    stack.s3.put_object(Bucket=BUCKET, Key="results/demo/cell 1/result.json", Body=json.dumps(RESULT))
+    ev = load_event("sqs-s3-results-put.json")
+    calls = []
+    stack.notify.SNS.meta.events.register("provide-client-params.sns.Publish", lambda params, **kw: calls.append(params))
+    assert stack.notify.lambda_handler(ev, Context()) == {"batchItemFailures": []}
+    [msg] = inbox(stack)
+    body = json.loads(msg["text"])
+    assert body["status"] == "succeeded" and body["pair"] == "demo/cell 1"
+    assert body["keys"]["inpainted"] == "results/demo/cell 1/inpainted.png"
+    assert "X-Amz-Expires=3600" in body["link"] and body["link_expires_in"] == 3600
+    assert body["timings"] == RESULT["timings"] and body["job"]["steps"] == 50
+    [call] = calls
+    assert call["MessageStructure"] == "json" and call["TopicArn"] == stack.topic_arn
+    [(_, message, subject, *_)] = published(stack)
+    assert message == call["Message"]
+    parts = json.loads(message)
+    assert "Restored image (link valid for 1 h)" in parts["email"] and parts["default"] == parts["email"]
+    assert json.loads(parts["https"]) == json.loads(parts["http"]) == body
+    assert subject == "cellpaint: demo/cell 1 is restored"
+    # S3 delivers the same event again: no second message
+    assert stack.notify.lambda_handler(ev, Context()) == {"batchItemFailures": []}
+    assert inbox(stack) == []
+
+
+def test_error_event_file(stack):
+    stack.s3.put_object(Bucket=BUCKET, Key="failed/demo/cell 1/error.json",
+                        Body=json.dumps({"pair": "demo/cell 1", "stage": "gpu", "reason": "CUDA out of memory",
+                                         "job_id": "j1"}))
+    assert stack.notify.lambda_handler(load_event("sqs-s3-failed-put.json"), Context()) == {"batchItemFailures": []}
+    [msg] = inbox(stack)
+    body = json.loads(msg["text"])
+    assert body["status"] == "failed" and body["reason"] == "CUDA out of memory" and body["job"]["stage"] == "gpu"
+
+
+def test_batch_failed_reports_pairs_without_output(stack):
+    image, mask = good_pair()
+    records = []
+    for name in ("a", "b", "c"):
+        records += upload(stack, f"incoming/{name}.png", image)["Records"]
+        records += upload(stack, f"incoming/{name}.mask.png", mask)["Records"]
+    stack.ingest.lambda_handler({"Records": records}, Context())
+    [manifest_key] = [k for k in keys(stack, "jobs/") if k.endswith("manifest.json")]
+    # the job finished "a" and failed "b" before it died
+    stack.s3.put_object(Bucket=BUCKET, Key="results/a/result.json", Body=json.dumps({"pair": "a"}))
+    stack.s3.put_object(Bucket=BUCKET, Key="failed/b/error.json", Body=json.dumps({"pair": "b", "reason": "x"}))
+    ev = load_event("sqs-eventbridge-batch-failed.json")
+    body = json.loads(ev["Records"][0]["body"])
+    body["detail"]["parameters"]["manifest"] = f"s3://{BUCKET}/{manifest_key}"
+    ev["Records"][0]["body"] = json.dumps(body)
+    assert stack.notify.lambda_handler(ev, Context()) == {"batchItemFailures": []}
+    [msg] = inbox(stack)
+    got = json.loads(msg["text"])
+    assert got["pair"] == "c" and "Essential container in task exited" in got["reason"] and "exit code 1" in got["reason"]
+    stack.notify.lambda_handler(ev, Context())
+    assert inbox(stack) == []
+
+
+def test_batch_failed_with_unreadable_manifest(stack):
+    assert stack.notify.lambda_handler(load_event("sqs-eventbridge-batch-failed.json"), Context()) == {"batchItemFailures": []}
+    [msg] = inbox(stack)
+    assert "cannot be read" in json.loads(msg["text"])["reason"]
+
+
+def test_batch_events_other_than_failed_are_ignored(stack):
+    ev = load_event("sqs-eventbridge-batch-failed.json")
+    body = json.loads(ev["Records"][0]["body"])
+    body["detail"]["status"] = "SUCCEEDED"
+    ev["Records"][0]["body"] = json.dumps(body)
+    assert stack.notify.lambda_handler(ev, Context()) == {"batchItemFailures": []}
+    assert inbox(stack) == []
+
+
+def test_a_missing_object_fails_only_its_record(stack):
+    stack.s3.put_object(Bucket=BUCKET, Key="failed/demo/cell 1/error.json", Body=b'{"reason": "r"}')
+    good = load_event("sqs-s3-failed-put.json")["Records"][0]
+    missing = load_event("sqs-s3-results-put.json")["Records"][0]  # no such result.json
+    r = stack.notify.lambda_handler({"Records": [good, missing]}, Context())
+    assert r == {"batchItemFailures": [{"itemIdentifier": missing["messageId"]}]}
+    assert len(inbox(stack)) == 1
+
+
+def test_render_is_well_formed():
+    n = notify.Notice("failed", "x/" + "é" * 200, reason="bad\nmask", keys={"error": "failed/x/error.json"}, bucket="b")
+    subject, message = notify.render(n)
+    assert len(subject) <= 100 and subject.isascii() and "\n" not in subject
+    parts = json.loads(message)
+    assert set(parts) >= {"default", "email", "http", "https"}
+    assert json.loads(parts["https"])["reason"] == "bad\nmask"
+
+
+def test_output_keys():
+    assert pair_from_output_key("results/a/b/result.json") == ("a/b", "succeeded")
+    assert pair_from_output_key("failed/a/error.json") == ("a", "failed")
+    assert pair_from_output_key("results/result.json") is None
+    assert pair_from_output_key("results/a/inpainted.png") is None

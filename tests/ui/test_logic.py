@@ -1,0 +1,353 @@
+"""The browser UI's logic (cellpaint/ui/logic.py): decoding, canvas -> mask, direct mode, and the
+pipeline mode's upload + poll against moto's S3. Everything is made here."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cellpaint.ui import logic
+from shared.images import load_image, load_mask, png_bytes
+from tests.conftest import ROOT, synthetic_cell
+
+
+def _png(arr) -> bytes:
+    return png_bytes(np.asarray(arr))
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+def test_logic_imports_without_streamlit():
+    code = "import sys; import cellpaint.ui.logic; assert 'streamlit' not in sys.modules; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_decode_upload_ok(rng):
+    img = synthetic_cell(rng, 40, 50)
+    out, err = logic.decode_upload(_png(img), "cell.png")
+    assert err is None and out.shape == (40, 50, 3) and np.array_equal(out, img)
+
+
+@pytest.mark.parametrize("data", [b"this is not a png at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 40])
+def test_decode_upload_bad_file_is_a_message(data):
+    out, err = logic.decode_upload(data, "bad.png")
+    assert out is None
+    assert err.startswith("bad.png: ") and "Traceback" not in err
+
+
+def test_decode_upload_empty():
+    out, err = logic.decode_upload(b"", "empty.png")
+    assert out is None and "empty" in err
+
+
+def test_decode_mask_upload_size_mismatch():
+    m = np.zeros((10, 12), np.uint8)
+    m[2:5, 3:6] = 255
+    mask, err = logic.decode_mask_upload(_png(m), "m.png", (10, 12))
+    assert err is None and mask.sum() == 9
+    mask, err = logic.decode_mask_upload(_png(m), "m.png", (20, 12))
+    assert mask is None and "12x10" in err and "12x20" in err
+
+
+def test_load_example_missing_and_present(tmp_path, monkeypatch, rng):
+    monkeypatch.setattr(logic, "EXAMPLE_IMAGE", tmp_path / "cell.png")
+    monkeypatch.setattr(logic, "EXAMPLE_MASK", tmp_path / "cell.mask.png")
+    monkeypatch.setattr(logic, "EXAMPLES", tmp_path)
+    image, mask, err = logic.load_example()
+    assert image is None and mask is None and "upload an image" in err
+    img = synthetic_cell(rng, 30, 30)
+    (tmp_path / "cell.png").write_bytes(_png(img))
+    m = np.zeros((30, 30), np.uint8)
+    m[10:20, 10:20] = 255
+    (tmp_path / "cell.mask.png").write_bytes(_png(m))
+    image, mask, err = logic.load_example()
+    assert err is None and np.array_equal(image, img) and mask.sum() == 100
+
+
+def test_display_size_keeps_aspect():
+    assert logic.display_size(64, 64) == (512, 512)
+    assert logic.display_size(360, 720) == (256, 512)
+    h, w = logic.display_size(1200, 1600)
+    assert max(h, w) == 512 and abs(h / w - 0.75) < 0.01
+
+
+# ---- canvas -> mask ------------------------------------------------------------------------------
+
+def _rgba(h, w):
+    return np.zeros((h, w, 4), np.uint8)
+
+
+def test_canvas_white_stroke_is_restore_at_image_size():
+    canvas = _rgba(200, 300)  # the canvas is shown 2x the 100x150 image
+    canvas[40:80, 60:120] = (255, 255, 255, 178)  # RESTORE_COLOUR's alpha 0.7
+    mask = logic.canvas_to_mask(canvas, (100, 150))
+    assert mask.shape == (100, 150) and mask.dtype == bool
+    assert mask[20:40, 30:60].all() and mask.sum() == 20 * 30
+
+
+def test_canvas_eraser_and_base_mask():
+    base = np.zeros((50, 50), bool)
+    base[0:10, 0:10] = True
+    canvas = _rgba(50, 50)
+    canvas[20:30, 20:30] = (255, 255, 255, 178)  # restore
+    canvas[25:30, 20:30] = (0, 0, 0, 178)  # erased again (the last stroke wins)
+    canvas[0:5, 0:10] = (0, 0, 0, 178)  # erase part of the given mask
+    mask = logic.canvas_to_mask(canvas, (50, 50), base)
+    assert mask[20:25, 20:30].all() and not mask[25:30].any()
+    assert mask[5:10, 0:10].all() and not mask[0:5].any()
+    assert mask.sum() == 50 + 50
+
+
+def test_canvas_blended_strokes_last_wins():
+    # What the browser gives for a white 0.7 stroke under a black 0.7 one, and the reverse
+    # (unpremultiplied): dark wins -> keep, light wins -> restore.
+    canvas = _rgba(2, 1)
+    canvas[0, 0] = (73, 73, 73, 214)
+    canvas[1, 0] = (182, 182, 182, 214)
+    restore, erase = logic.canvas_strokes(canvas, (2, 1))
+    assert restore.tolist() == [[False], [True]] and erase.tolist() == [[True], [False]]
+
+
+def test_canvas_nothing_drawn():
+    assert not logic.canvas_to_mask(None, (8, 9)).any()
+    assert not logic.canvas_to_mask(_rgba(16, 18), (8, 9)).any()
+    faint = _rgba(8, 9)
+    faint[...] = (255, 255, 255, 20)  # antialiasing fringe only
+    assert not logic.canvas_to_mask(faint, (8, 9)).any()
+
+
+def test_mask_png_roundtrip():
+    m = np.zeros((7, 9), bool)
+    m[1:3, 2:5] = True
+    assert np.array_equal(load_mask(logic.mask_png(m), "m.png"), m)
+
+
+def test_checks():
+    img = np.zeros((4, 4, 3), np.uint8)
+    assert "image" in logic.check_pair(None, None)
+    assert "empty" in logic.check_pair(img, np.zeros((4, 4), bool))
+    assert logic.check_pair(img, np.ones((4, 4), bool)) is None
+    assert "samples" in logic.check_options({"samples": 9})
+    assert "steps" in logic.check_options({"steps": 0})
+    assert logic.check_options({"steps": 5, "samples": 2, "seed": 1}) is None
+    assert logic.check_pair_name("ui-x") is None
+    for bad in ("", "../x", "a.b", "/a", "a//b"):
+        assert logic.check_pair_name(bad)
+
+
+def test_background_png_is_canvas_sized(rng):
+    img = synthetic_cell(rng, 30, 40)
+    m = np.zeros((30, 40), bool)
+    m[5:10, 5:10] = True
+    bg = Image.open(io.BytesIO(logic.background_png(img, m, (60, 80))))
+    assert bg.size == (80, 60)
+
+
+# ---- direct mode (tiny random model) -------------------------------------------------------------
+
+@pytest.fixture
+def inpainter(tiny_weights, monkeypatch):
+    monkeypatch.setenv("CELLPAINT_WEIGHTS", str(tiny_weights))
+    inp, err = logic.load_inpainter(None, "cpu")
+    assert err is None
+    return inp
+
+
+def test_load_inpainter_missing_weights(tmp_path):
+    inp, err = logic.load_inpainter(str(tmp_path / "nope.safetensors"), "cpu")
+    assert inp is None and "CELLPAINT_WEIGHTS" in err
+
+
+def test_run_direct(inpainter, rng):
+    img = synthetic_cell(rng, 48, 40)
+    mask = np.zeros((48, 40), bool)
+    mask[10:30, 12:28] = True
+    res, err = logic.run_direct(inpainter, img, mask, {"steps": 3, "seed": 1, "label": None, "samples": 1})
+    assert err is None and res.uncertainty is None
+    assert res.image.shape == img.shape and res.image.dtype == np.uint8
+    assert np.array_equal(res.image[~mask], img[~mask])
+    assert not np.array_equal(res.image[mask], img[mask])
+    assert res.info["mode"] == "direct" and res.info["steps"] == 3
+
+
+def test_run_direct_samples_give_uncertainty(inpainter, rng):
+    img = synthetic_cell(rng, 32, 32)
+    mask = np.zeros((32, 32), bool)
+    mask[8:20, 8:20] = True
+    res, err = logic.run_direct(inpainter, img, mask, {"steps": 2, "seed": 0, "label": "platelet", "samples": 2})
+    assert err is None and res.uncertainty.shape == (32, 32, 3)
+
+
+def test_run_direct_errors_are_messages(inpainter, rng):
+    img = synthetic_cell(rng, 32, 32)
+    res, err = logic.run_direct(inpainter, img, np.zeros((32, 32), bool), {"steps": 2})
+    assert res is None and "empty" in err
+    res, err = logic.run_direct(inpainter, img, np.ones((32, 32), bool), {"steps": 2, "label": "martian"})
+    assert res is None and "unknown label 'martian'" in err and "platelet" in err
+
+
+# ---- pipeline mode (moto S3) ----------------------------------------------------------------------
+
+BUCKET = "cellpaint-test"
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    moto = pytest.importorskip("moto")
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with moto.mock_aws():
+        client = logic.s3_client("us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def _pair(rng):
+    img = synthetic_cell(rng, 40, 44)
+    mask = np.zeros((40, 44), bool)
+    mask[10:20, 10:30] = True
+    return img, mask
+
+
+def _fake_job(s3, name, image, fail=None, uncertainty=True):
+    """What the GPU job writes: outputs first, result.json last (or failed/<name>/error.json)."""
+    if fail:
+        s3.put_object(Bucket=BUCKET, Key=f"failed/{name}/error.json",
+                      Body=json.dumps({"status": "failed", "pair": name, "stage": "ingest", "reason": fail}).encode())
+        return
+    out = image.copy()
+    out[10:20, 10:30] = (1, 2, 3)
+    base = f"results/{name}"
+    s3.put_object(Bucket=BUCKET, Key=f"{base}/inpainted.png", Body=_png(out))
+    outputs = {"inpainted": f"{base}/inpainted.png"}
+    if uncertainty:
+        s3.put_object(Bucket=BUCKET, Key=f"{base}/uncertainty.png", Body=_png(np.full((40, 44, 3), 9, np.uint8)))
+        outputs["uncertainty"] = f"{base}/uncertainty.png"
+    s3.put_object(Bucket=BUCKET, Key=f"{base}/result.json",
+                  Body=json.dumps({"status": "succeeded", "pair": name, "job_id": "j1", "outputs": outputs, "steps": 7,
+                                   "seed": 3, "label": "none", "samples": 2}).encode())
+    return out
+
+
+def test_pipeline_upload_then_result(s3, rng):
+    img, mask = _pair(rng)
+    opts = {"steps": 7, "seed": 3, "label": None, "samples": 2}
+    sleeps, expected = [], {}
+
+    def sleep(_s):  # the "job" finishes during the second wait
+        sleeps.append(_s)
+        if len(sleeps) == 2:
+            expected["out"] = _fake_job(s3, "ui-t1", img)
+
+    stages = list(logic.run_pipeline(img, mask, opts, BUCKET, name="ui-t1", interval_s=0.5, s3=s3, sleep=sleep))
+    kinds = [s.kind for s in stages]
+    assert kinds == ["uploaded", "waiting", "waiting", "done"], [s.message for s in stages]
+    assert "incoming/ui-t1.png" in stages[0].message and "results/ui-t1/result.json" in stages[1].message
+    assert sleeps == [0.5, 0.5]
+
+    # what was uploaded: the pair the pipeline expects, and a sidecar its validator accepts
+    from shared.validate import validate_sidecar
+
+    got = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="incoming/")["Contents"]}
+    assert got == {"incoming/ui-t1.png", "incoming/ui-t1.mask.png", "incoming/ui-t1.json"}
+    body = lambda k: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()  # noqa: E731
+    assert np.array_equal(load_image(body("incoming/ui-t1.png"), "i"), img)
+    assert np.array_equal(load_mask(body("incoming/ui-t1.mask.png"), "m"), mask)
+    side = validate_sidecar(body("incoming/ui-t1.json"), "ui-t1.json")
+    assert side == {"steps": 7, "seed": 3, "samples": 2, "label": "none"}
+
+    res = stages[-1].result
+    assert np.array_equal(res.image, expected["out"])
+    assert res.uncertainty.shape == (40, 44, 3) and res.info["job_id"] == "j1" and res.info["pair"] == "ui-t1"
+
+
+def test_pipeline_result_without_uncertainty(s3, rng):
+    img, mask = _pair(rng)
+    _fake_job(s3, "ui-t2", img, uncertainty=False)  # already there at the first poll
+    stages = list(logic.run_pipeline(img, mask, {"steps": 2}, BUCKET, name="ui-t2", s3=s3, sleep=lambda s: None))
+    assert [s.kind for s in stages] == ["uploaded", "done"]
+    assert stages[-1].result.uncertainty is None
+
+
+def test_pipeline_failed(s3, rng):
+    img, mask = _pair(rng)
+    _fake_job(s3, "ui-t3", img, fail="incoming/ui-t3.png: mask is empty")
+    stages = list(logic.run_pipeline(img, mask, {"steps": 2}, BUCKET, name="ui-t3", s3=s3, sleep=lambda s: None))
+    assert [s.kind for s in stages] == ["uploaded", "failed"]
+    assert "mask is empty" in stages[-1].message and "ingest" in stages[-1].message
+
+
+def test_pipeline_timeout(s3, rng):
+    img, mask = _pair(rng)
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    stages = list(logic.run_pipeline(img, mask, {"steps": 2}, BUCKET, name="ui-t4", timeout_s=10, interval_s=3, s3=s3,
+                                     sleep=sleep, clock=lambda: now[0]))
+    assert stages[0].kind == "uploaded" and stages[-1].kind == "timeout"
+    assert [s.kind for s in stages[1:-1]] == ["waiting"] * 4
+
+
+def test_pipeline_missing_bucket_is_a_message(s3, rng):
+    img, mask = _pair(rng)
+    stages = list(logic.run_pipeline(img, mask, {"steps": 2}, "no-such-bucket", name="ui-t5", s3=s3, sleep=lambda s: None))
+    assert [s.kind for s in stages] == ["error"] and "no-such-bucket" in stages[0].message
+
+
+def test_pipeline_refuses_bad_inputs_before_uploading(s3, rng):
+    img, mask = _pair(rng)
+    for args, words in (((img, np.zeros_like(mask), {}, BUCKET), "empty"), ((img, mask, {}, ""), "bucket"),
+                        ((img, mask, {"samples": 20}, BUCKET), "samples")):
+        stages = list(logic.run_pipeline(*args, name="ui-t6", s3=s3))
+        assert [s.kind for s in stages] == ["error"] and words in stages[0].message
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+
+
+def test_pipeline_unreachable_endpoint_is_a_message(rng, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    img, mask = _pair(rng)
+    stages = list(logic.run_pipeline(img, mask, {"steps": 2}, BUCKET, "us-east-1", "http://127.0.0.1:9", name="ui-t7"))
+    assert [s.kind for s in stages] == ["error"], stages
+    assert "endpoint" in stages[0].message.lower() or "S3 error" in stages[0].message
+
+
+def test_new_pair_names_are_unique_and_valid():
+    a, b = logic.new_pair_name(), logic.new_pair_name("ui-cell")
+    assert a != b and logic.check_pair_name(a) is None and logic.check_pair_name(b) is None
+
+
+def test_cli_ui_starts_streamlit_on_the_page(monkeypatch):
+    from cellpaint import cli
+    from cellpaint.ui import PAGE
+
+    import importlib.util
+
+    calls, find_spec = [], importlib.util.find_spec
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    # the command is built and run whether or not streamlit is installed here
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "streamlit" else find_spec(name, *a))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["ui", "--port", "8599"])
+    assert exit_.value.code == 0
+    cmd = calls[0]
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == str(PAGE) and PAGE.is_file()
+    assert cmd[cmd.index("--server.port") + 1] == "8599" and cmd[cmd.index("--server.headless") + 1] == "true"
+
+
+def test_cli_ui_without_streamlit_is_one_line(monkeypatch, capsys):
+    import importlib.util
+
+    from cellpaint import cli
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "streamlit" else find_spec(name, *a))
+    assert cli.main(["ui"]) == 2
+    assert "requirements-ui.txt" in capsys.readouterr().err
