@@ -90,6 +90,10 @@ class Inpainter:
         optlist = opts if isinstance(opts, list) else [opts] * len(pairs)
         if windows is None:
             windows = [prepare(img, m, o.window, self.size) for (img, m), o in zip(pairs, optlist)]
+        plans = [plan_windows(m, o.window) for (_, m), o in zip(pairs, optlist)]
+        for p, (ws, (boxes, _)) in enumerate(zip(windows, plans)):
+            if [w.box for w in ws] != boxes:  # windows from a manifest must describe this very mask
+                raise ValueError(f"pair {p}: prepared windows do not match its mask")
         # Flatten (pair, sample, window) into rows; rows sharing sampler settings batch together.
         groups: dict[tuple, list[tuple[int, int, int]]] = {}
         for p, (o, ws) in enumerate(zip(optlist, windows)):
@@ -106,8 +110,7 @@ class Inpainter:
             for row, pred in zip(rows, self._run(known, mask, labels, seeds, o)):
                 preds[row] = pred
         results = []
-        for p, ((image, mask), o, ws) in enumerate(zip(pairs, optlist, windows)):
-            _, labels = plan_windows(mask, o.window)
+        for p, ((image, mask), o, ws, (_, labels)) in enumerate(zip(pairs, optlist, windows, plans)):
             comps = []
             for k in range(o.samples):
                 out = image.copy()

@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from shared.images import InputError, load_image, load_mask, png_bytes
 from shared.manifest import read_manifest, window_from_dict
 from shared.preview import before_after, heatmap
+from shared.windows import plan_windows, prepare
 
 from .inpaint import Inpainter, InpaintOptions
 from .weights import default_weights
@@ -58,14 +59,16 @@ def _get(s3, bucket: str, key: str, version: str | None) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].read()
 
 
-def _exists(s3, bucket: str, key: str) -> bool:
+def done_by_this_job(s3, bucket: str, pair: str, job_id: str) -> bool:
+    """True if an earlier attempt of *this* job finished the pair. A result left by an older job
+    (for an older upload of the same pair) does not count: a corrected mask is restored again."""
     try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
+        doc = json.loads(_get(s3, bucket, f"results/{pair}/result.json", None))
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
             return False
         raise
+    return doc.get("job_id") == job_id
 
 
 def _put_json(s3, bucket: str, key: str, doc: dict) -> None:
@@ -93,10 +96,10 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
 
     status, todo = {}, []
     for p in pairs:
-        if _exists(s3, bucket, f"results/{p.pair}/result.json"):
-            status[p.pair] = "skipped"  # done by an earlier attempt of this job
-            continue
         try:
+            if done_by_this_job(s3, bucket, p.pair, job_id):
+                status[p.pair] = "skipped"  # an earlier attempt of this job (a spot reclaim) finished it
+                continue
             name_i, name_m = f"s3://{bucket}/{p.image_key}", f"s3://{bucket}/{p.mask_key}"
             image = load_image(_get(s3, bucket, p.image_key, p.image_version), name_i)
             mask = load_mask(_get(s3, bucket, p.mask_key, p.mask_version), name_m)
@@ -106,7 +109,12 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
             opts = InpaintOptions(steps=int(o.get("steps", InpaintOptions.steps)), sampler=o.get("sampler", "ddim"),
                                   seed=int(o.get("seed", 0)), label=o.get("label"), samples=int(o.get("samples", 1)))
             inpainter.label_index(opts.label)
-            todo.append((p, image, mask, opts, [window_from_dict(w) for w in p.windows]))
+            wins = [window_from_dict(w) for w in p.windows]
+            if [w.box for w in wins] != plan_windows(mask, opts.window)[0]:
+                raise InputError(name_m, "the manifest's windows do not match this mask")
+            if any(w.prep.image.shape[0] != inpainter.size for w in wins):
+                wins = prepare(image, mask, opts.window, inpainter.size)  # MODEL_URI of another resolution
+            todo.append((p, image, mask, opts, wins))
         except (InputError, ValueError, KeyError, ClientError) as exc:
             write_error(s3, bucket, p, job_id, str(exc))
             status[p.pair] = "failed"

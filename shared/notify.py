@@ -55,7 +55,9 @@ def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version:
     inputs = doc.get("inputs") if isinstance(doc.get("inputs"), dict) else {}
     keys = {"image": inputs.get("image_key"), "mask": inputs.get("mask_key"), "inpainted": inpainted,
             "preview": result_key(pair, "preview.png"), "result": key}
-    job = {k: doc[k] for k in ("job_id", "model", "sampler", "steps", "seed", "samples") if k in doc}
+    outputs = doc.get("outputs") if isinstance(doc.get("outputs"), dict) else {}
+    keys.update({k: v for k, v in outputs.items() if isinstance(v, str) and k not in keys})  # e.g. uncertainty
+    job = {k: doc[k] for k in ("job_id", "model", "sampler", "steps", "seed", "label", "samples") if k in doc}
     timings = doc.get("timings") if isinstance(doc.get("timings"), dict) else {}
     return Notice("succeeded", pair, None, keys, bucket, link, expires_in, timings, job, dedupe=f"{key}@{version}")
 
@@ -96,12 +98,21 @@ def from_batch_failure(s3: BaseClient, detail: dict) -> list[Notice]:
     notices = []
     for p in doc.get("pairs", []):
         pair = p.get("pair")
-        if _exists(s3, bucket, result_key(pair)) or _exists(s3, bucket, error_key(pair)):
-            continue  # already reported by its own output
+        if _written_by(s3, bucket, result_key(pair), doc.get("job_id")) or _written_by(s3, bucket, error_key(pair), doc.get("job_id")):
+            continue  # already reported by its own output (one from an older job does not count)
         keys = {"image": p.get("image_key"), "mask": p.get("mask_key"), "manifest": manifest_key}
         notices.append(Notice("failed", pair, why, keys, bucket, job=dict(job),
                               dedupe=f"batch@{detail.get('jobId')}@{pair}"))
     return notices
+
+
+def _written_by(s3: BaseClient, bucket: str, key: str, job_id: str | None) -> bool:
+    if not _exists(s3, bucket, key):
+        return False
+    try:
+        return _read_json(s3, bucket, key).get("job_id") == job_id
+    except (ClientError, ValueError):
+        return False
 
 
 def _exists(s3: BaseClient, bucket: str, key: str) -> bool:

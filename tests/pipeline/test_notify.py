@@ -65,9 +65,11 @@ def test_batch_failed_reports_pairs_without_output(stack):
         records += upload(stack, f"incoming/{name}.mask.png", mask)["Records"]
     stack.ingest.lambda_handler({"Records": records}, Context())
     [manifest_key] = [k for k in keys(stack, "jobs/") if k.endswith("manifest.json")]
-    # the job finished "a" and failed "b" before it died
-    stack.s3.put_object(Bucket=BUCKET, Key="results/a/result.json", Body=json.dumps({"pair": "a"}))
-    stack.s3.put_object(Bucket=BUCKET, Key="failed/b/error.json", Body=json.dumps({"pair": "b", "reason": "x"}))
+    job_id = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifest_key)["Body"].read())["job_id"]
+    # the job finished "a" and failed "b" before it died; "c" only has a result from an older job
+    stack.s3.put_object(Bucket=BUCKET, Key="results/a/result.json", Body=json.dumps({"pair": "a", "job_id": job_id}))
+    stack.s3.put_object(Bucket=BUCKET, Key="failed/b/error.json", Body=json.dumps({"pair": "b", "reason": "x", "job_id": job_id}))
+    stack.s3.put_object(Bucket=BUCKET, Key="results/c/result.json", Body=json.dumps({"pair": "c", "job_id": "an-older-job"}))
     ev = load_event("sqs-eventbridge-batch-failed.json")
     body = json.loads(ev["Records"][0]["body"])
     body["detail"]["parameters"]["manifest"] = f"s3://{BUCKET}/{manifest_key}"
