@@ -15,8 +15,9 @@ $(BIN)/cellpaint: pyproject.toml requirements-dev.txt requirements-ui.txt
 
 setup: $(BIN)/cellpaint
 
+# The whole pipeline on this machine (docs/local.md): embedded AWS, the real aws CLI, the GPU job on CPU.
 demo: setup
-	$(BIN)/cellpaint inpaint examples/cell.png examples/cell.mask.png -o out/demo/inpainted.png --samples 4
+	$(BIN)/cellpaint local demo examples/cell.png examples/cell.mask.png --out out/demo
 
 test: setup
 	$(BIN)/python -m pytest -q

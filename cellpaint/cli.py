@@ -206,14 +206,37 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_evaluate)
 
+    sp = sub.add_parser("local", help="the whole stack on this machine: embedded AWS, real aws CLI (docs/local.md)")
+    from cellpaint.local.cli import add_arguments as local_arguments
+
+    local_arguments(sp)
+    sp.set_defaults(func=lambda a: _exit_code(a.local_func(a)))
+
     sp = sub.add_parser("ui", help="the browser UI (Streamlit): paint a mask, restore (needs requirements-ui.txt)")
     sp.add_argument("--port", type=int, default=8501)
     sp.set_defaults(func=cmd_ui)
     return p
 
 
+def _exit_code(rc: int) -> None:
+    if rc:
+        raise SystemExit(rc)
+
+
+def _local_args(argv: list[str]) -> argparse.Namespace:
+    """`cellpaint local ...` without parser(), whose defaults import torch: the stack's own process
+    does not need it (its jobs run as subprocesses)."""
+    from cellpaint.local.cli import add_arguments
+
+    p = argparse.ArgumentParser(prog="cellpaint local", description="The whole stack on this machine (docs/local.md).")
+    add_arguments(p)
+    p.set_defaults(func=lambda a: _exit_code(a.local_func(a)))
+    return p.parse_args(argv[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _local_args(argv) if argv[:1] == ["local"] else parser().parse_args(argv)
     from shared.images import InputError
 
     try:

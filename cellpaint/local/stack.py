@@ -1,0 +1,215 @@
+"""The embedded AWS: moto in server mode on loopback, and the stack's resources created in it from
+template.yaml's own definitions. Lambda functions are not created in moto (it would need Docker);
+their specs (code, handler, environment, SQS event sources) are returned for the runner."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import requests
+
+from .template import ROOT, Template, Unresolved, camel, samconfig
+
+ACCOUNT = "123456789012"  # moto's default account
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    code_uri: Path
+    handler: str
+    environment: dict
+    timeout: int
+    sqs_sources: list = field(default_factory=list)  # [{"arn", "url", "batch_size", "window", "partial"}]
+
+
+@dataclass
+class Stack:
+    endpoint: str
+    region: str
+    template: Template
+    bucket: str
+    topic_arn: str
+    job_queue: str
+    functions: list
+    stood_in: list  # logical ids of resources not created in moto, with why
+
+    def client(self, service: str):
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def output(self, name: str) -> str:
+        return self.template.resolve(self.template.doc["Outputs"][name]["Value"])
+
+
+def start_moto(port: int):
+    """moto server on 127.0.0.1:port (threaded, in this process). Batch without Docker."""
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    _s3_events_carry_version_ids()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+    # Batch's submissions are recorded, not run: the runner runs each job's command (see runner.py).
+    requests.post(f"{endpoint}/moto-api/config", json={"batch": {"use_docker": False}}, timeout=10).raise_for_status()
+    return server, endpoint
+
+
+def _s3_events_carry_version_ids() -> None:
+    """S3 puts `versionId` in the event of a write to a versioned bucket; moto 5.2 leaves it out,
+    and the handlers' exactly-once keys use it. Add it, as S3 does."""
+    from moto.s3 import notifications
+
+    if getattr(notifications._get_s3_event, "cellpaint", False):
+        return
+    original = notifications._get_s3_event
+
+    def with_version(event_name, bucket, key, notification_id):
+        event = original(event_name, bucket, key, notification_id)
+        if bucket.is_versioned and getattr(key, "version_id", None):
+            event["Records"][0]["s3"]["object"]["versionId"] = str(key.version_id)
+        return event
+
+    with_version.cellpaint = True
+    notifications._get_s3_event = with_version
+
+
+def create_stack(endpoint: str, webhook_url: str, restore=None, template_path: Path = ROOT / "template.yaml") -> Stack:
+    """Every resource of the template that moto can hold, created from its own properties.
+    `restore(s3, bucket)` runs after the bucket exists and before its notifications are set, so
+    restored objects trigger nothing."""
+    cfg = samconfig()
+    # The parameters `sam deploy --guided` would ask for; the EC2 ones only name what the runner stands in for.
+    local = {"WebhookUrl": webhook_url, "ImageUri": "cellpaint:local", "SubnetIds": "subnet-local", "VpcId": "vpc-local"}
+    t = Template(template_path, local,
+                 cfg["stack_name"], cfg["region"], ACCOUNT)
+    stack = Stack(endpoint, cfg["region"], t, "", "", "", [], [])
+    c = stack.client
+    s3, sqs, sns, batch, events, iam = c("s3"), c("sqs"), c("sns"), c("batch"), c("events"), c("iam")
+    name = lambda lid: f"{cfg['stack_name']}-{lid}"  # noqa: E731  (CloudFormation adds a random suffix)
+    arn = lambda svc, res: f"arn:aws:{svc}:{cfg['region']}:{ACCOUNT}:{res}"  # noqa: E731
+
+    def sqs_queue(lid, p):
+        attrs = {"VisibilityTimeout": p.get("VisibilityTimeout"), "MessageRetentionPeriod": p.get("MessageRetentionPeriod"),
+                 "RedrivePolicy": json.dumps(p["RedrivePolicy"]) if "RedrivePolicy" in p else None,
+                 "SqsManagedSseEnabled": str(p.get("SqsManagedSseEnabled", False)).lower()}
+        url = sqs.create_queue(QueueName=name(lid), Attributes={k: str(v) for k, v in attrs.items() if v is not None})["QueueUrl"]
+        t.register(lid, url, Arn=arn("sqs", name(lid)), QueueName=name(lid), QueueUrl=url)
+
+    def queue_policy(lid, p):
+        for url in p["Queues"]:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(p["PolicyDocument"])})
+        t.register(lid, lid)
+
+    def topic(lid, p):
+        attrs = {k: str(p[k]) for k in ("DisplayName", "KmsMasterKeyId", "SignatureVersion") if k in p}
+        topic_arn = sns.create_topic(Name=name(lid), Attributes=attrs)["TopicArn"]
+        t.register(lid, topic_arn, TopicName=name(lid), TopicArn=topic_arn)
+
+    def subscription(lid, p):
+        sub = sns.subscribe(TopicArn=p["TopicArn"], Protocol=p["Protocol"], Endpoint=p["Endpoint"], ReturnSubscriptionArn=True)
+        t.register(lid, sub["SubscriptionArn"])
+
+    def bucket(lid, p):
+        b = p["BucketName"]
+        s3.create_bucket(Bucket=b)
+        if "VersioningConfiguration" in p:
+            s3.put_bucket_versioning(Bucket=b, VersioningConfiguration=p["VersioningConfiguration"])
+        if "BucketEncryption" in p:
+            rules = [{("Apply" + k if k == "ServerSideEncryptionByDefault" else k): v for k, v in r.items()}
+                     for r in p["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
+            s3.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={"Rules": rules})
+        if "PublicAccessBlockConfiguration" in p:
+            s3.put_public_access_block(Bucket=b, PublicAccessBlockConfiguration=p["PublicAccessBlockConfiguration"])
+        if restore:
+            restore(s3, b)
+        queues = [{"QueueArn": q["Queue"], "Events": [q["Event"]],
+                   "Filter": {"Key": {"FilterRules": q["Filter"]["S3Key"]["Rules"]}}}
+                  for q in p.get("NotificationConfiguration", {}).get("QueueConfigurations", [])]
+        s3.put_bucket_notification_configuration(Bucket=b, NotificationConfiguration={"QueueConfigurations": queues})
+        t.register(lid, b, Arn=f"arn:aws:s3:::{b}", DomainName=f"{b}.s3.amazonaws.com")
+        stack.bucket = b
+
+    def compute_env(lid, p):
+        # MANAGED needs EC2 (subnets, GPU instances); an UNMANAGED one stands in: the runner is the compute.
+        role = iam.create_role(RoleName=name(lid), AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        ce = batch.create_compute_environment(computeEnvironmentName=name(lid), type="UNMANAGED", state=p.get("State", "ENABLED"),
+                                              serviceRole=role)["computeEnvironmentArn"]
+        t.register(lid, ce)
+
+    def job_queue(lid, p):
+        q = batch.create_job_queue(jobQueueName=name(lid), **camel({k: p[k] for k in ("State", "Priority", "ComputeEnvironmentOrder")}))
+        t.register(lid, q["jobQueueArn"])
+        stack.job_queue = q["jobQueueArn"]
+
+    def job_definition(lid, p):
+        kw = camel({k: p[k] for k in ("Type", "ContainerProperties", "RetryStrategy", "Timeout", "PlatformCapabilities",
+                                      "PropagateTags") if k in p})
+        r = batch.register_job_definition(jobDefinitionName=name(lid), parameters=p.get("Parameters", {}), **kw)
+        t.register(lid, r["jobDefinitionArn"])
+
+    def rule(lid, p):
+        rule_arn = events.put_rule(Name=name(lid), EventPattern=json.dumps(p["EventPattern"]), State=p.get("State", "ENABLED"),
+                                   Description=p.get("Description", ""))["RuleArn"]
+        events.put_targets(Rule=name(lid), Targets=[{"Id": x["Id"], "Arn": x["Arn"]} for x in p["Targets"]])
+        t.register(lid, name(lid), Arn=rule_arn)
+
+    def function(lid, p):
+        env = {**t.resolve(t.globals_for("Function").get("Environment", {}).get("Variables", {})),
+               **p.get("Environment", {}).get("Variables", {})}
+        spec = FunctionSpec(lid, ROOT / p["CodeUri"], p["Handler"], {k: str(v) for k, v in env.items()},
+                            int(p.get("Timeout", t.globals_for("Function").get("Timeout", 3))))
+        for ev in p.get("Events", {}).values():
+            if ev["Type"] == "SQS":
+                q = ev["Properties"]
+                url = sqs.get_queue_url(QueueName=q["Queue"].rsplit(":", 1)[1])["QueueUrl"]
+                spec.sqs_sources.append({"arn": q["Queue"], "url": url, "batch_size": int(q.get("BatchSize", 10)),
+                                         "window": int(q.get("MaximumBatchingWindowInSeconds", 0)),
+                                         "partial": "ReportBatchItemFailures" in q.get("FunctionResponseTypes", [])})
+        stack.functions.append(spec)
+        t.register(lid, name(lid), Arn=arn("lambda", f"function:{name(lid)}"))
+
+    creators = {"AWS::SQS::Queue": sqs_queue, "AWS::SQS::QueuePolicy": queue_policy, "AWS::SNS::Topic": topic,
+                "AWS::SNS::Subscription": subscription, "AWS::S3::Bucket": bucket, "AWS::Batch::ComputeEnvironment": compute_env,
+                "AWS::Batch::JobQueue": job_queue, "AWS::Batch::JobDefinition": job_definition, "AWS::Events::Rule": rule,
+                "AWS::Serverless::Function": function}
+    todo = [lid for lid in t.resources if t.enabled(lid)]
+    for lid in todo:  # what moto does not hold still gets ids, so references to it resolve
+        if t.resources[lid]["Type"] not in creators:
+            kind = t.resources[lid]["Type"]
+            iam_path = {"AWS::IAM::Role": "role/", "AWS::IAM::InstanceProfile": "instance-profile/"}.get(kind)
+            t.register(lid, name(lid), Arn=f"arn:aws:iam::{ACCOUNT}:{iam_path}{name(lid)}" if iam_path
+                       else arn(kind.split("::")[1].lower(), name(lid)))
+            stack.stood_in.append(f"{lid} ({kind})")
+    todo = [lid for lid in todo if t.resources[lid]["Type"] in creators]
+    while todo:  # in dependency order: a resource whose references do not resolve yet waits a round
+        waiting = []
+        for lid in todo:
+            try:
+                props = t.resolve(t.resources[lid].get("Properties", {}))
+            except Unresolved:
+                waiting.append(lid)
+                continue
+            creators[t.resources[lid]["Type"]](lid, props)
+        if len(waiting) == len(todo):
+            raise RuntimeError(f"template.yaml: cannot resolve the references of {waiting}")
+        todo = waiting
+    stack.topic_arn = next(t.refs[lid] for lid in t.resources if t.resources[lid]["Type"] == "AWS::SNS::Topic")
+    return stack
+
+
+def client_env(endpoint: str, region: str) -> dict:
+    """What a process needs to reach the embedded AWS with boto3 or the aws CLI."""
+    return {**CREDENTIALS, "AWS_DEFAULT_REGION": region, "AWS_REGION": region, "AWS_ENDPOINT_URL": endpoint}
+
+
+def use_embedded_aws(endpoint: str, region: str) -> None:
+    os.environ.update(client_env(endpoint, region))
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(k, None)

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Benchmarks of `cellpaint local` (the whole stack on this machine; see docs/local.md):
+
+- latency: upload (the real aws CLI, image then mask) -> the webhook has the notification, for
+  one pair at a time; the median of --runs runs;
+- throughput: --pairs pairs uploaded at once (`aws s3 cp --recursive`, 10 transfers in parallel)
+  -> all their notifications; pairs per minute, and how many Batch jobs ingest grouped them into.
+
+Prints a markdown table and the machine. Run it with the training paused:
+    scripts/paused.sh .venv/bin/python scripts/bench_local.py [--weights W] [--runs 5] [--pairs 50]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def cell(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A cell-like image (pink background, red discs, a purple nucleus) and a box mask."""
+    yy, xx = np.mgrid[:h, :w]
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (232, 210, 200)
+    for _ in range(5):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(8, 16)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (205, 120, 125)
+    img[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 4) ** 2] = (110, 60, 150)
+    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    y, x = int(rng.integers(10, h // 2)), int(rng.integers(10, w // 2))
+    mask[y:y + h // 4, x:x + w // 3] = 255
+    return img, mask
+
+
+def write_pair(folder: Path, name: str, rng, h: int, w: int) -> None:
+    img, mask = cell(rng, h, w)
+    Image.fromarray(img).save(folder / f"{name}.png")
+    Image.fromarray(mask).save(folder / f"{name}.mask.png")
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    mem = ""
+    if Path("/proc/meminfo").exists():
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cpus} CPUs{mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", help="model weights (default: $CELLPAINT_WEIGHTS or the shipped ones)")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=50)
+    ap.add_argument("--size", type=int, nargs=2, default=[120, 124], metavar=("H", "W"), help="image size of every pair")
+    ap.add_argument("--timeout", type=float, default=900)
+    a = ap.parse_args()
+    if a.weights:
+        os.environ["CELLPAINT_WEIGHTS"] = str(Path(a.weights).resolve())
+    from cellpaint.local.cli import aws_cli
+    from cellpaint.local.server import LocalStack
+    from gpu_job.weights import default_weights
+
+    weights = default_weights()
+    tmp = Path(tempfile.mkdtemp(prefix="cellpaint-bench-"))
+    rng = np.random.default_rng(0)
+    h, w = a.size
+    quiet = open(os.devnull, "w")
+    with LocalStack(0, tmp / "state", console=quiet) as stack:
+        env = {**os.environ, **stack.env()}
+
+        def aws(*args: str) -> None:
+            subprocess.run([aws_cli(), "--endpoint-url", stack.endpoint, *args], env=env, check=True, stdout=subprocess.DEVNULL)
+
+        def wait(pairs: set[str]) -> float:
+            msgs = [stack.receiver.wait_for(lambda m, p=p: m["body"].get("pair") == p, a.timeout) for p in sorted(pairs)]
+            missing = [p for p, m in zip(sorted(pairs), msgs) if m is None or m["body"].get("status") != "succeeded"]
+            if missing:
+                raise SystemExit(f"bench: no success notification for {missing[:5]}; logs in {stack.state / 'logs'}")
+            return time.time()
+
+        latencies = []
+        for i in range(a.runs):
+            d = tmp / f"lat{i}"
+            d.mkdir()
+            write_pair(d, "cell", rng, h, w)
+            t0 = time.time()
+            aws("s3", "cp", str(d / "cell.png"), f"s3://{stack.bucket}/incoming/lat{i}/cell.png")
+            aws("s3", "cp", str(d / "cell.mask.png"), f"s3://{stack.bucket}/incoming/lat{i}/cell.mask.png")
+            latencies.append(wait({f"lat{i}/cell"}) - t0)
+            print(f"latency run {i + 1}: {latencies[-1]:.1f} s", file=sys.stderr)
+
+        d = tmp / "many"
+        d.mkdir()
+        for i in range(a.pairs):
+            write_pair(d, f"p{i:03d}", rng, h, w)
+        t0 = time.time()
+        aws("s3", "cp", str(d), f"s3://{stack.bucket}/incoming/many/", "--recursive")
+        t_end = wait({f"many/p{i:03d}" for i in range(a.pairs)})
+        # The grouping, from the manifests ingest wrote (jobs/<id>/manifest.json), in submission order.
+        s3 = stack.stack.client("s3")
+        manifests = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix="jobs/")
+                           for o in page.get("Contents", []) if o["Key"].endswith("/manifest.json"))
+        per_job = [n for n in (sum(p["pair"].startswith("many/") for p in json.loads(
+            s3.get_object(Bucket=stack.bucket, Key=k)["Body"].read())["pairs"]) for k in manifests) if n]
+        print(f"throughput: {a.pairs} pairs in {t_end - t0:.1f} s, jobs {per_job}", file=sys.stderr)
+
+    unet = {}
+    try:
+        from gpu_job.weights import read_config
+
+        unet = read_config(weights)["unet"]
+    except Exception:
+        pass
+    print(f"\n`cellpaint local` benchmark, {datetime.date.today()}: weights {weights.name} "
+          f"(UNet {unet.get('image_size')}px, base {unet.get('base_channels')} channels), pairs of {w}x{h} px\n")
+    print("| measure | value |")
+    print("| --- | --- |")
+    print(f"| latency, upload -> notification, 1 pair (median of {a.runs}) | {statistics.median(latencies):.1f} s "
+          f"(min {min(latencies):.1f}, max {max(latencies):.1f}) |")
+    print(f"| throughput, {a.pairs} pairs uploaded at once | {a.pairs / (t_end - t0) * 60:.1f} pairs/min "
+          f"({t_end - t0:.1f} s from the first upload to the last notification) |")
+    print(f"| Batch jobs those {a.pairs} pairs were grouped into | {len(per_job)} (pairs per job: {', '.join(map(str, per_job))}) |")
+    window = next(s["window"] for f in stack.stack.functions if f.logical_id == "IngestFunction" for s in f.sqs_sources)
+    print(f"\nmachine: {machine()}; jobs run one at a time on CPU; the ingest queue's batching window is {window} s "
+          "(template.yaml)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
