@@ -126,7 +126,7 @@ def cmd_evaluate(a) -> None:
     if not Path(a.data).is_dir():
         raise UsageError(f"{a.data}: not a folder (expected DATA/<class>/*.jpg)")
     evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps),
-                        ddpm=not a.no_ddpm, speed=not a.no_speed, device=a.device, seed=a.seed))
+                        ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, speed=not a.no_speed, device=a.device, seed=a.seed))
 
 
 def cmd_ui(a) -> None:
@@ -154,7 +154,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         sp.add_argument("--seed", type=int, default=0)
         if steps_default:
-            from gpu_job.inpaint import DEFAULT_STEPS
+            from gpu_job.defaults import DEFAULT_STEPS
 
             sp.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (DDPM: up to 1000)")
             sp.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
@@ -201,6 +201,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--per-class", type=int, default=4, help="val images per class")
     sp.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100], help="DDIM step counts to score")
     sp.add_argument("--no-ddpm", action="store_true", help="skip DDPM-1000 (slow on CPU)")
+    sp.add_argument("--ddpm-images", type=int, default=8, help="score DDPM-1000 on the first N images only")
     sp.add_argument("--no-speed", action="store_true", help="skip the speed benchmark")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
@@ -223,20 +224,8 @@ def _exit_code(rc: int) -> None:
         raise SystemExit(rc)
 
 
-def _local_args(argv: list[str]) -> argparse.Namespace:
-    """`cellpaint local ...` without parser(), whose defaults import torch: the stack's own process
-    does not need it (its jobs run as subprocesses)."""
-    from cellpaint.local.cli import add_arguments
-
-    p = argparse.ArgumentParser(prog="cellpaint local", description="The whole stack on this machine (docs/local.md).")
-    add_arguments(p)
-    p.set_defaults(func=lambda a: _exit_code(a.local_func(a)))
-    return p.parse_args(argv[1:])
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = _local_args(argv) if argv[:1] == ["local"] else parser().parse_args(argv)
+    args = parser().parse_args(argv)
     from shared.images import InputError
 
     try:

@@ -13,12 +13,10 @@ import torch
 from shared.preprocess import composite
 from shared.windows import DEFAULT_WINDOW, Window, plan_windows, prepare, region_mask
 
+from .defaults import DEFAULT_BATCH, DEFAULT_STEPS
 from .report import to_uint8
 from .sampler import sample
 from .weights import load_weights
-
-DEFAULT_STEPS = 50  # DDIM steps; chosen by measurement in BENCHMARKS.md (quality vs. time)
-DEFAULT_BATCH = 16
 
 
 @dataclass

@@ -31,15 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def cell(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """A cell-like image (pink background, red discs, a purple nucleus) and a box mask."""
-    yy, xx = np.mgrid[:h, :w]
-    img = np.empty((h, w, 3), np.float32)
-    img[:] = (232, 210, 200)
-    for _ in range(5):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(8, 16)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (205, 120, 125)
-    img[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 4) ** 2] = (110, 60, 150)
-    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    """A cell-like image (the tests' synthetic cell) and a box mask."""
+    from tests.conftest import synthetic_cell
+
+    img = synthetic_cell(rng, h, w)
     mask = np.zeros((h, w), np.uint8)
     y, x = int(rng.integers(10, h // 2)), int(rng.integers(10, w // 2))
     mask[y:y + h // 4, x:x + w // 3] = 255

@@ -13,14 +13,16 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
         Image.fromarray(synthetic_cell(rng, 60, 64)).save(tmp_path / "val" / c / "0.jpg")
     out = tmp_path / "eval"
     rc = main(["evaluate", "--data", str(tmp_path / "val"), "--out", str(out), "--weights", str(tiny_weights),
-               "--per-class", "1", "--steps", "2", "4", "--no-ddpm", "--device", "cpu"])
+               "--per-class", "1", "--steps", "2", "4", "--ddpm-images", "1", "--device", "cpu"])
     assert rc == 0
     rep = json.loads((out / "metrics.json").read_text())
     methods = set(rep["summary"])
-    assert {"cellpaint DDIM-2", "cellpaint DDIM-4", "mean colour", "OpenCV Telea", "OpenCV NS", "biharmonic"} == methods
+    assert {"cellpaint DDIM-2", "cellpaint DDIM-4", "cellpaint DDPM-1000", "mean colour", "OpenCV Telea", "OpenCV NS",
+            "biharmonic"} == methods
     for meth, kinds in rep["summary"].items():
         assert kinds["all"]["max_err_outside"] == 0, meth  # nothing outside the mask changes
-        assert kinds["all"]["n"] == 12 and set(kinds) == {"box", "ellipse", "stroke", "all"}
-    assert {(r["sampler"], r["batch"]) for r in rep["speed"]} == {("DDIM-2", 1), ("DDIM-2", 16), ("DDIM-4", 1), ("DDIM-4", 16)}
+        assert kinds["all"]["n"] == (6 if "DDPM" in meth else 12) and set(kinds) == {"box", "ellipse", "stroke", "all"}
+    assert all(d["all"]["n"] == 6 for d in rep["ddpm_subset"].values())  # every method on DDPM's images
+    assert {(r["sampler"], r["batch"]) for r in rep["speed"]} == {(s, b) for s in ("DDIM-2", "DDIM-4", "DDPM-1000") for b in (1, 16)}
     for name in ("metrics.md", "quality_vs_steps.png", "before_after.png"):
         assert (out / name).stat().st_size > 0

@@ -27,11 +27,9 @@ def test_beats_mean_colour_fill_on_val():
 
     files = [sorted(d.glob("*.jpg"))[0] for d in sorted((PBC / "val").iterdir()) if d.is_dir()]
     cases = []
-    for i, f in enumerate(files):
+    for i, f in enumerate(files):  # the protocol of `cellpaint evaluate`: every kind and size of mask
         img = load_image(str(f))
-        for kind, m in eval_masks(*img.shape[:2], seed=i).items():
-            if kind.endswith("large"):
-                cases.append((img, m))
+        cases += [(img, m) for m in eval_masks(*img.shape[:2], seed=i).values()]
     inp = Inpainter(device="cpu")
     res = inp.inpaint_many(cases, InpaintOptions(seed=0))
     mean_fill = baselines()["mean colour"]
