@@ -82,7 +82,6 @@ def _keep_outside(img, m, out):
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     files, classes = list_images(Path(cfg.data))
