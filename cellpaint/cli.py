@@ -230,13 +230,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
-    except (UsageError, InputError) as exc:
-        print(f"cellpaint: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except ValueError as exc:  # unknown label, bad steps, mismatched sizes: all the user's input
-        print(f"cellpaint: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except FileNotFoundError as exc:
+    except (UsageError, InputError, ValueError, FileNotFoundError) as exc:
+        # ValueError: unknown label, bad steps, mismatched sizes; all of it is the user's input
         print(f"cellpaint: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     return 0

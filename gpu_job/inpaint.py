@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from shared.preprocess import composite
-from shared.windows import DEFAULT_WINDOW, Window, plan_windows, prepare, region_mask
+from shared.windows import DEFAULT_WINDOW, Window, plan_windows, region_mask, windows_for
 
 from .defaults import DEFAULT_BATCH, DEFAULT_STEPS
 from .report import to_uint8
@@ -86,9 +86,9 @@ class Inpainter:
         """pairs: (image (H,W,3) uint8, mask (H,W) bool). `windows`, if given, are the already
         prepared model inputs (from a job manifest); otherwise they are prepared here."""
         optlist = opts if isinstance(opts, list) else [opts] * len(pairs)
-        if windows is None:
-            windows = [prepare(img, m, o.window, self.size) for (img, m), o in zip(pairs, optlist)]
         plans = [plan_windows(m, o.window) for (_, m), o in zip(pairs, optlist)]
+        if windows is None:
+            windows = [windows_for(img, m, boxes, self.size) for (img, m), (boxes, _) in zip(pairs, plans)]
         for p, (ws, (boxes, _)) in enumerate(zip(windows, plans)):
             if [w.box for w in ws] != boxes:  # windows from a manifest must describe this very mask
                 raise ValueError(f"pair {p}: prepared windows do not match its mask")

@@ -91,5 +91,9 @@ def region_mask(mask: np.ndarray, labels: np.ndarray, box: Box) -> np.ndarray:
 def prepare(image: np.ndarray, mask: np.ndarray, window: int = DEFAULT_WINDOW, size: int = MODEL_SIZE) -> list[Window]:
     """Everything the model needs for one image/mask pair. The crop's model mask is the *whole*
     mask inside the crop, so damaged pixels of a neighbouring region are never read as known."""
-    boxes, _ = plan_windows(mask, window)
+    return windows_for(image, mask, plan_windows(mask, window)[0], size)
+
+
+def windows_for(image: np.ndarray, mask: np.ndarray, boxes: list[Box], size: int = MODEL_SIZE) -> list[Window]:
+    """The model inputs for already planned boxes (callers that also need the region labels)."""
     return [Window(b, preprocess(b.crop(image), b.crop(mask), size)) for b in boxes]
