@@ -21,7 +21,7 @@ def _inpaint_opts(a):
     if a.samples < 1:
         raise UsageError(f"--samples must be at least 1, got {a.samples}")
     return InpaintOptions(steps=a.steps, sampler=a.sampler, seed=a.seed, label=a.label, samples=a.samples,
-                          guidance=a.guidance, feather=a.feather, window=a.window)
+                          guidance=a.guidance, feather=a.feather, window=a.window, combine=a.combine, seam=a.seam)
 
 
 def _load_pair(image_path: Path, mask_path: Path):
@@ -112,20 +112,20 @@ def cmd_sample(a) -> None:
 def cmd_train(a) -> None:
     from gpu_job.train import TrainConfig, train
 
-    if not Path(a.data).is_dir():
-        raise UsageError(f"{a.data}: not a folder (expected DATA/<class>/*.jpg)")
+    if not Path(a.data).exists():
+        raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.pack)")
     cfg = TrainConfig(data=a.data, val_data=a.val_data or None, out=a.out, init=a.init, batch_size=a.batch_size, lr=a.lr,
                       max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
-                      device=a.device, compile=a.compile, seed=a.seed)
+                      device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank)
     print(train(cfg))
 
 
 def cmd_evaluate(a) -> None:
     from gpu_job.evaluate import EvalConfig, evaluate
 
-    if not Path(a.data).is_dir():
-        raise UsageError(f"{a.data}: not a folder (expected DATA/<class>/*.jpg)")
-    evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps),
+    if not Path(a.data).exists():
+        raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.pack)")
+    evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps), mean_of=a.mean_of,
                         ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, speed=not a.no_speed, device=a.device, seed=a.seed))
 
 
@@ -166,7 +166,13 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("mask", nargs="?")
     sp.add_argument("--pairs", help="folder of NAME.<ext> + NAME.mask.png pairs")
     sp.add_argument("-o", "--output", required=True, help="output PNG (or folder with --pairs)")
-    sp.add_argument("--samples", type=int, default=1, help="K samples; K > 1 also writes an uncertainty map")
+    from gpu_job.defaults import COMBINE_CHOICES, DEFAULT_COMBINE, DEFAULT_SAMPLES
+
+    sp.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="K samples; K > 1 also writes an uncertainty map")
+    sp.add_argument("--combine", default=DEFAULT_COMBINE, choices=COMBINE_CHOICES,
+                    help="output the mean of the K samples (closest to the truth on average) or the first (one sharp sample)")
+    sp.add_argument("--no-seam", dest="seam", action="store_false",
+                    help="paste the model's patch as it is, without the low-frequency correction that hides the seam")
     sp.add_argument("--feather", type=int, default=0, help="px inside the mask edge blended toward the original")
     sp.add_argument("--window", type=int, default=360, help="source px per model field for large images (0 = whole image)")
     common(sp)
@@ -192,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--compile", action="store_true", help="torch.compile the model")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--mask-bank", type=int, default=0, help="draw masks from N pre-made ones (for a GPU; 0 = make each)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="quality and speed against classical baselines")
@@ -200,6 +207,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights")
     sp.add_argument("--per-class", type=int, default=4, help="val images per class")
     sp.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100], help="DDIM step counts to score")
+    sp.add_argument("--mean-of", type=int, default=8, help="also score the default output, the mean of K DDIM samples, with and without the seam fix; 1 = skip")
     sp.add_argument("--no-ddpm", action="store_true", help="skip DDPM-1000 (slow on CPU)")
     sp.add_argument("--ddpm-images", type=int, default=8, help="score DDPM-1000 on the first N images only")
     sp.add_argument("--no-speed", action="store_true", help="skip the speed benchmark")

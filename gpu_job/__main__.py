@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 
-from botocore.exceptions import ClientError
-
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -22,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sub.add_parser("train", help="train (see cellpaint train --help)")
     a = p.parse_args(argv)
+    from botocore.exceptions import ClientError  # not at the top: `train` runs without boto3
+
     from .job import EXIT_BAD_MANIFEST, run
 
     try:

@@ -7,6 +7,7 @@ original pixels. Outside the mask the error must be exactly 0 for every method.
 from __future__ import annotations
 
 import json
+import re
 import platform
 import statistics
 import time
@@ -22,6 +23,7 @@ from shared.masks import eval_masks
 from shared.preview import grid, overlay
 
 from .data import list_images
+from .defaults import DEFAULT_SAMPLES, DEFAULT_STEPS
 from .inpaint import Inpainter, InpaintOptions
 
 
@@ -31,7 +33,8 @@ class EvalConfig:
     out: str = "runs/eval"  # holds val-derived pictures: never commit it (data licence rule)
     weights: str | None = None
     per_class: int = 4  # val images per class (8 classes x 6 masks each)
-    steps: tuple[int, ...] = (10, 25, 50, 100)  # DDIM settings to score
+    steps: tuple[int, ...] = (10, 25, 50, 100)  # DDIM settings to score, one sample each
+    mean_of: int = DEFAULT_SAMPLES  # also score the default: DDIM-10, mean of this many samples (with and without the seam fix)
     ddpm: bool = True  # DDPM-1000, on the first image of each class, at most `ddpm_images`
     ddpm_images: int = 8
     speed: bool = True
@@ -92,9 +95,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         for kind, m in eval_masks(*img.shape[:2], seed=i).items():
             cases.append((i, f, kind, img, m))
     inp = Inpainter(cfg.weights, cfg.device)
-    methods = {f"cellpaint DDIM-{s}": InpaintOptions(steps=s, seed=cfg.seed) for s in cfg.steps}
-    if cfg.ddpm:
-        methods["cellpaint DDPM-1000"] = InpaintOptions(steps=1000, sampler="ddpm", seed=cfg.seed)
+    methods = method_options(cfg)
     # DDPM-1000 is 1000 model calls: score it on the first image of each class (up to ddpm_images).
     ddpm_set = set(range(0, len(chosen), cfg.per_class)[: cfg.ddpm_images])
     rows, outputs, timing = [], {}, {}
@@ -124,9 +125,23 @@ def evaluate(cfg: EvalConfig) -> dict:
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     (out_dir / "metrics.md").write_text(markdown(report))
     plot_quality(report, out_dir / "quality_vs_steps.png")
-    before_after_grid(cases, outputs, list(methods)[-2 if cfg.ddpm and len(methods) > 1 else -1], out_dir / "before_after.png")
+    shown = [list(methods)[0]] + [k for k in methods if k.endswith(f"mean of {cfg.mean_of}")]
+    before_after_grid(cases, outputs, shown, out_dir / "before_after.png")
     print(markdown(report))
     return report
+
+
+def method_options(cfg: EvalConfig) -> dict[str, InpaintOptions]:
+    """Name -> options. Names matter: plot_quality reads the step count after "DDIM-"/"DDPM-"."""
+    one = dict(samples=1, combine="first", seed=cfg.seed)
+    methods = {f"cellpaint DDIM-{s}": InpaintOptions(steps=s, **one) for s in cfg.steps}
+    if cfg.mean_of > 1:
+        mean = dict(steps=DEFAULT_STEPS, samples=cfg.mean_of, combine="mean", seed=cfg.seed)
+        methods[f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}"] = InpaintOptions(**mean)
+        methods[f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}, no seam fix"] = InpaintOptions(**mean, seam=False)
+    if cfg.ddpm:
+        methods["cellpaint DDPM-1000"] = InpaintOptions(steps=1000, sampler="ddpm", **one)
+    return methods
 
 
 def machine(device: torch.device) -> str:
@@ -193,7 +208,7 @@ def speed(inp: Inpainter, cfg: EvalConfig, repeats: int = 3) -> list[dict]:
     settings = [("ddim", n) for n in cfg.steps] + ([("ddpm", 1000)] if cfg.ddpm else [])
     for sampler, steps in settings:
         for batch in (1, 16):
-            opts = InpaintOptions(steps=steps, sampler=sampler, window=0)
+            opts = InpaintOptions(steps=steps, sampler=sampler, window=0, samples=1)
             reps = 1 if sampler == "ddpm" else repeats
             _peak_reset()
             if inp.device.type == "cuda":
@@ -218,13 +233,13 @@ def plot_quality(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     s, t = report["summary"], report["seconds_per_image"]
-    ddim = sorted((int(k.split("-")[1]), k) for k in s if "DDIM" in k)
+    ddim = sorted((int(k.split("-")[1]), k) for k in s if re.fullmatch(r"cellpaint DDIM-\d+", k))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, metric in zip(axes[:2], ("psnr", "ssim")):
         ax.plot([n for n, _ in ddim], [s[k]["all"][metric] for _, k in ddim], "o-", label="cellpaint DDIM")
         for k in s:
-            if "DDPM" in k:
-                ax.plot([1000], [s[k]["all"][metric]], "s", label=k)
+            if "cellpaint" in k and k not in dict(map(reversed, ddim)):
+                ax.plot([int(re.search(r"-(\d+)", k).group(1))], [s[k]["all"][metric]], "s^vD"[list(s).index(k) % 4], label=k)
             elif "cellpaint" not in k:
                 ax.axhline(s[k]["all"][metric], ls="--", lw=1, color=f"C{1 + list(s).index(k) % 8}", label=k)
         ax.set_xscale("log")
@@ -245,12 +260,12 @@ def plot_quality(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def before_after_grid(cases, outputs, best: str, path: Path, n: int = 6) -> None:
-    """Rows: original | mask | Telea | biharmonic | cellpaint, one row per mask kind."""
+def before_after_grid(cases, outputs, ours: list[str], path: Path, n: int = 6) -> None:
+    """Rows: original | mask | Telea | biharmonic | each of `ours`, one row per mask kind."""
     rows, seen = [], set()
     for i, f, kind, img, m in cases:
         if kind in seen or len(rows) >= n:
             continue
         seen.add(kind)
-        rows.append([img, overlay(img, m), outputs[("OpenCV Telea", i, kind)], outputs[("biharmonic", i, kind)], outputs[(best, i, kind)]])
+        rows.append([img, overlay(img, m), outputs[("OpenCV Telea", i, kind)], outputs[("biharmonic", i, kind)]] + [outputs[(k, i, kind)] for k in ours])
     save_png(grid(rows, pad=4), path)

@@ -13,7 +13,7 @@ import torch
 from shared.preprocess import composite
 from shared.windows import DEFAULT_WINDOW, Window, plan_windows, region_mask, windows_for
 
-from .defaults import DEFAULT_BATCH, DEFAULT_STEPS
+from .defaults import COMBINE_CHOICES, DEFAULT_BATCH, DEFAULT_COMBINE, DEFAULT_SAMPLES, DEFAULT_STEPS
 from .report import to_uint8
 from .sampler import sample
 from .weights import load_weights
@@ -25,15 +25,17 @@ class InpaintOptions:
     sampler: str = "ddim"
     seed: int = 0
     label: str | None = None  # a class name of the weights, or None for "no label"
-    samples: int = 1  # K > 1 also gives a per-pixel standard deviation (uncertainty)
+    samples: int = DEFAULT_SAMPLES  # K > 1 also gives a per-pixel standard deviation (uncertainty)
     guidance: float = 1.0  # classifier-free guidance scale; 1 = plain conditional
     feather: int = 0  # px inside the mask edge blended toward the original
+    seam: bool = True  # correct the patch's low frequencies to meet the original (shared/blend.py)
+    combine: str = DEFAULT_COMBINE  # "mean": the mean of the K samples; "first": sample 0
     window: int = DEFAULT_WINDOW  # source px per model field; <= 0 = whole image as one field
 
 
 @dataclass
 class InpaintResult:
-    image: np.ndarray  # (H, W, 3) uint8: the first sample, composited at the input's size
+    image: np.ndarray  # (H, W, 3) uint8: sample 0 (or the samples' mean), composited at the input's size
     samples: list[np.ndarray] = field(default_factory=list)  # all K composites
     std: np.ndarray | None = None  # (H, W) float32 per-pixel std over samples (0 outside the mask)
 
@@ -86,6 +88,11 @@ class Inpainter:
         """pairs: (image (H,W,3) uint8, mask (H,W) bool). `windows`, if given, are the already
         prepared model inputs (from a job manifest); otherwise they are prepared here."""
         optlist = opts if isinstance(opts, list) else [opts] * len(pairs)
+        for o in optlist:
+            if o.combine not in COMBINE_CHOICES:
+                raise ValueError(f"combine must be one of {', '.join(COMBINE_CHOICES)}, got {o.combine!r}")
+            if o.samples < 1:
+                raise ValueError(f"samples must be at least 1, got {o.samples}")
         plans = [plan_windows(m, o.window) for (_, m), o in zip(pairs, optlist)]
         if windows is None:
             windows = [windows_for(img, m, boxes, self.size) for (img, m), (boxes, _) in zip(pairs, plans)]
@@ -116,13 +123,15 @@ class Inpainter:
                     b = w.box
                     region = region_mask(mask, labels, b)
                     crop = b.crop(out)
-                    crop[...] = composite(crop, region, preds[(p, k, j)], w.prep, o.feather)
+                    crop[...] = composite(crop, region, preds[(p, k, j)], w.prep, o.feather, o.seam, b.crop(mask))
                 comps.append(out)
             std = None
             if o.samples > 1:
                 std = np.stack(comps).astype(np.float32).std(axis=0).mean(axis=-1)
                 std[~mask] = 0.0
-            results.append(InpaintResult(comps[0], comps, std))
+            # The mean of K samples estimates the posterior mean: smoother, closer on average.
+            image_out = comps[0] if o.combine == "first" else np.round(np.mean(np.stack(comps), axis=0, dtype=np.float32)).astype(np.uint8)
+            results.append(InpaintResult(image_out, comps, std))
         return results
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, opts: InpaintOptions | None = None) -> InpaintResult:

@@ -106,8 +106,9 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
             if image.shape[:2] != (p.height, p.width) or mask.shape != (p.height, p.width):
                 raise InputError(name_i, f"size {image.shape[1]}x{image.shape[0]} differs from the manifest's {p.width}x{p.height}")
             o = p.options
-            opts = InpaintOptions(steps=int(o.get("steps", InpaintOptions.steps)), sampler=o.get("sampler", "ddim"),
-                                  seed=int(o.get("seed", 0)), label=o.get("label"), samples=int(o.get("samples", 1)))
+            opts = InpaintOptions(steps=int(o.get("steps", InpaintOptions.steps)), sampler=o.get("sampler", InpaintOptions.sampler),
+                                  seed=int(o.get("seed", 0)), label=o.get("label"), samples=int(o.get("samples", InpaintOptions.samples)),
+                                  combine=o.get("combine", InpaintOptions.combine))
             inpainter.label_index(opts.label)
             wins = [window_from_dict(w) for w in p.windows]
             if [w.box for w in wins] != plan_windows(mask, opts.window)[0]:

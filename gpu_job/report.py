@@ -19,7 +19,10 @@ GRID_STEPS = 25  # DDIM steps for checkpoint grids: cheap enough to run every ch
 
 
 def plot_history(history: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
+    """Loss (left) and, once checkpoints have measured it, val inpainting quality (right) against images seen."""
+    metrics = history.get("metrics") or []
+    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(12 if metrics else 7, 4), squeeze=False)
+    ax = axes[0, 0]
     if history["train"]:
         seen, loss = np.array(history["train"]).T
         k = max(1, len(loss) // 200)  # running mean so the trend is readable
@@ -34,6 +37,17 @@ def plot_history(history: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.legend()
     ax.grid(alpha=0.3)
+    if metrics:
+        seen, psnr, ssim = np.array(metrics).T
+        ax = axes[0, 1]
+        ax.plot(seen, psnr, "o-", color="C2")
+        ax.set_xlabel("images seen")
+        ax.set_ylabel("masked PSNR (dB)", color="C2")
+        ax.set_title("val inpainting, DDIM-10 at 64×64")
+        ax.grid(alpha=0.3)
+        ax2 = ax.twinx()
+        ax2.plot(seen, ssim, "s--", color="C4")
+        ax2.set_ylabel("masked SSIM", color="C4")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

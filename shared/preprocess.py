@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .blend import seamless
 from .images import binarise
 
 MODEL_SIZE = 64
@@ -96,12 +97,17 @@ def feather_weights(mask: np.ndarray, feather: int) -> np.ndarray:
     return np.where(mask, dist / (feather + 1), 0.0).astype(np.float32)
 
 
-def composite(original: np.ndarray, mask: np.ndarray, pred: np.ndarray, prep: Prepared, feather: int = 0) -> np.ndarray:
+def composite(original: np.ndarray, mask: np.ndarray, pred: np.ndarray, prep: Prepared, feather: int = 0,
+              seam: bool = False, unknown: np.ndarray | None = None) -> np.ndarray:
     """The result at the original's exact size: pixels outside `mask` are bit-identical to
-    `original`; inside is the upsampled prediction, optionally feathered toward the original
-    near the mask's edge (useful when the mask was drawn generously around a defect)."""
+    `original`; inside is the upsampled prediction, optionally corrected to meet the original
+    without a seam (`seam=True`, see blend.py; `unknown` = every pixel the original cannot be
+    trusted at, default `mask`), and optionally feathered toward the original near the mask's
+    edge (useful when the mask was drawn generously around a defect)."""
     mask = binarise(mask)
     big = upsample(pred, prep)
+    if seam:
+        big = seamless(original, mask if unknown is None else binarise(unknown) | mask, big)
     out = original.copy()
     if feather <= 0:
         out[mask] = big[mask]

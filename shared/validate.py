@@ -170,6 +170,7 @@ _SCHEMA = {
     "label": (str, lambda v: v in PBC_LABELS + ("none",), "one of " + ", ".join(PBC_LABELS) + " or none"),
     "samples": (int, lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
     "sampler": (str, lambda v: v in SAMPLERS, "ddim or ddpm"),
+    "combine": (str, lambda v: v in ("mean", "first"), "mean (of the samples) or first (one sample)"),
 }
 
 

@@ -13,12 +13,12 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
         Image.fromarray(synthetic_cell(rng, 60, 64)).save(tmp_path / "val" / c / "0.jpg")
     out = tmp_path / "eval"
     rc = main(["evaluate", "--data", str(tmp_path / "val"), "--out", str(out), "--weights", str(tiny_weights),
-               "--per-class", "1", "--steps", "2", "4", "--ddpm-images", "1", "--device", "cpu"])
+               "--per-class", "1", "--steps", "2", "4", "--ddpm-images", "1", "--mean-of", "2", "--device", "cpu"])
     assert rc == 0
     rep = json.loads((out / "metrics.json").read_text())
     methods = set(rep["summary"])
-    assert {"cellpaint DDIM-2", "cellpaint DDIM-4", "cellpaint DDPM-1000", "mean colour", "OpenCV Telea", "OpenCV NS",
-            "biharmonic"} == methods
+    assert {"cellpaint DDIM-2", "cellpaint DDIM-4", "cellpaint DDIM-10 mean of 2", "cellpaint DDIM-10 mean of 2, no seam fix",
+            "cellpaint DDPM-1000", "mean colour", "OpenCV Telea", "OpenCV NS", "biharmonic"} == methods
     for meth, kinds in rep["summary"].items():
         assert kinds["all"]["max_err_outside"] == 0, meth  # nothing outside the mask changes
         assert kinds["all"]["n"] == (6 if "DDPM" in meth else 12) and set(kinds) == {"box", "ellipse", "stroke", "all"}

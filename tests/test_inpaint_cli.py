@@ -68,7 +68,8 @@ def test_cli_pairs_folder(tiny_weights, tmp_path, rng):
     (src / "lonely.png").write_bytes((src / "a.png").read_bytes())
     rc = main(["inpaint", "--pairs", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights), "--steps", "2"])
     assert rc == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+    # the default output is a mean of several samples, so each result comes with its uncertainty map
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "a.std.png", "b.png", "b.std.png", "c.png", "c.std.png"]
 
 
 @pytest.mark.parametrize("case,expect", [
@@ -98,3 +99,42 @@ def test_cli_sample_writes_cells_and_grid(tiny_weights, tmp_path):
     rc = main(["sample", "-n", "4", "--label", "platelet", "-o", str(tmp_path), "--weights", str(tiny_weights), "--steps", "2"])
     assert rc == 0
     assert len(list(tmp_path.glob("cell-*.png"))) == 4 and (tmp_path / "grid.png").exists()
+
+
+def test_combine_mean_and_first(tiny_weights, rng):
+    inp = Inpainter(tiny_weights, "cpu")
+    img = synthetic_cell(rng, 60, 70)
+    mask = np.zeros((60, 70), bool)
+    mask[15:45, 20:50] = True
+    mean = inp.inpaint(img, mask, InpaintOptions(steps=3, samples=4, seed=2, combine="mean"))
+    first = inp.inpaint(img, mask, InpaintOptions(steps=3, samples=4, seed=2, combine="first"))
+    assert all(np.array_equal(a, b) for a, b in zip(mean.samples, first.samples))  # same samples, different output
+    assert np.array_equal(first.image, first.samples[0])
+    want = np.round(np.stack(mean.samples).astype(np.float32).mean(0))
+    assert np.abs(mean.image.astype(int) - want).max() == 0
+    assert np.array_equal(mean.image[~mask], img[~mask])
+    with pytest.raises(ValueError, match="combine must be one of mean, first, got 'median'"):
+        inp.inpaint(img, mask, InpaintOptions(steps=3, samples=2, combine="median"))
+
+
+def test_seam_changes_only_the_inside(tiny_weights, rng):
+    inp = Inpainter(tiny_weights, "cpu")
+    img = synthetic_cell(rng, 60, 70)
+    mask = np.zeros((60, 70), bool)
+    mask[15:45, 20:50] = True
+    with_seam = inp.inpaint(img, mask, InpaintOptions(steps=3, samples=1, seam=True))
+    without = inp.inpaint(img, mask, InpaintOptions(steps=3, samples=1, seam=False))
+    assert np.array_equal(with_seam.image[~mask], img[~mask]) and np.array_equal(without.image[~mask], img[~mask])
+    assert not np.array_equal(with_seam.image[mask], without.image[mask])
+
+
+def test_cli_combine_and_no_seam_flags(tiny_weights, tmp_path, rng):
+    img, mask = write_pair(tmp_path, "cell", rng)
+    outs = {}
+    for flags in (["--combine", "first", "--samples", "2"], ["--combine", "first", "--samples", "2", "--no-seam"]):
+        out = tmp_path / f"{len(flags)}.png"
+        assert main(["inpaint", str(tmp_path / "cell.png"), str(tmp_path / "cell.mask.png"), "-o", str(out),
+                     "--weights", str(tiny_weights), "--steps", "3", *flags]) == 0
+        outs[len(flags)] = load_image(str(out))
+    assert np.array_equal(outs[4][~mask], img[~mask]) and np.array_equal(outs[5][~mask], img[~mask])
+    assert not np.array_equal(outs[4], outs[5])

@@ -34,6 +34,10 @@ def test_train_checkpoints_and_resumes(tmp_path, rng, monkeypatch):
     train(cfg)  # resumes from ckpt.pt
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in log] == [3, 5] and log[1]["images_seen"] == 20
+    # every checkpoint measures val inpainting, and the numbers travel with the weights
+    assert all(0 < x["val_psnr"] < 60 and -1 <= x["val_ssim"] <= 1 and x["val_mae"] > 0 for x in log)
+    _, _, rec = load_weights(out / "last.safetensors")
+    assert rec["val"]["ddim10_64px_psnr"] == log[1]["val_psnr"]
 
 
 def test_pack_roundtrip(tmp_path, rng, monkeypatch):
@@ -47,3 +51,14 @@ def test_pack_roundtrip(tmp_path, rng, monkeypatch):
     assert packed.classes == direct.classes and packed.names == direct.names
     assert (packed.labels == direct.labels).all()
     assert np.abs(packed.images.astype(int) - direct.images).mean() < 4  # JPEG q92
+
+
+def test_train_command_needs_no_aws_libraries():
+    # The GPU device and a plain training box have torch but maybe not boto3/moto: block them.
+    import subprocess
+    import sys
+
+    block = "import sys; sys.modules.update(boto3=None, botocore=None, moto=None); "
+    for entry in ("from cellpaint.cli import main; main(['train', '--help'])", "from gpu_job.__main__ import main; main(['train', '--help'])"):
+        r = subprocess.run([sys.executable, "-c", block + entry], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "--val-data" in r.stdout, (entry, r.stderr[-500:])

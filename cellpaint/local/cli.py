@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from .server import LocalStack
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the stack needs boto3 and moto: imported when a command runs, so `cellpaint train` works without them
+    from .server import LocalStack
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,6 +59,8 @@ def _sigterm_is_ctrl_c() -> None:
 
 def cmd_up(a) -> int:
     _sigterm_is_ctrl_c()
+    from .server import LocalStack
+
     stack = LocalStack(a.port, a.state)
     try:
         stack.start()
@@ -81,6 +86,8 @@ def cmd_demo(a) -> int:
     pair = image.name[: -len(image.suffix)]
     t0 = time.time()
     _sigterm_is_ctrl_c()
+    from .server import LocalStack
+
     with LocalStack(a.port, a.state) as stack:
         stack.banner(stack.out)
         incoming = f"s3://{stack.bucket}/incoming/{pair}"

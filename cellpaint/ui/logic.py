@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from gpu_job.defaults import DEFAULT_SAMPLES, DEFAULT_STEPS
 from shared.images import InputError, load_image, load_mask, png_bytes
 
 # Said plainly on the page (the model's working size and the mask convention).
@@ -140,7 +141,7 @@ def mask_png(mask: np.ndarray) -> bytes:
 
 
 def check_options(opts: dict) -> str | None:
-    steps, samples, seed = opts.get("steps", 50), opts.get("samples", 1), opts.get("seed", 0)
+    steps, samples, seed = opts.get("steps", DEFAULT_STEPS), opts.get("samples", DEFAULT_SAMPLES), opts.get("seed", 0)
     if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
         return f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}"
     if not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
@@ -195,8 +196,8 @@ def run_direct(inpainter, image: np.ndarray, mask: np.ndarray, opts: dict) -> tu
 
         label = opts.get("label") or None
         inpainter.label_index(label)  # ValueError names the classes
-        o = InpaintOptions(steps=int(opts.get("steps", 50)), seed=int(opts.get("seed", 0)), label=label,
-                           samples=int(opts.get("samples", 1)))
+        o = InpaintOptions(steps=int(opts.get("steps", DEFAULT_STEPS)), seed=int(opts.get("seed", 0)), label=label,
+                           samples=int(opts.get("samples", DEFAULT_SAMPLES)))
         t0 = time.time()
         res = inpainter.inpaint(image, mask, o)
         info = {"mode": "direct", "seconds": round(time.time() - t0, 2), "steps": o.steps, "seed": o.seed,
@@ -253,7 +254,7 @@ def check_pair_name(name: str) -> str | None:
 
 def sidecar(opts: dict) -> dict:
     """The options the pipeline reads from incoming/<name>.json."""
-    doc = {"steps": int(opts.get("steps", 50)), "seed": int(opts.get("seed", 0)), "samples": int(opts.get("samples", 1))}
+    doc = {"steps": int(opts.get("steps", DEFAULT_STEPS)), "seed": int(opts.get("seed", 0)), "samples": int(opts.get("samples", DEFAULT_SAMPLES))}
     doc["label"] = opts.get("label") or "none"
     return doc
 

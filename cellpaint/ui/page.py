@@ -66,12 +66,12 @@ def _choose_image():
 
 def _options(inpainter_labels: list[str]) -> dict:
     st.sidebar.header("4. Options")
-    steps = st.sidebar.number_input("Steps (DDIM)", min_value=1, max_value=logic.MAX_STEPS, value=50, step=1, key="steps")
+    steps = st.sidebar.number_input("Steps (DDIM)", min_value=1, max_value=logic.MAX_STEPS, value=logic.DEFAULT_STEPS, step=1, key="steps")
     seed = st.sidebar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed")
     label = st.sidebar.selectbox("Cell class", inpainter_labels, index=0, key="label",
                                  help="Condition the model on a class, or none")
-    samples = st.sidebar.number_input("Samples", min_value=1, max_value=logic.MAX_SAMPLES, value=1, step=1, key="samples",
-                                      help="More than 1 also gives an uncertainty map (the spread between samples)")
+    samples = st.sidebar.number_input("Samples", min_value=1, max_value=logic.MAX_SAMPLES, value=logic.DEFAULT_SAMPLES, step=1, key="samples",
+                                      help="The result is their mean; more than 1 also gives an uncertainty map (the spread between samples)")
     return {"steps": int(steps), "seed": int(seed), "label": None if label == "none" else label, "samples": int(samples)}
 
 

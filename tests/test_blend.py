@@ -1,0 +1,83 @@
+"""Seam-free compositing (shared/blend.py): the fill solves Laplace's equation, the correction
+removes the patch's low-frequency error and keeps its detail, and nothing outside the mask moves."""
+import numpy as np
+import pytest
+
+from shared.blend import seamless, smooth_fill
+from shared.preprocess import composite, preprocess
+from tests.conftest import synthetic_cell
+
+
+def hole(h, w, box):
+    known = np.ones((h, w), bool)
+    y0, y1, x0, x1 = box
+    known[y0:y1, x0:x1] = False
+    return known
+
+
+@pytest.mark.parametrize("shape,box", [((300, 300), (60, 240, 80, 260)), ((37, 91), (5, 30, 10, 80))])
+def test_smooth_fill_reproduces_a_linear_field(shape, box):
+    # A linear function is harmonic, so the Laplace fill of a hole must give it back.
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    field = np.stack([0.3 * xx - 0.2 * yy + 5, 100 - 0.1 * xx], -1)
+    known = hole(*shape, box)
+    filled = smooth_fill(field, known)
+    assert np.array_equal(filled[known], field[known])  # trusted values are kept exactly
+    assert np.abs(filled - field).max() < 1.0  # range ~150: under one grey level everywhere
+
+
+def test_smooth_fill_at_the_border_stays_within_the_known_range(rng):
+    # A hole touching the edge has no boundary there (the fill treats it as mirror-flat); a
+    # harmonic fill still never overshoots the values it was given (maximum principle).
+    field = rng.normal(0, 30, (64, 64, 3)).astype(np.float32)
+    known = hole(64, 64, (0, 40, 0, 64))
+    filled = smooth_fill(field, known)
+    lo, hi = field[known].min(0), field[known].max(0)
+    assert (filled >= lo - 1e-3).all() and (filled <= hi + 1e-3).all()
+
+
+def test_smooth_fill_converges_with_more_sweeps():
+    yy, xx = np.mgrid[:200, :200].astype(np.float32)
+    field = (np.sin(xx / 40) * 50 + yy * 0.2)[..., None]
+    known = hole(200, 200, (30, 170, 40, 160))
+    ref = smooth_fill(field, known, iters=400)
+    errs = [np.abs(smooth_fill(field, known, iters=n) - ref).max() for n in (0, 5, 20)]
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_smooth_fill_edge_cases():
+    v = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    assert np.array_equal(smooth_fill(v, np.ones((2, 2), bool)), v)
+    assert not smooth_fill(v, np.zeros((2, 2), bool)).any()  # nothing trusted: no correction
+
+
+def test_seamless_removes_an_offset_and_keeps_detail(rng):
+    original = (synthetic_cell(rng, 120, 140) // 2 + 40).astype(np.uint8)  # mid-range: nothing below clips
+    unknown = ~hole(120, 140, (30, 90, 40, 110))
+    detail = np.where((np.indices((120, 140)).sum(0) % 2)[..., None] == 1, 6, -6)  # one-pixel checkerboard
+    # The model's patch: the true content plus fine detail, in the wrong overall colour.
+    patch = np.clip(original.astype(int) + detail + np.array([30, -25, 30]), 0, 255).astype(np.uint8)
+    fixed = seamless(original, unknown, patch)
+    want = np.clip(original.astype(int) + detail, 0, 255)
+    inside = fixed[unknown].astype(int)
+    assert np.abs(patch[unknown].astype(int) - want[unknown]).mean() > 25  # before: far off
+    assert np.abs(inside - want[unknown]).mean() < 2  # after: the offset is gone, the checkerboard stays
+    assert np.array_equal(fixed[~unknown], patch[~unknown])  # only `unknown` is touched
+
+
+def test_composite_with_seam_keeps_outside_bit_identical(rng):
+    img = synthetic_cell(rng, 97, 131)
+    mask = np.zeros((97, 131), bool)
+    mask[20:60, 30:90] = True
+    unknown = mask.copy()
+    unknown[15:65, 25:95] = True  # a wider region the original cannot be trusted at (another window's hole)
+    p = preprocess(img, mask, 64)
+    pred = np.full((64, 64, 3), 250, np.uint8)
+    plain = composite(img, mask, pred, p)
+    for kw in ({"seam": True}, {"seam": True, "unknown": unknown}, {"seam": True, "feather": 3}):
+        out = composite(img, mask, pred, p, **kw)
+        assert np.array_equal(out[~mask], img[~mask]), kw
+        # the flat bright patch is pulled toward the cell's colours at the hole's edge
+        edge = np.zeros_like(mask)
+        edge[20, 30:90] = True
+        assert np.abs(out[edge].astype(int) - img[edge]).mean() < np.abs(plain[edge].astype(int) - img[edge]).mean(), kw
