@@ -110,13 +110,19 @@ def cmd_sample(a) -> None:
 
 
 def cmd_train(a) -> None:
+    from gpu_job import remote
     from gpu_job.train import TrainConfig, train
 
-    if not Path(a.data).exists():
-        raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.pack)")
-    cfg = TrainConfig(data=a.data, val_data=a.val_data or None, out=a.out, init=a.init, batch_size=a.batch_size, lr=a.lr,
+    # s3:// inputs (a Batch training job) are downloaded once; an s3:// --out is mirrored (gpu_job/remote.py).
+    data, val_data, init = (remote.fetch(x) if remote.is_s3(x) else x for x in (a.data, a.val_data or None, a.init))
+    for given, path in ((a.data, data), (a.val_data, val_data)):
+        if path and not Path(path).exists():
+            raise UsageError(f"{given}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.pack)")
+    mirror = a.out if remote.is_s3(a.out) else None
+    out = str(remote.local_run_dir(a.out)) if mirror else a.out
+    cfg = TrainConfig(data=data, val_data=val_data, out=out, init=init, batch_size=a.batch_size, lr=a.lr,
                       max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
-                      device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank)
+                      device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror)
     print(train(cfg))
 
 
@@ -185,9 +191,9 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_sample)
 
     sp = sub.add_parser("train", help="train (or resume) a model")
-    sp.add_argument("--data", required=True, help="folder of class subfolders (like pbc/train)")
+    sp.add_argument("--data", required=True, help="folder of class subfolders (like pbc/train), or a pack file; s3:// too")
     sp.add_argument("--val-data", help="val folder (like pbc/val); picks the best weights")
-    sp.add_argument("--out", default="runs/train", help="run folder; an existing ckpt.pt there is resumed")
+    sp.add_argument("--out", default="runs/train", help="run folder (or s3://BUCKET/PREFIX); an existing ckpt.pt there is resumed")
     sp.add_argument("--init", help="start from these weights instead of scratch")
     sp.add_argument("--batch-size", type=int, default=32)
     sp.add_argument("--lr", type=float, default=3e-4)

@@ -14,7 +14,6 @@ import os
 import tempfile
 import time
 from datetime import datetime, timezone
-from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
@@ -26,17 +25,11 @@ from shared.preview import before_after, heatmap
 from shared.windows import plan_windows, prepare
 
 from .inpaint import Inpainter, InpaintOptions
+from .remote import parse_s3
 from .weights import default_weights
 
 EXIT_BAD_MANIFEST = 2  # input error: the job definition's retry strategy exits, never retries
 _RETRY = Config(retries={"max_attempts": 8, "mode": "adaptive"})  # throttling and 5xx
-
-
-def parse_s3(uri: str) -> tuple[str, str]:
-    u = urlparse(uri)
-    if u.scheme != "s3" or not u.netloc or not u.path.strip("/"):
-        raise ValueError(f"{uri}: expected s3://BUCKET/KEY")
-    return u.netloc, u.path.lstrip("/")
 
 
 def fetch_weights(s3, model_uri: str | None) -> str:

@@ -51,6 +51,7 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     val_images: int = 256
+    mirror: str | None = None  # s3://BUCKET/PREFIX: `out` is filled from it at the start and uploaded to at every checkpoint
     mask_bank: int = 0  # >0: draw masks from this many pre-made ones (x8 by rotation/flip); keeps a GPU fed
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -125,9 +126,10 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
-    cells = load_cellset(cfg.data, cfg.unet.image_size)
-    val = ValSet(load_cellset(cfg.val_data, cfg.unet.image_size), cfg, device) if cfg.val_data else None
+    if cfg.mirror:  # a Batch job: resume from the run in S3 (a Spot reclaim loses at most one checkpoint interval)
+        from .remote import download_run
 
+        print(f"{cfg.mirror}: {download_run(cfg.mirror, out)} files of an earlier attempt")
     ckpt_path = out / "ckpt.pt"
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
     if state:  # resume: the stored config wins over the command line for the architecture
@@ -136,6 +138,9 @@ def train(cfg: TrainConfig) -> Path:
     elif cfg.init:
         rec = read_config(cfg.init)
         cfg.unet, cfg.diffusion = UNetConfig(**rec["unet"]), DiffusionConfig(**rec["diffusion"])
+    # Data after the config: a resumed run or --init weights decide the image size.
+    cells = load_cellset(cfg.data, cfg.unet.image_size)
+    val = ValSet(load_cellset(cfg.val_data, cfg.unet.image_size), cfg, device) if cfg.val_data else None
     if cells.classes and len(cells.classes) != cfg.unet.num_classes:
         cfg.unet.num_classes = len(cells.classes)
 
@@ -154,6 +159,13 @@ def train(cfg: TrainConfig) -> Path:
         from safetensors.torch import load_file
 
         w = load_file(cfg.init)
+        emb = model.label_emb.weight
+        if w["label_emb.weight"].shape != emb.shape:
+            # Fine-tuning on other classes: keep everything else; the "no label" row becomes the
+            # new "no label" row, and every new class starts from it (the unconditional model).
+            old = w["label_emb.weight"]
+            w["label_emb.weight"] = old[-1:].expand(emb.shape[0], -1).clone()
+            print(f"--init: {len(old) - 1} classes in the weights, {emb.shape[0] - 1} in the data: class embeddings start from 'no label'")
         model.load_state_dict(w)
         ema.load_state_dict(w)
     print(f"model: {count_params(model) / 1e6:.2f}M params on {device}; {len(cells.images)} train images; step {step}")
@@ -204,7 +216,11 @@ def train(cfg: TrainConfig) -> Path:
 def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed, autocast_ctx) -> float:
     val_loss = val.loss(ema, diff, autocast_ctx) if val else float("nan")
     history["val"].append((seen, val_loss))
-    metrics = val.inpaint_metrics(ema, diff) if val else {}
+    try:
+        metrics = val.inpaint_metrics(ema, diff) if val else {}
+    except Exception as exc:  # a measuring bug must not end an hours-long run; the val loss still picks the weights
+        tqdm.write(f"checkpoint step {step}: val inpainting metrics failed: {type(exc).__name__}: {exc}")
+        metrics = {}
     if metrics:
         history.setdefault("metrics", []).append((seen, metrics["psnr"], metrics["ssim"]))
     improved = val is None or val_loss < best
@@ -221,9 +237,18 @@ def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history
         save_weights(out / "best.safetensors", ema, cfg.diffusion, cells.classes, meta)
     save_weights(out / "last.safetensors", ema, cfg.diffusion, cells.classes, meta)
     plot_history(history, out / "loss.png")
+    grid_name = f"samples-{step:07d}.png"
     if val is not None:
-        sample_grid(ema, diff, val, out / f"samples-{step:07d}.png")
-    (out / "log.jsonl").open("a").write(json.dumps({"step": step, "images_seen": seen, "val_loss": val_loss, **{f"val_{k}": round(v, 4) for k, v in metrics.items()}, "elapsed_s": round(elapsed), "improved": improved}) + "\n")
+        sample_grid(ema, diff, val, out / grid_name)
+    entry = {"step": step, "images_seen": seen, "val_loss": val_loss, **{f"val_{k}": round(v, 4) for k, v in metrics.items()},
+             "elapsed_s": round(elapsed), "improved": improved}
+    with (out / "log.jsonl").open("a") as log:
+        log.write(json.dumps(entry) + "\n")
+    if cfg.mirror:
+        from .remote import upload_run
+
+        upload_run(out, cfg.mirror, ["last.safetensors", "last.json", "loss.png", grid_name, "log.jsonl", "ckpt.pt"]
+                   + (["best.safetensors", "best.json"] if improved else []))
     shown = f", DDIM-10 {metrics['psnr']:.2f} dB / SSIM {metrics['ssim']:.3f}" if metrics else ""
     tqdm.write(f"checkpoint step {step}: val loss {val_loss:.4f}{shown}{' (best)' if improved else ''}")
     return best

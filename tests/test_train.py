@@ -62,3 +62,39 @@ def test_train_command_needs_no_aws_libraries():
     for entry in ("from cellpaint.cli import main; main(['train', '--help'])", "from gpu_job.__main__ import main; main(['train', '--help'])"):
         r = subprocess.run([sys.executable, "-c", block + entry], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "--val-data" in r.stdout, (entry, r.stderr[-500:])
+
+
+def test_train_as_a_batch_job_reads_and_mirrors_s3(tmp_path, rng, monkeypatch, tiny_weights):
+    # `python -m gpu_job train` in the job image: pack and weights in S3, the run mirrored to S3,
+    # and a second attempt (a Spot reclaim: fresh disk) resumes from the checkpoint in S3.
+    import shutil
+
+    import boto3
+    from moto import mock_aws
+
+    from gpu_job.__main__ import main as job_main
+    from gpu_job.pack import pack
+
+    monkeypatch.chdir(tmp_path)
+    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    make_dataset(tmp_path / "train", rng)  # 2 classes; the tiny weights have 8
+    make_dataset(tmp_path / "val", rng, per_class=2)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="lab")
+        s3.upload_file(str(pack(tmp_path / "train", tmp_path / "train.npz", size=16)), "lab", "training/train.npz")
+        s3.upload_file(str(pack(tmp_path / "val", tmp_path / "val.npz", size=16)), "lab", "training/val.npz")
+        s3.upload_file(str(tiny_weights), "lab", "training/init.safetensors")
+        s3.upload_file(str(tiny_weights.with_suffix(".json")), "lab", "training/init.json")
+        args = ["train", "--data", "s3://lab/training/train.npz", "--val-data", "s3://lab/training/val.npz",
+                "--init", "s3://lab/training/init.safetensors", "--out", "s3://lab/training/runs/r1", "--batch-size", "4", "--threads", "1"]
+        assert job_main(args + ["--max-steps", "2"]) == 0
+        keys = {o["Key"].split("/")[-1] for o in s3.list_objects_v2(Bucket="lab", Prefix="training/runs/r1/")["Contents"]}
+        assert {"ckpt.pt", "best.safetensors", "best.json", "last.safetensors", "log.jsonl", "loss.png", "samples-0000002.png"} <= keys
+        shutil.rmtree(tmp_path / "runs")  # the second attempt starts on a fresh disk
+        assert job_main(args + ["--max-steps", "4"]) == 0
+        log = s3.get_object(Bucket="lab", Key="training/runs/r1/log.jsonl")["Body"].read().decode().splitlines()
+        assert [json.loads(x)["step"] for x in log] == [2, 4]
+        rec = json.loads(s3.get_object(Bucket="lab", Key="training/runs/r1/best.json")["Body"].read())
+        assert rec["classes"] == ["alpha", "beta"]
