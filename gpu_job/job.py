@@ -133,7 +133,7 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
                 "outputs": outputs, "size": {"width": p.width, "height": p.height}, "windows": len(p.windows),
                 "model": {"version": inpainter.record.get("code_version"), "sha256": model_sha,
                           "trained_steps": inpainter.record.get("training", {}).get("steps")},
-                "sampler": opts.sampler, "steps": opts.steps, "seed": opts.seed, "label": opts.label, "samples": opts.samples,
+                "sampler": opts.sampler, "steps": opts.steps, "seed": opts.seed, "label": opts.label, "samples": opts.samples, "combine": opts.combine,
                 "device": str(inpainter.device),
                 "timings": {"model_load_s": round(t_loaded - t_start, 3), "batch_sample_s": round(sample_s, 3),
                             "batch_pairs": len(todo), "total_s": round(time.time() - t_start, 3)},

@@ -59,9 +59,11 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def sample_grid(model, diff, val, path: Path, per_row: int = 6) -> None:
-    """One row per class (whole cell generated with that label), one unlabelled row, then val
-    inpainting examples as (original | masked | result) triples."""
+def sample_grid(model, diff, val, path: Path, inpaint_path: Path, per_row: int = 6) -> None:
+    """`path`: one row per class (whole cell generated with that label), one unlabelled row; the
+    same seeds every checkpoint, so grids of a run compare. Generated pixels only: shareable.
+    `inpaint_path`: val inpainting examples as (original | masked | result) triples. They show val
+    images, so they stay in the run folder (data licence)."""
     device = next(model.parameters()).device
     n_cls = model.cfg.num_classes
     size = model.cfg.image_size
@@ -74,10 +76,9 @@ def sample_grid(model, diff, val, path: Path, per_row: int = 6) -> None:
     lab = torch.cat([labels, torch.full((len(part),), n_cls, device=device)])
     out = to_uint8(sample(model, diff, known=known, mask=mask, labels=lab, seeds=list(range(len(lab))), steps=GRID_STEPS,
                           autocast=device.type == "cpu"))
-    rows = [list(out[i * per_row : (i + 1) * per_row]) for i in range(n_cls + 1)]
+    save_png(grid([list(out[i * per_row : (i + 1) * per_row]) for i in range(n_cls + 1)]), path)
     orig, ms = to_uint8(val.x[part]), val.m[part, 0].cpu().numpy() > 0.5
     inpaint = []
     for o, m, r in zip(orig, ms, out[len(labels) :]):
         inpaint += [o, overlay(o, m), r]
-    rows += [inpaint[i : i + per_row] for i in range(0, len(inpaint), per_row)]
-    save_png(grid(rows), path)
+    save_png(grid([inpaint[i : i + per_row] for i in range(0, len(inpaint), per_row)]), inpaint_path)

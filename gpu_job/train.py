@@ -1,7 +1,9 @@
 """Training: one loop, resumable, with EMA, bf16 autocast + channels_last on CPU, CUDA when present.
 
-Each checkpoint writes `ckpt.pt` (everything needed to resume), `loss.png`, `samples-<step>.png`,
-and, when the val loss improves, `best.safetensors` + `best.json` (the shippable weights).
+Each checkpoint writes `ckpt.pt` (everything needed to resume), `loss.png`, `log.jsonl`,
+`generated-<step>.png` (whole cells: shareable), `inpaint-<step>.png` (val examples: not shareable),
+`last.safetensors`, and, when the val loss improves, `best.safetensors` + `best.json` (the
+shippable weights).
 """
 from __future__ import annotations
 
@@ -237,9 +239,9 @@ def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history
         save_weights(out / "best.safetensors", ema, cfg.diffusion, cells.classes, meta)
     save_weights(out / "last.safetensors", ema, cfg.diffusion, cells.classes, meta)
     plot_history(history, out / "loss.png")
-    grid_name = f"samples-{step:07d}.png"
+    grids = [f"generated-{step:07d}.png", f"inpaint-{step:07d}.png"]
     if val is not None:
-        sample_grid(ema, diff, val, out / grid_name)
+        sample_grid(ema, diff, val, out / grids[0], out / grids[1])
     entry = {"step": step, "images_seen": seen, "val_loss": val_loss, **{f"val_{k}": round(v, 4) for k, v in metrics.items()},
              "elapsed_s": round(elapsed), "improved": improved}
     with (out / "log.jsonl").open("a") as log:
@@ -247,7 +249,7 @@ def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history
     if cfg.mirror:
         from .remote import upload_run
 
-        upload_run(out, cfg.mirror, ["last.safetensors", "last.json", "loss.png", grid_name, "log.jsonl", "ckpt.pt"]
+        upload_run(out, cfg.mirror, ["last.safetensors", "last.json", "loss.png", *grids, "log.jsonl", "ckpt.pt"]
                    + (["best.safetensors", "best.json"] if improved else []))
     shown = f", DDIM-10 {metrics['psnr']:.2f} dB / SSIM {metrics['ssim']:.3f}" if metrics else ""
     tqdm.write(f"checkpoint step {step}: val loss {val_loss:.4f}{shown}{' (best)' if improved else ''}")

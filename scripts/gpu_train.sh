@@ -21,7 +21,7 @@ python3 -m gpu_job train --data .cache/pack/train.npz --val-data .cache/pack/val
   --minutes "$MIN" --ckpt-minutes 2 --batch-size "$BATCH" --lr 2e-4 --threads 8 --mask-bank 16384 2>&1 | tr '\r' '\n' | grep -v '^train:.*\(it/s\|s/it\)' | tee "$OUT/train.log"
 cd "$OUT/run"
 rm -f ckpt.pt last.safetensors last.json
-ls samples-*.png | head -n -1 | xargs -r rm -f
+ls generated-*.png | head -n -1 | xargs -r rm -f; ls inpaint-*.png | head -n -1 | xargs -r rm -f
 split -b 15000000 best.safetensors best.safetensors.part-
 rm best.safetensors
 ls -la

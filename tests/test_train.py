@@ -25,7 +25,7 @@ def test_train_checkpoints_and_resumes(tmp_path, rng, monkeypatch):
     cfg = TrainConfig(data=str(tmp_path / "train"), val_data=str(tmp_path / "val"), out=str(tmp_path / "run"),
                       batch_size=4, max_steps=3, val_images=6, unet=unet, threads=1)
     out = train(cfg)
-    for name in ("ckpt.pt", "best.safetensors", "best.json", "loss.png", "samples-0000003.png"):
+    for name in ("ckpt.pt", "best.safetensors", "best.json", "loss.png", "generated-0000003.png", "inpaint-0000003.png"):
         assert (out / name).exists(), name
     model, _, rec = load_weights(out / "best.safetensors")
     assert rec["classes"] == ["alpha", "beta"] and model.cfg.num_classes == 2
@@ -91,7 +91,7 @@ def test_train_as_a_batch_job_reads_and_mirrors_s3(tmp_path, rng, monkeypatch, t
                 "--init", "s3://lab/training/init.safetensors", "--out", "s3://lab/training/runs/r1", "--batch-size", "4", "--threads", "1"]
         assert job_main(args + ["--max-steps", "2"]) == 0
         keys = {o["Key"].split("/")[-1] for o in s3.list_objects_v2(Bucket="lab", Prefix="training/runs/r1/")["Contents"]}
-        assert {"ckpt.pt", "best.safetensors", "best.json", "last.safetensors", "log.jsonl", "loss.png", "samples-0000002.png"} <= keys
+        assert {"ckpt.pt", "best.safetensors", "best.json", "last.safetensors", "log.jsonl", "loss.png", "generated-0000002.png", "inpaint-0000002.png"} <= keys
         shutil.rmtree(tmp_path / "runs")  # the second attempt starts on a fresh disk
         assert job_main(args + ["--max-steps", "4"]) == 0
         log = s3.get_object(Bucket="lab", Key="training/runs/r1/log.jsonl")["Body"].read().decode().splitlines()
