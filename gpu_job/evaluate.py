@@ -205,10 +205,11 @@ def speed(inp: Inpainter, cfg: EvalConfig, repeats: int = 3) -> list[dict]:
 
     m = random_mask(rng, s, s, "ellipse", 0.25)
     out = []
-    settings = [("ddim", n) for n in cfg.steps] + ([("ddpm", 1000)] if cfg.ddpm else [])
-    for sampler, steps in settings:
+    settings = [("ddim", n, 1) for n in cfg.steps] + ([("ddim", DEFAULT_STEPS, cfg.mean_of)] if cfg.mean_of > 1 else [])
+    settings += [("ddpm", 1000, 1)] if cfg.ddpm else []
+    for sampler, steps, k in settings:
         for batch in (1, 16):
-            opts = InpaintOptions(steps=steps, sampler=sampler, window=0, samples=1)
+            opts = InpaintOptions(steps=steps, sampler=sampler, window=0, samples=k)
             reps = 1 if sampler == "ddpm" else repeats
             _peak_reset()
             if inp.device.type == "cuda":
@@ -220,7 +221,7 @@ def speed(inp: Inpainter, cfg: EvalConfig, repeats: int = 3) -> list[dict]:
                 if inp.device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
-            out.append({"sampler": f"{sampler.upper()}-{steps}", "batch": batch, "images_per_s": batch / statistics.median(times),
+            out.append({"sampler": f"{sampler.upper()}-{steps}" + (f" mean of {k}" if k > 1 else ""), "batch": batch, "images_per_s": batch / statistics.median(times),
                         "peak_mb": _peak_mb(inp.device), "repeats": reps})
             print(out[-1])
     return out

@@ -23,6 +23,6 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
         assert kinds["all"]["max_err_outside"] == 0, meth  # nothing outside the mask changes
         assert kinds["all"]["n"] == (6 if "DDPM" in meth else 12) and set(kinds) == {"box", "ellipse", "stroke", "all"}
     assert all(d["all"]["n"] == 6 for d in rep["ddpm_subset"].values())  # every method on DDPM's images
-    assert {(r["sampler"], r["batch"]) for r in rep["speed"]} == {(s, b) for s in ("DDIM-2", "DDIM-4", "DDPM-1000") for b in (1, 16)}
+    assert {(r["sampler"], r["batch"]) for r in rep["speed"]} == {(s, b) for s in ("DDIM-2", "DDIM-4", "DDIM-10 mean of 2", "DDPM-1000") for b in (1, 16)}
     for name in ("metrics.md", "quality_vs_steps.png", "before_after.png"):
         assert (out / name).stat().st_size > 0

@@ -91,6 +91,7 @@ BAD = {
     "sidecar-not-json": ({".png": IMAGE, ".mask.png": MASK, ".json": b"steps=50"}, "not valid JSON"),
     "sidecar-not-object": ({".png": IMAGE, ".mask.png": MASK, ".json": b"[1, 2]"}, "JSON object"),
     "sidecar-nan": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"steps": NaN}'}, "not valid JSON"),
+    "sidecar-bad-combine": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"combine": "median"}'}, "mean (of the samples) or first"),
     "two-images": ({".png": IMAGE, ".tif": encode(cell_image(), "TIFF"), ".mask.png": MASK}, "more than one image"),
     "too-many-bytes": ({".tif": encode(cell_image(400, 400), "TIFF"), ".mask.png": encode(disc_mask(400, 400))}, "over the limit"),
 }
@@ -118,5 +119,5 @@ GOOD = {
     "jpeg-named-png": {".png": encode(cell_image(), "JPEG"), ".mask.png": MASK},
     "unicode name é 细胞": {".png": IMAGE, ".mask.png": MASK},
     "sidecar-full": {".png": IMAGE, ".mask.png": MASK,
-                     ".json": b'{"steps": 1000, "seed": 0, "label": "none", "samples": 8, "sampler": "ddpm"}'},
+                     ".json": b'{"steps": 1000, "seed": 0, "label": "none", "samples": 8, "combine": "first", "sampler": "ddpm"}'},
 }
