@@ -21,7 +21,8 @@ GRID_STEPS = 25  # DDIM steps for checkpoint grids: cheap enough to run every ch
 def plot_history(history: dict, path: Path) -> None:
     """Loss (left) and, once checkpoints have measured it, val inpainting quality (right) against images seen."""
     metrics = history.get("metrics") or []
-    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(12 if metrics else 7, 4), squeeze=False)
+    # Shared x: the metrics may start later than the loss (runs begun before they were recorded).
+    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(12 if metrics else 7, 4), squeeze=False, sharex=True)
     ax = axes[0, 0]
     if history["train"]:
         seen, loss = np.array(history["train"]).T
@@ -43,7 +44,8 @@ def plot_history(history: dict, path: Path) -> None:
         ax.plot(seen, psnr, "o-", color="C2")
         ax.set_xlabel("images seen")
         ax.set_ylabel("masked PSNR (dB)", color="C2")
-        ax.set_title("val inpainting, DDIM-10 at 64×64")
+        ax.set_title("val inpainting, DDIM-10 at 64×64 (48 cells, fixed masks and seeds)")
+        ax.ticklabel_format(axis="x", style="plain", useOffset=False)
         ax.grid(alpha=0.3)
         ax2 = ax.twinx()
         ax2.plot(seen, ssim, "s--", color="C4")
