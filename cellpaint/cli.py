@@ -155,17 +155,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellpaint", description="Diffusion inpainting of blood-cell images.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def common(sp, steps_default=True):
+    def common(sp, steps_default=True, steps=None, guidance=1.0):
         sp.add_argument("--weights", help="safetensors weights (default: the shipped ones)")
         sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         sp.add_argument("--seed", type=int, default=0)
         if steps_default:
             from gpu_job.defaults import DEFAULT_STEPS
 
-            sp.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (DDPM: up to 1000)")
+            sp.add_argument("--steps", type=int, default=steps or DEFAULT_STEPS, help="sampler steps (DDPM: up to 1000)")
             sp.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
             sp.add_argument("--label", help="cell class (e.g. erythroblast) or none")
-            sp.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale with --label")
+            sp.add_argument("--guidance", type=float, default=guidance, help="classifier-free guidance scale with --label")
 
     sp = sub.add_parser("inpaint", help="restore the masked region of an image (white = restore)")
     sp.add_argument("image", nargs="?")
@@ -187,7 +187,9 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("sample", help="generate whole cells")
     sp.add_argument("-n", type=int, default=16)
     sp.add_argument("-o", "--output", required=True, help="output folder")
-    common(sp)
+    from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_STEPS
+
+    common(sp, steps=DEFAULT_GENERATE_STEPS, guidance=DEFAULT_GENERATE_GUIDANCE)
     sp.set_defaults(func=cmd_sample)
 
     sp = sub.add_parser("train", help="train (or resume) a model")

@@ -1,6 +1,16 @@
 """Sampler defaults, importable without torch (the CLI's --help and the local stack read them)."""
 
-DEFAULT_STEPS = 10  # DDIM steps: best masked PSNR/SSIM of 10-100 on val, and 5x faster than 50 (BENCHMARKS.md)
+# DDIM steps for inpainting. With the mean of 8 samples, 5 steps score as well as 10 on val (masked
+# PSNR/SSIM) at half the model calls, which keeps the default above 2 images/s at batch 16 on 2 CPU
+# cores (BENCHMARKS.md). Single samples from 5 steps are smoother than from 10-25.
+DEFAULT_STEPS = 5
+# Whole cells (`cellpaint sample`) are one sample with nothing known to clamp to, so they get more
+# steps: the checkpoint grids and the class check (scripts/class_check.py) use 25.
+DEFAULT_GENERATE_STEPS = 25
+# Classifier-free guidance for whole cells with a label: at 3, a classifier trained on real cells
+# names the requested class for 64 % of generated cells, against 35 % at 1 (scripts/class_check.py,
+# BENCHMARKS.md). It costs two model calls a step. Without a label there is nothing to guide.
+DEFAULT_GENERATE_GUIDANCE = 3.0
 DEFAULT_BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
 DEFAULT_SAMPLER = "ddim"
 # The output is the mean of 8 samples (an estimate of the posterior mean): +1.8 dB PSNR and +0.05 SSIM

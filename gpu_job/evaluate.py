@@ -34,7 +34,7 @@ class EvalConfig:
     weights: str | None = None
     per_class: int = 4  # val images per class (8 classes x 6 masks each)
     steps: tuple[int, ...] = (10, 25, 50, 100)  # DDIM settings to score, one sample each
-    mean_of: int = DEFAULT_SAMPLES  # also score the default: DDIM-10, mean of this many samples (with and without the seam fix)
+    mean_of: int = DEFAULT_SAMPLES  # also score the default: DDIM-DEFAULT_STEPS, mean of this many samples (with and without the seam fix)
     ddpm: bool = True  # DDPM-1000, on the first image of each class, at most `ddpm_images`
     ddpm_images: int = 8
     speed: bool = True

@@ -13,7 +13,7 @@ import torch
 from shared.preprocess import composite
 from shared.windows import DEFAULT_WINDOW, Window, plan_windows, region_mask, windows_for
 
-from .defaults import COMBINE_CHOICES, DEFAULT_BATCH, DEFAULT_COMBINE, DEFAULT_SAMPLES, DEFAULT_STEPS
+from .defaults import COMBINE_CHOICES, DEFAULT_BATCH, DEFAULT_COMBINE, DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_STEPS, DEFAULT_SAMPLES, DEFAULT_STEPS
 from .report import to_uint8
 from .sampler import sample
 from .weights import load_weights
@@ -137,11 +137,14 @@ class Inpainter:
     def inpaint(self, image: np.ndarray, mask: np.ndarray, opts: InpaintOptions | None = None) -> InpaintResult:
         return self.inpaint_many([(image, mask)], opts or InpaintOptions())[0]
 
-    def generate(self, n: int, label: str | None = None, seed: int = 0, steps: int = DEFAULT_STEPS, sampler: str = "ddim",
-                 guidance: float = 1.0) -> np.ndarray:
+    def generate(self, n: int, label: str | None = None, seed: int = 0, steps: int = DEFAULT_GENERATE_STEPS, sampler: str = "ddim",
+                 guidance: float = DEFAULT_GENERATE_GUIDANCE) -> np.ndarray:
         """Whole cells (phase 1): everything masked. (n, S, S, 3) uint8."""
         s = self.size
         known = np.zeros((n, s, s, 3), np.uint8)
         mask = np.ones((n, s, s), bool)
+        index = self.label_index(label)
+        if index == self.model.cfg.num_classes:
+            guidance = 1.0  # without a label, guided and unguided predictions are the same: skip the second call
         opts = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance)
-        return self._run(known, mask, [self.label_index(label)] * n, [item_seed(seed, i, 0) for i in range(n)], opts)
+        return self._run(known, mask, [index] * n, [item_seed(seed, i, 0) for i in range(n)], opts)

@@ -1,4 +1,4 @@
-"""Training: one loop, resumable, with EMA, bf16 autocast + channels_last on CPU, CUDA when present.
+"""Training: one loop, resumable, with EMA and bf16 autocast, on CUDA when present, else the CPU.
 
 Each checkpoint writes `ckpt.pt` (everything needed to resume), `loss.png`, `log.jsonl`,
 `generated-<step>.png` (whole cells: shareable), `inpaint-<step>.png` (val examples: not shareable),
@@ -146,7 +146,10 @@ def train(cfg: TrainConfig) -> Path:
     if cells.classes and len(cells.classes) != cfg.unet.num_classes:
         cfg.unet.num_classes = len(cells.classes)
 
-    model = UNet(cfg.unet).to(device).to(memory_format=torch.channels_last)
+    # channels_last made a CPU step 6-9 % slower for this model (scripts/bench_train_step.py,
+    # BENCHMARKS.md), so it is used on CUDA only, where convolutions in bf16 want it.
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = UNet(cfg.unet).to(device).to(memory_format=fmt)
     diff = Diffusion(cfg.diffusion).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -188,7 +191,7 @@ def train(cfg: TrainConfig) -> Path:
         idx = rng.integers(0, len(cells.images), cfg.batch_size)
         masks = draw_masks(bank, rng, cfg.batch_size) if bank is not None else make_masks(rng, cfg.batch_size, cfg.unet.image_size, cfg.full_mask_prob)
         x, m = to_tensor(augment(cells.images[idx], rng), masks, device)
-        x, m = x.contiguous(memory_format=torch.channels_last), m.contiguous(memory_format=torch.channels_last)
+        x, m = x.contiguous(memory_format=fmt), m.contiguous(memory_format=fmt)
         labels = torch.from_numpy(np.where(rng.random(cfg.batch_size) < cfg.label_drop_prob, cfg.unet.num_classes, cells.labels[idx])).to(device)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)

@@ -5,7 +5,8 @@
 Reads the run folder's `generated-<step>.png` grids (whole cells the model generated, same seeds
 at every checkpoint, so they compare) and `log.jsonl`. Grids from before the split into
 generated-/inpaint- files (`samples-<step>.png`) are cropped to their generated rows: the rows
-below them show val images and never leave the run folder. Copies the run's `loss.png`.
+below them show val images and never leave the run folder. Re-plots the run's loss and val
+metrics up to the last milestone from `ckpt.pt` (copies `loss.png` without one).
 """
 from __future__ import annotations
 
@@ -54,7 +55,17 @@ def main() -> None:
     fig.suptitle("Whole cells generated at milestones (same seeds; one row per label)", fontsize=10)
     fig.tight_layout()
     fig.savefig(a.out / "milestones.png", dpi=90)
-    shutil.copy(a.run / "loss.png", a.out / "loss.png")
+    last = log.get(max(a.steps))
+    if (a.run / "ckpt.pt").exists() and last:
+        # Re-plot the curves up to the last milestone (the run may have gone on since).
+        import torch
+
+        from gpu_job.report import plot_history
+
+        hist = torch.load(a.run / "ckpt.pt", map_location="cpu", weights_only=False)["history"]
+        plot_history({k: [r for r in v if r[0] <= last["images_seen"]] for k, v in hist.items()}, a.out / "loss.png")
+    else:
+        shutil.copy(a.run / "loss.png", a.out / "loss.png")
     print(a.out / "milestones.png", a.out / "loss.png")
 
 

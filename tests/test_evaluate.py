@@ -4,6 +4,7 @@ import json
 from PIL import Image
 
 from cellpaint.cli import main
+from gpu_job.defaults import DEFAULT_STEPS
 from tests.conftest import synthetic_cell
 
 
@@ -17,12 +18,12 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
     assert rc == 0
     rep = json.loads((out / "metrics.json").read_text())
     methods = set(rep["summary"])
-    assert {"cellpaint DDIM-2", "cellpaint DDIM-4", "cellpaint DDIM-10 mean of 2", "cellpaint DDIM-10 mean of 2, no seam fix",
+    assert {"cellpaint DDIM-2", "cellpaint DDIM-4", f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2", f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2, no seam fix",
             "cellpaint DDPM-1000", "mean colour", "OpenCV Telea", "OpenCV NS", "biharmonic"} == methods
     for meth, kinds in rep["summary"].items():
         assert kinds["all"]["max_err_outside"] == 0, meth  # nothing outside the mask changes
         assert kinds["all"]["n"] == (6 if "DDPM" in meth else 12) and set(kinds) == {"box", "ellipse", "stroke", "all"}
     assert all(d["all"]["n"] == 6 for d in rep["ddpm_subset"].values())  # every method on DDPM's images
-    assert {(r["sampler"], r["batch"]) for r in rep["speed"]} == {(s, b) for s in ("DDIM-2", "DDIM-4", "DDIM-10 mean of 2", "DDPM-1000") for b in (1, 16)}
+    assert {(r["sampler"], r["batch"]) for r in rep["speed"]} == {(s, b) for s in ("DDIM-2", "DDIM-4", f"DDIM-{DEFAULT_STEPS} mean of 2", "DDPM-1000") for b in (1, 16)}
     for name in ("metrics.md", "quality_vs_steps.png", "before_after.png"):
         assert (out / name).stat().st_size > 0

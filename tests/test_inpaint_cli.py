@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from cellpaint.cli import main
+from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE
 from gpu_job.inpaint import Inpainter, InpaintOptions
 from shared.images import load_image
 from tests.conftest import synthetic_cell
@@ -99,6 +100,17 @@ def test_cli_sample_writes_cells_and_grid(tiny_weights, tmp_path):
     rc = main(["sample", "-n", "4", "--label", "platelet", "-o", str(tmp_path), "--weights", str(tiny_weights), "--steps", "2"])
     assert rc == 0
     assert len(list(tmp_path.glob("cell-*.png"))) == 4 and (tmp_path / "grid.png").exists()
+
+
+def test_generate_guides_only_with_a_label(tiny_weights, monkeypatch):
+    inp = Inpainter(tiny_weights, "cpu")
+    seen = []
+    run = inp._run
+    monkeypatch.setattr(inp, "_run", lambda known, mask, labels, seeds, opts: seen.append((labels, opts.guidance)) or run(known, mask, labels, seeds, opts))
+    inp.generate(2, "platelet", seed=1, steps=2)  # the default guidance applies with a label
+    inp.generate(2, None, seed=1, steps=2, guidance=3.0)  # without one, guided = unguided: one model call a step
+    none = len(inp.classes)
+    assert seen == [([inp.classes.index("platelet")] * 2, DEFAULT_GENERATE_GUIDANCE), ([none] * 2, 1.0)]
 
 
 def test_combine_mean_and_first(tiny_weights, rng):

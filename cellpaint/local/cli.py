@@ -55,6 +55,9 @@ def _sigterm_is_ctrl_c() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, raise_interrupt)
+    # A shell starts background commands (`cmd &`) with SIGINT ignored, and Python then keeps it
+    # ignored: the stack would not stop on SIGINT. Stop on it wherever we were started.
+    signal.signal(signal.SIGINT, raise_interrupt)
 
 
 def cmd_up(a) -> int:

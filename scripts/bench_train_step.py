@@ -1,0 +1,70 @@
+"""Seconds per training step of the shipped architecture on this machine, for each way of running it:
+fp32, bf16 autocast, bf16 + channels_last, and bf16 + channels_last + torch.compile.
+
+    scripts/paused.sh .venv/bin/python scripts/bench_train_step.py [--batch 32] [--steps 12] [--no-compile]
+
+The step is train.py's (training_loss, backward, clipped AdamW step) on random tensors, so no
+data is needed. Prints a markdown table of median seconds per step and the ratio to fp32.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from gpu_job.diffusion import Diffusion, DiffusionConfig, training_loss
+from gpu_job.model import UNet, UNetConfig
+
+
+def bench(batch: int, steps: int, bf16: bool, channels_last: bool, compile_: bool) -> tuple[float, float]:
+    torch.manual_seed(0)
+    cfg = UNetConfig()
+    model, diff = UNet(cfg), Diffusion(DiffusionConfig())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    fwd = torch.compile(model) if compile_ else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = (torch.rand(batch, 3, cfg.image_size, cfg.image_size) * 2 - 1).contiguous(memory_format=fmt)
+    m = (torch.rand(batch, 1, cfg.image_size, cfg.image_size) < 0.3).float().contiguous(memory_format=fmt)
+    labels = torch.randint(0, cfg.num_classes + 1, (batch,))
+    times = []
+    for i in range(steps + 2):  # the first two warm up (and, with compile, compile)
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = training_loss(fwd, diff, x, m, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[2:]), sum(times[:2])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile setting (it compiles for ~2 min)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    settings = {"fp32": (False, False, False), "bf16 autocast": (True, False, False),
+                "bf16 + channels_last": (True, True, False), "bf16 + channels_last + torch.compile": (True, True, True)}
+    if a.no_compile:
+        settings.pop("bf16 + channels_last + torch.compile")
+    rows = {}
+    for name, s in settings.items():
+        rows[name] = bench(a.batch, a.steps, *s)
+        print(f"{name}: {rows[name][0]:.3f} s/step", flush=True)
+    base = rows["fp32"][0]
+    print(f"\ntorch {torch.__version__}, {a.threads} threads, batch {a.batch}, median of {a.steps} steps after 2 warm-up steps\n")
+    print("| setting | s/step (median) | images/s | speed-up over fp32 | first 2 steps (s) |")
+    print("|---|---|---|---|---|")
+    for name, (med, warm) in rows.items():
+        print(f"| {name} | {med:.3f} | {a.batch / med:.1f} | {base / med:.2f}× | {warm:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
