@@ -172,8 +172,10 @@ def markdown(report: dict) -> str:
     if report.get("ddpm_subset"):
         sub = report["ddpm_subset"]
         lines += ["", "The same images DDPM-1000 was scored on (first image of each class), every method:", "",
-                  "| method | all (PSNR / SSIM / MAE) |", "|---|---|"]
-        lines += [f"| {m} | {d['all']['psnr']:.2f} / {d['all']['ssim']:.3f} / {d['all']['mae']:.1f} (n={d['all']['n']}) |" for m, d in sub.items()]
+                  "| method | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+        for meth, d in sub.items():
+            cells = [f"{d[k]['psnr']:.2f} / {d[k]['ssim']:.3f} / {d[k]['mae']:.1f} (n={d[k]['n']})" if k in d else "-" for k in kinds]
+            lines.append(f"| {meth} | " + " | ".join(cells) + " |")
     if "speed" in report:
         lines += ["", "| sampler | batch | images/s (median) | peak RSS MB |", "|---|---|---|---|"]
         for r in report["speed"]:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from gpu_job.defaults import DEFAULT_SAMPLES, DEFAULT_STEPS
+from gpu_job.defaults import COMBINE_CHOICES, DEFAULT_COMBINE, DEFAULT_SAMPLES, DEFAULT_STEPS
 from shared.images import InputError, load_image, load_mask, png_bytes
 
 # Said plainly on the page (the model's working size and the mask convention).
@@ -148,6 +148,8 @@ def check_options(opts: dict) -> str | None:
         return f"samples must be an integer from 1 to {MAX_SAMPLES}, got {samples!r}"
     if not isinstance(seed, int) or seed < 0:
         return f"seed must be an integer >= 0, got {seed!r}"
+    if opts.get("combine", DEFAULT_COMBINE) not in COMBINE_CHOICES:
+        return f"combine must be one of {', '.join(COMBINE_CHOICES)}, got {opts.get('combine')!r}"
     return None
 
 
@@ -197,11 +199,11 @@ def run_direct(inpainter, image: np.ndarray, mask: np.ndarray, opts: dict) -> tu
         label = opts.get("label") or None
         inpainter.label_index(label)  # ValueError names the classes
         o = InpaintOptions(steps=int(opts.get("steps", DEFAULT_STEPS)), seed=int(opts.get("seed", 0)), label=label,
-                           samples=int(opts.get("samples", DEFAULT_SAMPLES)))
+                           samples=int(opts.get("samples", DEFAULT_SAMPLES)), combine=opts.get("combine", DEFAULT_COMBINE))
         t0 = time.time()
         res = inpainter.inpaint(image, mask, o)
         info = {"mode": "direct", "seconds": round(time.time() - t0, 2), "steps": o.steps, "seed": o.seed,
-                "label": label or "none", "samples": o.samples, "device": str(inpainter.device)}
+                "label": label or "none", "samples": o.samples, "combine": o.combine, "device": str(inpainter.device)}
         return Restored(res.image, heatmap(res.std) if res.std is not None else None, info), None
     except ValueError as exc:
         return None, str(exc)
@@ -256,6 +258,7 @@ def sidecar(opts: dict) -> dict:
     """The options the pipeline reads from incoming/<name>.json."""
     doc = {"steps": int(opts.get("steps", DEFAULT_STEPS)), "seed": int(opts.get("seed", 0)), "samples": int(opts.get("samples", DEFAULT_SAMPLES))}
     doc["label"] = opts.get("label") or "none"
+    doc["combine"] = opts.get("combine", DEFAULT_COMBINE)
     return doc
 
 

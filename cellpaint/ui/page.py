@@ -71,8 +71,11 @@ def _options(inpainter_labels: list[str]) -> dict:
     label = st.sidebar.selectbox("Cell class", inpainter_labels, index=0, key="label",
                                  help="Condition the model on a class, or none")
     samples = st.sidebar.number_input("Samples", min_value=1, max_value=logic.MAX_SAMPLES, value=logic.DEFAULT_SAMPLES, step=1, key="samples",
-                                      help="The result is their mean; more than 1 also gives an uncertainty map (the spread between samples)")
-    return {"steps": int(steps), "seed": int(seed), "label": None if label == "none" else label, "samples": int(samples)}
+                                      help="More than 1 also gives an uncertainty map (the spread between samples)")
+    combine = st.sidebar.radio("Result", logic.COMBINE_CHOICES, index=logic.COMBINE_CHOICES.index(logic.DEFAULT_COMBINE), key="combine",
+                               format_func={"mean": "mean of the samples (closest on average)", "first": "one sample (sharper texture)"}.get)
+    return {"steps": int(steps), "seed": int(seed), "label": None if label == "none" else label, "samples": int(samples),
+            "combine": combine}
 
 
 def _show_result(image: np.ndarray, mask: np.ndarray, restored: logic.Restored) -> None:

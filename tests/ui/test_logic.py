@@ -134,7 +134,8 @@ def test_checks():
     assert logic.check_pair(img, np.ones((4, 4), bool)) is None
     assert "samples" in logic.check_options({"samples": 9})
     assert "steps" in logic.check_options({"steps": 0})
-    assert logic.check_options({"steps": 5, "samples": 2, "seed": 1}) is None
+    assert "combine" in logic.check_options({"combine": "median"})
+    assert logic.check_options({"steps": 5, "samples": 2, "seed": 1, "combine": "first"}) is None
     assert logic.check_pair_name("ui-x") is None
     for bad in ("", "../x", "a.b", "/a", "a//b"):
         assert logic.check_pair_name(bad)
@@ -180,7 +181,9 @@ def test_run_direct_samples_give_uncertainty(inpainter, rng):
     mask = np.zeros((32, 32), bool)
     mask[8:20, 8:20] = True
     res, err = logic.run_direct(inpainter, img, mask, {"steps": 2, "seed": 0, "label": "platelet", "samples": 2})
-    assert err is None and res.uncertainty.shape == (32, 32, 3)
+    assert err is None and res.uncertainty.shape == (32, 32, 3) and res.info["combine"] == "mean"
+    first, err = logic.run_direct(inpainter, img, mask, {"steps": 2, "seed": 0, "label": "platelet", "samples": 2, "combine": "first"})
+    assert err is None and first.info["combine"] == "first" and not np.array_equal(first.image, res.image)
 
 
 def test_run_direct_errors_are_messages(inpainter, rng):
@@ -237,7 +240,7 @@ def _fake_job(s3, name, image, fail=None, uncertainty=True):
 
 def test_pipeline_upload_then_result(s3, rng):
     img, mask = _pair(rng)
-    opts = {"steps": 7, "seed": 3, "label": None, "samples": 2}
+    opts = {"steps": 7, "seed": 3, "label": None, "samples": 2, "combine": "first"}
     sleeps, expected = [], {}
 
     def sleep(_s):  # the "job" finishes during the second wait
@@ -260,7 +263,7 @@ def test_pipeline_upload_then_result(s3, rng):
     assert np.array_equal(load_image(body("incoming/ui-t1.png"), "i"), img)
     assert np.array_equal(load_mask(body("incoming/ui-t1.mask.png"), "m"), mask)
     side = validate_sidecar(body("incoming/ui-t1.json"), "ui-t1.json")
-    assert side == {"steps": 7, "seed": 3, "samples": 2, "label": "none"}
+    assert side == {"steps": 7, "seed": 3, "samples": 2, "label": "none", "combine": "first"}
 
     res = stages[-1].result
     assert np.array_equal(res.image, expected["out"])
