@@ -1,8 +1,8 @@
 """Are generated cells recognisable as their class? A small CNN classifier, trained on the train
 set at 64x64, labels (a) real val cells, the reference, and (b) whole cells the weights generate
-with each label (at guidance 1 and 3) and without one.
+with each label (at guidance 1 and 3 by default) and without one.
 
-    scripts/paused.sh .venv/bin/python scripts/class_check.py --out runs/class_check [--weights W]
+    scripts/paused.sh .venv/bin/python scripts/class_check.py --out runs/class_check [--weights W] [--guidance 1 3 5]
 
 Writes OUT/class_check.json and prints a markdown table (BENCHMARKS.md). The classifier is a
 measuring tool only, never shipped; its accuracy on real val cells says how far to trust it.
@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--per-class", type=int, default=24, help="generated cells per label")
     ap.add_argument("--steps", type=int, default=DEFAULT_GENERATE_STEPS, help="DDIM steps for generation")
+    ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0], help="classifier-free guidance scales to try")
     ap.add_argument("--out", type=Path, default=Path("runs/class_check"))
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -79,7 +80,7 @@ def main() -> None:
 
     inp = Inpainter(a.weights, "cpu")
     assert inp.classes == train.classes, "the weights and the data name different classes"
-    for guidance in (1.0, 3.0):
+    for guidance in a.guidance:
         acc = {}
         for i, c in enumerate(tqdm(train.classes, desc=f"generate, guidance {guidance}")):
             cells = inp.generate(a.per_class, c, seed=1000 + i, steps=a.steps, guidance=guidance)
