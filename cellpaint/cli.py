@@ -214,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="runs/eval", help="folder for the report, plots and grids")
     sp.add_argument("--weights")
     sp.add_argument("--per-class", type=int, default=4, help="val images per class")
-    sp.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100], help="DDIM step counts to score")
+    sp.add_argument("--steps", type=int, nargs="+", default=[5, 10, 25, 50], help="DDIM step counts to score")
     sp.add_argument("--mean-of", type=int, default=8, help="also score the default output, the mean of K DDIM samples, with and without the seam fix; 1 = skip")
     sp.add_argument("--no-ddpm", action="store_true", help="skip DDPM-1000 (slow on CPU)")
     sp.add_argument("--ddpm-images", type=int, default=8, help="score DDPM-1000 on the first N images only")
