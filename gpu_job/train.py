@@ -181,7 +181,11 @@ def train(cfg: TrainConfig) -> Path:
     use_amp = device.type == "cpu" or torch.cuda.is_available()
     autocast_ctx = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)  # noqa: E731
     fwd = torch.compile(model) if cfg.compile else model
-    start, last_ckpt = time.time(), time.time()
+    start = time.time()
+    # Checkpoints come every `ckpt_minutes` of training, not of wall clock: a run paused with
+    # SIGSTOP (scripts/paused.sh) would otherwise checkpoint after every pause. A step that took
+    # over a minute was paused, and counts as one second.
+    active, last_ckpt, tick = 0.0, 0.0, time.time()
     elapsed_before = state["elapsed_s"] if state else 0.0
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", dynamic_ncols=True)
     stop = []  # SIGTERM/SIGINT finish the step, checkpoint and exit: a stopped run loses nothing
@@ -210,9 +214,11 @@ def train(cfg: TrainConfig) -> Path:
         history["train"].append((seen, loss.item()))
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+        now = time.time()
+        active, tick = active + (now - tick if now - tick < 60 else 1.0), now
+        if active - last_ckpt > cfg.ckpt_minutes * 60:
             best = _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed_before + time.time() - start, autocast_ctx)
-            last_ckpt = time.time()
+            last_ckpt, tick = active, time.time()
     bar.close()
     _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed_before + time.time() - start, autocast_ctx)
     return out
