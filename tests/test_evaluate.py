@@ -27,3 +27,21 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
     assert {(r["sampler"], r["batch"]) for r in rep["speed"]} == {(s, b) for s in ("DDIM-2", "DDIM-4", f"DDIM-{DEFAULT_STEPS} mean of 2", "DDPM-1000") for b in (1, 16)}
     for name in ("metrics.md", "quality_vs_steps.png", "before_after.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_detail_ratio_tells_texture_from_smoothness(rng):
+    import numpy as np
+
+    from gpu_job.evaluate import detail_ratio, masked_metrics
+
+    ref = rng.integers(0, 256, (40, 40, 3)).astype(np.uint8)  # all texture
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 10:30] = True
+    flat = ref.copy()
+    flat[mask] = 128
+    assert detail_ratio(ref, ref, mask) == 1.0
+    assert detail_ratio(ref, flat, mask) == 0.0  # the rim, where kept pixels mix in, is not counted
+    assert masked_metrics(ref, flat, mask)["detail"] == 0.0
+    thin = np.zeros((40, 40), bool)
+    thin[5, 5:30] = True  # no pixel with 4 masked neighbours
+    assert np.isnan(detail_ratio(ref, flat, thin))
