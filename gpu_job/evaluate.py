@@ -178,13 +178,17 @@ def summarise(rows: list[dict]) -> dict:
                    for k, d in kinds.items()} for meth, kinds in out.items()}
 
 
+def _cell(d: dict) -> str:
+    return f"{d['psnr']:.2f} / {d['ssim']:.3f} / {d['mae']:.1f} (n={d['n']})"
+
+
 def markdown(report: dict) -> str:
     s = report["summary"]
     kinds = [k for k in next(iter(s.values())) if k != "all"] + ["all"]
     lines = [f"Machine: {report['machine']}. Masks inside-mask metrics (PSNR dB / SSIM / MAE); n = pairs scored.", "",
              "| method | " + " | ".join(kinds) + " | s/image | max err outside |", "|---" * (len(kinds) + 3) + "|"]
     for meth, d in s.items():
-        cells = [f"{d[k]['psnr']:.2f} / {d[k]['ssim']:.3f} / {d[k]['mae']:.1f} (n={d[k]['n']})" if k in d else "-" for k in kinds]
+        cells = [_cell(d[k]) if k in d else "-" for k in kinds]
         lines.append(f"| {meth} | " + " | ".join(cells) + f" | {report['seconds_per_image'][meth]:.3f} | {d['all']['max_err_outside']:.0f} |")
     lines += ["", "Fine detail inside the mask against the truth's (mean |Laplacian|; 1 = as much texture as the original):", "",
               "| method | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
@@ -194,8 +198,7 @@ def markdown(report: dict) -> str:
         lines += ["", "The same images DDPM-1000 was scored on (first image of each class), every method:", "",
                   "| method | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
         for meth, d in sub.items():
-            cells = [f"{d[k]['psnr']:.2f} / {d[k]['ssim']:.3f} / {d[k]['mae']:.1f} (n={d[k]['n']})" if k in d else "-" for k in kinds]
-            lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+            lines.append(f"| {meth} | " + " | ".join(_cell(d[k]) if k in d else "-" for k in kinds) + " |")
     if "speed" in report:
         lines += ["", "| sampler | batch | images/s (median) | peak RSS MB |", "|---|---|---|---|"]
         for r in report["speed"]:

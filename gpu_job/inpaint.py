@@ -14,7 +14,7 @@ from shared.preprocess import composite
 from shared.windows import DEFAULT_WINDOW, Window, plan_windows, region_mask, windows_for
 
 from .defaults import COMBINE_CHOICES, DEFAULT_BATCH, DEFAULT_COMBINE, DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_STEPS, DEFAULT_SAMPLES, DEFAULT_STEPS
-from .report import to_uint8
+from .report import from_uint8, to_uint8
 from .sampler import sample
 from .weights import load_weights
 
@@ -74,7 +74,7 @@ class Inpainter:
         out = []
         for i in range(0, len(known), self.batch_size):
             s = slice(i, i + self.batch_size)
-            k = torch.from_numpy(known[s]).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(self.device)
+            k = from_uint8(known[s]).to(self.device)
             m = torch.from_numpy(mask[s][:, None].astype(np.float32)).to(self.device)
             lab = torch.tensor(labels[s], dtype=torch.long, device=self.device)
             x = sample(self.model, self.diff, known=k.contiguous(memory_format=torch.channels_last), mask=m, seeds=seeds[s],
@@ -143,8 +143,5 @@ class Inpainter:
         s = self.size
         known = np.zeros((n, s, s, 3), np.uint8)
         mask = np.ones((n, s, s), bool)
-        index = self.label_index(label)
-        if index == self.model.cfg.num_classes:
-            guidance = 1.0  # without a label, guided and unguided predictions are the same: skip the second call
         opts = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance)
-        return self._run(known, mask, [index] * n, [item_seed(seed, i, 0) for i in range(n)], opts)
+        return self._run(known, mask, [self.label_index(label)] * n, [item_seed(seed, i, 0) for i in range(n)], opts)

@@ -55,6 +55,11 @@ def plot_history(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """(B,H,W,3) uint8 -> (B,3,H,W) float in [-1,1]: the model's image range (to_uint8 undoes it)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8."""
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -82,7 +82,8 @@ def sample(
         raise ValueError(f"need one seed per image: {len(seeds)} seeds for {b} images")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     null = torch.full((b,), model.cfg.num_classes, dtype=torch.long, device=device)
-    guided = labels is not None and guidance != 1.0
+    # Guidance needs a label to push toward: rows all without one ("none") get one model call a step.
+    guided = labels is not None and guidance != 1.0 and bool((labels != model.cfg.num_classes).any())
     ctx = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext()
     ts = timesteps(diff.T, steps)
     x = _randn((c, h, w), gens, device)

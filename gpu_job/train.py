@@ -25,7 +25,7 @@ from shared.masks import random_mask
 from .data import CellSet, augment, load_cellset
 from .diffusion import Diffusion, DiffusionConfig, training_loss
 from .model import UNet, UNetConfig, count_params
-from .report import plot_history, sample_grid
+from .report import from_uint8, plot_history, sample_grid
 from .sampler import sample
 from .weights import read_config, save_weights
 
@@ -74,9 +74,19 @@ def draw_masks(bank: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray
 
 
 def to_tensor(images: np.ndarray, masks: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-    m = torch.from_numpy(masks[:, None].astype(np.float32))
-    return x.to(device), m.to(device)
+    return from_uint8(images).to(device), torch.from_numpy(masks[:, None].astype(np.float32)).to(device)
+
+
+def train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx) -> torch.Tensor:
+    """One optimiser step on a batch: masked-weighted loss, backward, clipped AdamW. `fwd` is the
+    model or its torch.compile wrapper. Returns the loss (scripts/bench_train_step.py times this)."""
+    with autocast_ctx():
+        loss = training_loss(fwd, diff, x, m, labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
 
 
 class ValSet:
@@ -199,12 +209,7 @@ def train(cfg: TrainConfig) -> Path:
         labels = torch.from_numpy(np.where(rng.random(cfg.batch_size) < cfg.label_drop_prob, cfg.unet.num_classes, cells.labels[idx])).to(device)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-        with autocast_ctx():
-            loss = training_loss(fwd, diff, x, m, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx)
         # EMA with warm-up: early on the average should follow the fast-moving weights.
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():

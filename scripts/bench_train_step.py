@@ -3,8 +3,8 @@ fp32, bf16 autocast, bf16 + channels_last, and bf16 + channels_last + torch.comp
 
     scripts/paused.sh .venv/bin/python scripts/bench_train_step.py [--batch 32] [--steps 12] [--no-compile]
 
-The step is train.py's (training_loss, backward, clipped AdamW step) on random tensors, so no
-data is needed. Prints a markdown table of median seconds per step and the ratio to fp32.
+The step is train.py's own `train_step` (loss, backward, clipped AdamW step) on random tensors,
+so no data is needed. Prints a markdown table of median seconds per step and the ratio to fp32.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import time
 
 import torch
 
-from gpu_job.diffusion import Diffusion, DiffusionConfig, training_loss
+from gpu_job.diffusion import Diffusion, DiffusionConfig
 from gpu_job.model import UNet, UNetConfig
+from gpu_job.train import train_step
 
 
 def bench(batch: int, steps: int, bf16: bool, channels_last: bool, compile_: bool) -> tuple[float, float]:
@@ -30,14 +31,9 @@ def bench(batch: int, steps: int, bf16: bool, channels_last: bool, compile_: boo
     m = (torch.rand(batch, 1, cfg.image_size, cfg.image_size) < 0.3).float().contiguous(memory_format=fmt)
     labels = torch.randint(0, cfg.num_classes + 1, (batch,))
     times = []
-    for i in range(steps + 2):  # the first two warm up (and, with compile, compile)
+    for _ in range(steps + 2):  # the first two warm up (and, with compile, compile)
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = training_loss(fwd, diff, x, m, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        train_step(fwd, model, opt, diff, x, m, labels, lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16))
         times.append(time.perf_counter() - t)
     return statistics.median(times[2:]), sum(times[:2])
 

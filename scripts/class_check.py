@@ -22,6 +22,7 @@ from tqdm import tqdm
 from gpu_job.data import augment, load_cellset
 from gpu_job.defaults import DEFAULT_GENERATE_STEPS
 from gpu_job.inpaint import Inpainter
+from gpu_job.report import from_uint8
 
 
 def classifier(n: int) -> nn.Module:
@@ -33,14 +34,10 @@ def classifier(n: int) -> nn.Module:
                          nn.Dropout(0.2), nn.Linear(128, n))
 
 
-def to_x(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-
-
 @torch.no_grad()
 def predict(net: nn.Module, images: np.ndarray) -> np.ndarray:
     net.eval()
-    return np.concatenate([net(to_x(images[i : i + 256])).argmax(1).numpy() for i in range(0, len(images), 256)])
+    return np.concatenate([net(from_uint8(images[i : i + 256])).argmax(1).numpy() for i in range(0, len(images), 256)])
 
 
 def main() -> None:
@@ -68,7 +65,7 @@ def main() -> None:
     for _ in tqdm(range(steps), desc="classifier"):
         idx = rng.integers(0, len(train.images), 64)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = nn.functional.cross_entropy(net(to_x(augment(train.images[idx], rng))), torch.from_numpy(train.labels[idx]))
+            loss = nn.functional.cross_entropy(net(from_uint8(augment(train.images[idx], rng))), torch.from_numpy(train.labels[idx]))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -108,9 +108,16 @@ def test_generate_guides_only_with_a_label(tiny_weights, monkeypatch):
     run = inp._run
     monkeypatch.setattr(inp, "_run", lambda known, mask, labels, seeds, opts: seen.append((labels, opts.guidance)) or run(known, mask, labels, seeds, opts))
     inp.generate(2, "platelet", seed=1, steps=2)  # the default guidance applies with a label
-    inp.generate(2, None, seed=1, steps=2, guidance=3.0)  # without one, guided = unguided: one model call a step
-    none = len(inp.classes)
-    assert seen == [([inp.classes.index("platelet")] * 2, DEFAULT_GENERATE_GUIDANCE), ([none] * 2, 1.0)]
+    assert seen == [([inp.classes.index("platelet")] * 2, DEFAULT_GENERATE_GUIDANCE)]
+    calls = []
+    inp.model.register_forward_hook(lambda mod, args, out: calls.append(len(out)))
+    unguided, calls_1 = inp.generate(2, None, seed=1, steps=2, guidance=1.0), list(calls)
+    # Without a label, guided = unguided: the sampler skips the second model call, same cells.
+    assert np.array_equal(inp.generate(2, None, seed=1, steps=2, guidance=3.0), unguided)
+    assert calls == calls_1 + calls_1 == [2, 2, 2, 2]
+    calls.clear()
+    inp.generate(2, "platelet", seed=1, steps=2, guidance=3.0)
+    assert calls == [4, 4]  # with a label: conditional and unconditional in one batch
 
 
 def test_combine_mean_and_first(tiny_weights, rng):
