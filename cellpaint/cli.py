@@ -122,7 +122,8 @@ def cmd_train(a) -> None:
     out = str(remote.local_run_dir(a.out)) if mirror else a.out
     cfg = TrainConfig(data=data, val_data=val_data, out=out, init=init, batch_size=a.batch_size, lr=a.lr,
                       max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
-                      device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror)
+                      device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
+                      min_snr=a.min_snr)
     print(train(cfg))
 
 
@@ -207,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--mask-bank", type=int, default=0, help="draw masks from N pre-made ones (for a GPU; 0 = make each)")
+    sp.add_argument("--min-snr", type=float, default=0.0, metavar="GAMMA",
+                    help="min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice; 0 = off)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="quality and speed against classical baselines")

@@ -55,6 +55,7 @@ class TrainConfig:
     val_images: int = 256
     mirror: str | None = None  # s3://BUCKET/PREFIX: `out` is filled from it at the start and uploaded to at every checkpoint
     mask_bank: int = 0  # >0: draw masks from this many pre-made ones (x8 by rotation/flip); keeps a GPU fed
+    min_snr: float = 0.0  # >0: min-SNR-gamma loss weighting (diffusion.training_loss); val loss stays unweighted
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
@@ -77,11 +78,11 @@ def to_tensor(images: np.ndarray, masks: np.ndarray, device) -> tuple[torch.Tens
     return from_uint8(images).to(device), torch.from_numpy(masks[:, None].astype(np.float32)).to(device)
 
 
-def train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx) -> torch.Tensor:
+def train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx, min_snr: float = 0.0) -> torch.Tensor:
     """One optimiser step on a batch: masked-weighted loss, backward, clipped AdamW. `fwd` is the
     model or its torch.compile wrapper. Returns the loss (scripts/bench_train_step.py times this)."""
     with autocast_ctx():
-        loss = training_loss(fwd, diff, x, m, labels)
+        loss = training_loss(fwd, diff, x, m, labels, min_snr=min_snr)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -209,7 +210,7 @@ def train(cfg: TrainConfig) -> Path:
         labels = torch.from_numpy(np.where(rng.random(cfg.batch_size) < cfg.label_drop_prob, cfg.unet.num_classes, cells.labels[idx])).to(device)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-        loss = train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx)
+        loss = train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx, cfg.min_snr)
         # EMA with warm-up: early on the average should follow the fast-moving weights.
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():

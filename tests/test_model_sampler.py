@@ -95,6 +95,20 @@ def test_loss_is_weighted_toward_the_mask(tiny):
     assert training_loss(model, diff, x0, mask, lab, t=t, noise=noise) > base
 
 
+def test_min_snr_weighting_scales_only_the_nearly_clean_timesteps(tiny):
+    model, diff = tiny
+    x0 = torch.rand(2, 3, 16, 16) * 2 - 1
+    lab, mask, noise = torch.full((2,), 8), torch.ones(2, 1, 16, 16), torch.randn(2, 3, 16, 16)
+    for t in (900, 10):
+        tt = torch.full((2,), t)
+        plain = training_loss(model, diff, x0, mask, lab, t=tt, noise=noise)
+        weighted = training_loss(model, diff, x0, mask, lab, t=tt, noise=noise, min_snr=5.0)
+        snr = diff.snr(tt)[0].item()
+        expected = 1.0 if snr < 5 else 5 / snr
+        assert weighted.item() == pytest.approx(plain.item() * expected, rel=1e-5)
+    assert diff.snr(torch.tensor([900]))[0] < 5 < diff.snr(torch.tensor([10]))[0]  # both branches ran
+
+
 def test_a_few_steps_reduce_the_loss():
     torch.manual_seed(0)
     model = UNet(UNetConfig(**TINY))
