@@ -156,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellpaint", description="Diffusion inpainting of blood-cell images.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def common(sp, steps_default=True, steps=None, guidance=1.0):
+    def common(sp, steps_default=True, steps=None, guidance=1.0, sampler="ddim"):
         sp.add_argument("--weights", help="safetensors weights (default: the shipped ones)")
         sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         sp.add_argument("--seed", type=int, default=0)
@@ -164,7 +164,8 @@ def parser() -> argparse.ArgumentParser:
             from gpu_job.defaults import DEFAULT_STEPS
 
             sp.add_argument("--steps", type=int, default=steps or DEFAULT_STEPS, help="sampler steps (DDPM: up to 1000)")
-            sp.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
+            sp.add_argument("--sampler", default=sampler, choices=["ddim", "ddpm"],
+                            help=f"ddim (deterministic) or ddpm (ancestral, any step count); default {sampler}")
             sp.add_argument("--label", help="cell class (e.g. erythroblast) or none")
             sp.add_argument("--guidance", type=float, default=guidance, help="classifier-free guidance scale with --label")
 
@@ -188,9 +189,9 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("sample", help="generate whole cells")
     sp.add_argument("-n", type=int, default=16)
     sp.add_argument("-o", "--output", required=True, help="output folder")
-    from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_STEPS
+    from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER, DEFAULT_GENERATE_STEPS
 
-    common(sp, steps=DEFAULT_GENERATE_STEPS, guidance=DEFAULT_GENERATE_GUIDANCE)
+    common(sp, steps=DEFAULT_GENERATE_STEPS, guidance=DEFAULT_GENERATE_GUIDANCE, sampler=DEFAULT_GENERATE_SAMPLER)
     sp.set_defaults(func=cmd_sample)
 
     sp = sub.add_parser("train", help="train (or resume) a model")

@@ -58,20 +58,22 @@ def masked_metrics(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> dict[s
     }
 
 
+def abs_laplacian(a: np.ndarray) -> np.ndarray:
+    """|4-neighbour Laplacian| of the grey image(s): (..., H, W, 3) -> (..., H-2, W-2). Fine
+    detail, and speckle, are what it measures."""
+    g = a.mean(axis=-1)
+    return np.abs(4 * g[..., 1:-1, 1:-1] - g[..., :-2, 1:-1] - g[..., 2:, 1:-1] - g[..., 1:-1, :-2] - g[..., 1:-1, 2:])
+
+
 def detail_ratio(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> float:
     """Fine detail inside the mask, against the truth's: mean |Laplacian| of the grey result over
     that of the original, on mask pixels whose 4 neighbours are masked too (the rim mixes in the
     kept original). 1 = as much texture as the truth; a smooth fill scores near 0. PSNR and SSIM
     reward smoothness, so this shows what they hide."""
-
-    def lap(a):
-        g = a.mean(axis=-1)
-        return np.abs(4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:])
-
     inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
     if not inner.any():
         return float("nan")
-    return float(lap(out)[inner].mean() / max(lap(ref)[inner].mean(), 1e-6))
+    return float(abs_laplacian(out)[inner].mean() / max(abs_laplacian(ref)[inner].mean(), 1e-6))
 
 
 def baselines() -> dict:

@@ -13,7 +13,7 @@ import torch
 from shared.preprocess import composite
 from shared.windows import DEFAULT_WINDOW, Window, plan_windows, region_mask, windows_for
 
-from .defaults import COMBINE_CHOICES, DEFAULT_BATCH, DEFAULT_COMBINE, DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_STEPS, DEFAULT_SAMPLES, DEFAULT_STEPS
+from .defaults import COMBINE_CHOICES, DEFAULT_BATCH, DEFAULT_COMBINE, DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER, DEFAULT_GENERATE_STEPS, DEFAULT_SAMPLES, DEFAULT_STEPS
 from .report import from_uint8, to_uint8
 from .sampler import sample
 from .weights import load_weights
@@ -137,7 +137,7 @@ class Inpainter:
     def inpaint(self, image: np.ndarray, mask: np.ndarray, opts: InpaintOptions | None = None) -> InpaintResult:
         return self.inpaint_many([(image, mask)], opts or InpaintOptions())[0]
 
-    def generate(self, n: int, label: str | None = None, seed: int = 0, steps: int = DEFAULT_GENERATE_STEPS, sampler: str = "ddim",
+    def generate(self, n: int, label: str | None = None, seed: int = 0, steps: int = DEFAULT_GENERATE_STEPS, sampler: str = DEFAULT_GENERATE_SAMPLER,
                  guidance: float = DEFAULT_GENERATE_GUIDANCE) -> np.ndarray:
         """Whole cells (phase 1): everything masked. (n, S, S, 3) uint8."""
         s = self.size

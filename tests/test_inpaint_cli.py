@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cellpaint.cli import main
-from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE
+from cellpaint.cli import main, parser
+from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER
 from gpu_job.inpaint import Inpainter, InpaintOptions
 from shared.images import load_image
 from tests.conftest import synthetic_cell
@@ -118,6 +118,16 @@ def test_generate_guides_only_with_a_label(tiny_weights, monkeypatch):
     calls.clear()
     inp.generate(2, "platelet", seed=1, steps=2, guidance=3.0)
     assert calls == [4, 4]  # with a label: conditional and unconditional in one batch
+
+
+def test_generate_samples_ancestrally_by_default(tiny_weights):
+    # DDIM's deterministic steps left speckled backgrounds on generated cells (defaults.py).
+    inp = Inpainter(tiny_weights, "cpu")
+    cells = inp.generate(2, None, seed=1, steps=3)
+    assert np.array_equal(cells, inp.generate(2, None, seed=1, steps=3, sampler="ddpm"))
+    assert not np.array_equal(cells, inp.generate(2, None, seed=1, steps=3, sampler="ddim"))
+    assert parser().parse_args(["sample", "-o", "x"]).sampler == DEFAULT_GENERATE_SAMPLER == "ddpm"
+    assert parser().parse_args(["inpaint", "a", "b", "-o", "x"]).sampler == "ddim"
 
 
 def test_combine_mean_and_first(tiny_weights, rng):
