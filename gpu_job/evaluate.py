@@ -27,6 +27,9 @@ from .defaults import DEFAULT_SAMPLES, DEFAULT_STEPS
 from .inpaint import Inpainter, InpaintOptions
 
 
+FULL_DDPM = "cellpaint DDPM-1000"  # 1000 model calls a sample: scored on a subset of the images
+
+
 @dataclass
 class EvalConfig:
     data: str = "../shared/data/pbc/val"
@@ -37,6 +40,7 @@ class EvalConfig:
     mean_of: int = DEFAULT_SAMPLES  # also score the default: DDIM with DEFAULT_STEPS, mean of this many samples (with and without the seam fix)
     ddpm: bool = True  # DDPM-1000, on the first image of each class, at most `ddpm_images`
     ddpm_images: int = 8
+    ddpm_steps: tuple[int, ...] = ()  # ancestral (DDPM) sampling strided to these step counts, one sample each, every pair
     speed: bool = True
     device: str = "auto"
     seed: int = 0
@@ -119,7 +123,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     ddpm_set = set(range(0, len(chosen), cfg.per_class)[: cfg.ddpm_images])
     rows, outputs, timing = [], {}, {}
     for name, opts in methods.items():
-        sub = [c for c in cases if "DDPM" not in name or c[0] in ddpm_set]
+        sub = [c for c in cases if name != FULL_DDPM or c[0] in ddpm_set]
         t0 = time.time()
         res = []
         for i in tqdm(range(0, len(sub), inp.batch_size), desc=name):
@@ -158,8 +162,9 @@ def method_options(cfg: EvalConfig) -> dict[str, InpaintOptions]:
         mean = dict(steps=DEFAULT_STEPS, samples=cfg.mean_of, combine="mean", seed=cfg.seed)
         methods[f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}"] = InpaintOptions(**mean)
         methods[f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}, no seam fix"] = InpaintOptions(**mean, seam=False)
+    methods.update({f"cellpaint DDPM-{s}": InpaintOptions(steps=s, sampler="ddpm", **one) for s in cfg.ddpm_steps})
     if cfg.ddpm:
-        methods["cellpaint DDPM-1000"] = InpaintOptions(steps=1000, sampler="ddpm", **one)
+        methods[FULL_DDPM] = InpaintOptions(steps=1000, sampler="ddpm", **one)
     return methods
 
 
