@@ -31,7 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="DDIM steps for inpainting")
-    ap.add_argument("--generate-steps", type=int, default=DEFAULT_GENERATE_STEPS, help="DDIM steps for whole cells")
+    ap.add_argument("--generate-steps", type=int, default=DEFAULT_GENERATE_STEPS, help="sampler steps for whole cells (the generate default sampler)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     inp = Inpainter(a.weights, "cpu")
