@@ -7,16 +7,16 @@ DEFAULT_STEPS = 5
 # Whole cells (`cellpaint sample`) are one sample with nothing known to clamp to, so they get more
 # steps: the checkpoint grids and the class check (scripts/class_check.py) use 25.
 DEFAULT_GENERATE_STEPS = 25
-# Classifier-free guidance for whole cells with a label: at 5, a classifier trained on real cells
-# names the requested class for 73 % of generated cells, against 35 % at 1, 64 % at 3 and 73 % at 8
-# (scripts/class_check.py, BENCHMARKS.md). It costs two model calls a step. Without a label there
-# is nothing to guide.
+# Classifier-free guidance for whole cells with a label: at 5, with the ancestral sampler below, a
+# classifier trained on real cells names the requested class for every generated cell of every
+# class (24 a class), against 79 % at 1 (scripts/class_check.py, BENCHMARKS.md). It costs two
+# model calls a step. Without a label there is nothing to guide.
 DEFAULT_GENERATE_GUIDANCE = 5.0
 # Whole cells are sampled ancestrally (DDPM posterior steps, strided to DEFAULT_GENERATE_STEPS).
 # Deterministic DDIM left a speckle of coloured high-frequency noise over the background of about a
 # third of generated cells (35 % at 25 steps, 42 % at 100), cells whose mean |Laplacian| is above
 # that of 99 % of real val cells; the fresh noise of ancestral steps is denoised away again, and
-# at 25 steps none were speckled (scripts/class_check.py, BENCHMARKS.md).
+# at 25 steps 1 % were, as many as real cells (scripts/class_check.py, BENCHMARKS.md).
 DEFAULT_GENERATE_SAMPLER = "ddpm"
 DEFAULT_BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
 DEFAULT_SAMPLER = "ddim"
