@@ -14,7 +14,7 @@ DEFAULT_GENERATE_STEPS = 25
 DEFAULT_GENERATE_GUIDANCE = 5.0
 # Whole cells are sampled ancestrally (DDPM posterior steps, strided to DEFAULT_GENERATE_STEPS).
 # Deterministic DDIM left a speckle of coloured high-frequency noise over the background of about a
-# third of generated cells (35 % at 25 steps, 42 % at 100), cells whose mean |Laplacian| is above
+# third of generated cells (35 % at 25 steps, 40 % at 100), cells whose mean |Laplacian| is above
 # that of 99 % of real val cells; the fresh noise of ancestral steps is denoised away again, and
 # at 25 steps 1 % were, as many as real cells (scripts/class_check.py, BENCHMARKS.md).
 DEFAULT_GENERATE_SAMPLER = "ddpm"

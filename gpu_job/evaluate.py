@@ -69,6 +69,16 @@ def abs_laplacian(a: np.ndarray) -> np.ndarray:
     return np.abs(4 * g[..., 1:-1, 1:-1] - g[..., :-2, 1:-1] - g[..., 2:, 1:-1] - g[..., 1:-1, :-2] - g[..., 1:-1, 2:])
 
 
+def cell_detail(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) -> (N,): each image's mean |Laplacian|."""
+    return abs_laplacian(images).mean(axis=(-2, -1))
+
+
+def speckle_limit(real: np.ndarray) -> float:
+    """A generated cell is speckled when its detail is above that of 99 % of these real cells."""
+    return float(np.percentile(cell_detail(real), 99))
+
+
 def detail_ratio(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> float:
     """Fine detail inside the mask, against the truth's: mean |Laplacian| of the grey result over
     that of the original, on mask pixels whose 4 neighbours are masked too (the rim mixes in the

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from gpu_job.data import augment, load_cellset
 from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER, DEFAULT_GENERATE_STEPS
-from gpu_job.evaluate import abs_laplacian
+from gpu_job.evaluate import cell_detail, speckle_limit
 from gpu_job.inpaint import Inpainter
 from gpu_job.report import from_uint8
 
@@ -79,8 +79,7 @@ def main() -> None:
     report["val"] = {c: float((pred[val.labels == i] == i).mean()) for i, c in enumerate(train.classes)}
     report["val"]["all"] = float((pred == val.labels).mean())
 
-    detail = lambda cells: abs_laplacian(cells).mean(axis=(-2, -1))  # noqa: E731  per cell
-    limit = float(np.percentile(detail(val.images), 99))
+    limit = speckle_limit(val.images)
     report["speckle_limit"] = limit
 
     inp = Inpainter(a.weights, "cpu")
@@ -96,16 +95,16 @@ def main() -> None:
             acc["all"] = float(np.mean(list(acc.values())))
             name = f"{sampler}-{a.steps}, guidance {guidance:g}"
             report["generated"][name] = acc
-            report["speckled"][name] = float((detail(np.concatenate(made)) > limit).mean())
+            report["speckled"][name] = float((cell_detail(np.concatenate(made)) > limit).mean())
         free = inp.generate(a.per_class * n, None, seed=999, steps=a.steps, sampler=sampler)
         pred = predict(net, free)
         report["unlabelled_share"][sampler] = {c: float((pred == i).mean()) for i, c in enumerate(train.classes)}
-        report["speckled"][f"{sampler}-{a.steps}, no label"] = float((detail(free) > limit).mean())
+        report["speckled"][f"{sampler}-{a.steps}, no label"] = float((cell_detail(free) > limit).mean())
     report["train_share"] = {c: float((train.labels == i).mean()) for i, c in enumerate(train.classes)}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "class_check.json").write_text(json.dumps(report, indent=1) + "\n")
     pct = lambda x: f"{100 * x:.0f} %"  # noqa: E731
-    rows = [("real val cells (classifier's own accuracy)", report["val"], float((detail(val.images) > limit).mean()))]
+    rows = [("real val cells (classifier's own accuracy)", report["val"], float((cell_detail(val.images) > limit).mean()))]
     rows += [(f"generated, {k}", v, report["speckled"][k]) for k, v in report["generated"].items()]
     print("| cells | " + " | ".join(train.classes) + " | all | speckled |")
     print("|---" * (n + 3) + "|")

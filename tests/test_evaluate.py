@@ -1,6 +1,7 @@
 """`cellpaint evaluate` end to end on a tiny model and synthetic class folders."""
 import json
 
+import numpy as np
 from PIL import Image
 
 from cellpaint.cli import main
@@ -45,3 +46,13 @@ def test_detail_ratio_tells_texture_from_smoothness(rng):
     thin = np.zeros((40, 40), bool)
     thin[5, 5:30] = True  # no pixel with 4 masked neighbours
     assert np.isnan(detail_ratio(ref, flat, thin))
+
+
+def test_speckle_limit_flags_noisy_cells_not_smooth_ones(rng):
+    from gpu_job.evaluate import cell_detail, speckle_limit
+
+    smooth = np.stack([np.full((16, 16, 3), v, np.uint8) for v in range(100, 200)])
+    smooth[:, 4:12, 4:12] += 30  # a "nucleus": some edges, no grain
+    noisy = rng.integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
+    limit = speckle_limit(smooth)
+    assert (cell_detail(smooth) <= limit).all() and (cell_detail(noisy) > limit).all()
