@@ -24,8 +24,11 @@ from shared.masks import random_mask
 
 from .data import CellSet, augment, load_cellset
 from .diffusion import Diffusion, DiffusionConfig, training_loss
+# At the top, not inside the checkpoint: a run lasts hours, and a module first imported mid-run
+# is read from the source tree as it is then. An edit made meanwhile cost a run its metrics once.
+from .evaluate import masked_metrics
 from .model import UNet, UNetConfig, count_params
-from .report import from_uint8, plot_history, sample_grid
+from .report import from_uint8, plot_history, sample_grid, to_uint8
 from .sampler import sample
 from .weights import read_config, save_weights
 
@@ -119,9 +122,6 @@ class ValSet:
 
         Val loss is an average over all t; this is what users see, so checkpoints track both.
         At 64x64 it is not the full-size `cellpaint evaluate` number, but it moves with it."""
-        from .evaluate import masked_metrics
-        from .report import to_uint8
-
         part = (self.m[:, 0].flatten(1).mean(1) < 0.99).nonzero()[:n, 0]
         x, m = self.x[part], self.m[part]
         out = to_uint8(sample(model, diff, known=x * (1 - m), mask=m, labels=None, seeds=list(range(len(part))), steps=10,
