@@ -99,7 +99,7 @@ def cmd_sample(a) -> None:
     from shared.preview import grid
 
     inp = Inpainter(a.weights, a.device)
-    inp.label_index(a.label)
+    inp.generate_labels(1, a.label, a.seed)  # an unknown label fails before any sampling
     cells = inp.generate(a.n, a.label, a.seed, a.steps, a.sampler, a.guidance)
     out = Path(a.output)
     for i, c in enumerate(cells):
@@ -166,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--steps", type=int, default=steps or DEFAULT_STEPS, help="sampler steps (DDPM: up to 1000)")
             sp.add_argument("--sampler", default=sampler, choices=["ddim", "ddpm"],
                             help=f"ddim (deterministic) or ddpm (ancestral, any step count); default {sampler}")
-            sp.add_argument("--label", help="cell class (e.g. erythroblast) or none")
+            sp.add_argument("--label", help="cell class (e.g. erythroblast) or none; for sample also any (the default: a class per cell from the training mix)")
             sp.add_argument("--guidance", type=float, default=guidance, help="classifier-free guidance scale with --label")
 
     sp = sub.add_parser("inpaint", help="restore the masked region of an image (white = restore)")
@@ -192,7 +192,9 @@ def parser() -> argparse.ArgumentParser:
     from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER, DEFAULT_GENERATE_STEPS
 
     common(sp, steps=DEFAULT_GENERATE_STEPS, guidance=DEFAULT_GENERATE_GUIDANCE, sampler=DEFAULT_GENERATE_SAMPLER)
-    sp.set_defaults(func=cmd_sample)
+    # Without --label, a class per cell drawn from the training mix, so a plain `cellpaint sample`
+    # gives recognisable cells in realistic proportions; `--label none` is the unconditional model.
+    sp.set_defaults(func=cmd_sample, label="any")
 
     sp = sub.add_parser("train", help="train (or resume) a model")
     sp.add_argument("--data", required=True, help="folder of class subfolders (like pbc/train), or a pack file; s3:// too")

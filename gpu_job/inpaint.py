@@ -137,11 +137,26 @@ class Inpainter:
     def inpaint(self, image: np.ndarray, mask: np.ndarray, opts: InpaintOptions | None = None) -> InpaintResult:
         return self.inpaint_many([(image, mask)], opts or InpaintOptions())[0]
 
+    def class_shares(self) -> np.ndarray:
+        """Each class's share of the training set, from the weights' record (uniform if it has none)."""
+        counts = self.record.get("training", {}).get("class_counts")
+        shares = np.array([counts[c] for c in self.classes], float) if counts else np.ones(len(self.classes))
+        return shares / shares.sum()
+
+    def generate_labels(self, n: int, label: str | None, seed: int) -> list[int]:
+        """Class indices for n cells. "any" draws each cell's class from the training set's mix: the
+        unconditional model (None/"none") over-produces some classes and never makes basophils."""
+        if label != "any":
+            return [self.label_index(label)] * n
+        rng = np.random.default_rng([seed, 0xC1A55])
+        return rng.choice(len(self.classes), n, p=self.class_shares()).tolist()
+
     def generate(self, n: int, label: str | None = None, seed: int = 0, steps: int = DEFAULT_GENERATE_STEPS, sampler: str = DEFAULT_GENERATE_SAMPLER,
                  guidance: float = DEFAULT_GENERATE_GUIDANCE) -> np.ndarray:
-        """Whole cells (phase 1): everything masked. (n, S, S, 3) uint8."""
+        """Whole cells (phase 1): everything masked. (n, S, S, 3) uint8. `label`: a class, "any"
+        (a class per cell, drawn from the training mix; guided) or None/"none" (unconditional)."""
         s = self.size
         known = np.zeros((n, s, s, 3), np.uint8)
         mask = np.ones((n, s, s), bool)
         opts = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance)
-        return self._run(known, mask, [self.label_index(label)] * n, [item_seed(seed, i, 0) for i in range(n)], opts)
+        return self._run(known, mask, self.generate_labels(n, label, seed), [item_seed(seed, i, 0) for i in range(n)], opts)

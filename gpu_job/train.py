@@ -28,11 +28,12 @@ from .diffusion import Diffusion, DiffusionConfig, training_loss
 # is read from the source tree as it is then. An edit made meanwhile cost a run its metrics once.
 from .evaluate import masked_metrics
 from .model import UNet, UNetConfig, count_params
-from .report import from_uint8, plot_history, sample_grid, to_uint8
+from .report import plot_history, sample_grid, to_uint8
 from .sampler import sample
 from .weights import read_config, save_weights
 
 CODE_VERSION = "0.1.0"
+LOSS_READ_EVERY = 50  # CUDA: training losses are read back in groups, so the CPU can run ahead
 METRIC_IMAGES = 48  # val cells inpainted at each checkpoint (~5 s on 2 CPU cores)
 
 
@@ -77,8 +78,15 @@ def draw_masks(bank: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray
     return out
 
 
-def to_tensor(images: np.ndarray, masks: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
-    return from_uint8(images).to(device), torch.from_numpy(masks[:, None].astype(np.float32)).to(device)
+def to_device(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A training batch on `device`: uint8 images travel (4x fewer bytes than float) and are scaled
+    there. On CUDA from pinned memory without blocking: a copy from pageable memory waits for the
+    GPU to finish the step before, so the next batch could not be drawn while the GPU works."""
+    cpu = (torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(masks[:, None]), torch.from_numpy(labels))
+    if device.type == "cuda":
+        cpu = tuple(t.pin_memory() for t in cpu)
+    x, m, lab = (t.to(device, non_blocking=True) for t in cpu)
+    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0, m.float(), lab
 
 
 def train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx, min_snr: float = 0.0) -> torch.Tensor:
@@ -100,8 +108,7 @@ class ValSet:
         rng = np.random.default_rng(1234)
         idx = rng.choice(len(cells.images), min(cfg.val_images, len(cells.images)), replace=False)
         masks = make_masks(rng, len(idx), cfg.unet.image_size, cfg.full_mask_prob)
-        self.x, self.m = to_tensor(cells.images[idx], masks, device)
-        self.labels = torch.from_numpy(cells.labels[idx]).to(device)
+        self.x, self.m, self.labels = to_device(cells.images[idx], masks, cells.labels[idx], device)
         g = torch.Generator().manual_seed(99)
         self.t = torch.randint(0, cfg.diffusion.timesteps, (len(idx),), generator=g).to(device)
         self.noise = torch.randn(self.x.shape, generator=g).to(device)
@@ -157,10 +164,9 @@ def train(cfg: TrainConfig) -> Path:
     if cells.classes and len(cells.classes) != cfg.unet.num_classes:
         cfg.unet.num_classes = len(cells.classes)
 
-    # channels_last made a CPU step 6-9 % slower for this model (scripts/bench_train_step.py,
-    # BENCHMARKS.md), so it is used on CUDA only, where convolutions in bf16 want it.
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = UNet(cfg.unet).to(device).to(memory_format=fmt)
+    # Plain NCHW everywhere. channels_last made a CPU step 6-9 % slower for this model, and on an H100
+    # it gained 3 % eager but lost 12 % under torch.compile (scripts/bench_train_step.py, BENCHMARKS.md).
+    model = UNet(cfg.unet).to(device)
     diff = Diffusion(cfg.diffusion).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -199,15 +205,16 @@ def train(cfg: TrainConfig) -> Path:
     active, last_ckpt, tick = 0.0, 0.0, time.time()
     elapsed_before = state["elapsed_s"] if state else 0.0
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", dynamic_ncols=True)
+    pending: list[tuple[int, torch.Tensor]] = []  # (images seen, loss) not yet read back from the device
     stop = []  # SIGTERM/SIGINT finish the step, checkpoint and exit: a stopped run loses nothing
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(1))
     while not stop and step < cfg.max_steps and (time.time() - start) / 60 < cfg.max_minutes:
         idx = rng.integers(0, len(cells.images), cfg.batch_size)
         masks = draw_masks(bank, rng, cfg.batch_size) if bank is not None else make_masks(rng, cfg.batch_size, cfg.unet.image_size, cfg.full_mask_prob)
-        x, m = to_tensor(augment(cells.images[idx], rng), masks, device)
-        x, m = x.contiguous(memory_format=fmt), m.contiguous(memory_format=fmt)
-        labels = torch.from_numpy(np.where(rng.random(cfg.batch_size) < cfg.label_drop_prob, cfg.unet.num_classes, cells.labels[idx])).to(device)
+        images = augment(cells.images[idx], rng)
+        labels = np.where(rng.random(cfg.batch_size) < cfg.label_drop_prob, cfg.unet.num_classes, cells.labels[idx])
+        x, m, labels = to_device(images, masks, labels, device)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
         loss = train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx, cfg.min_snr)
@@ -217,17 +224,29 @@ def train(cfg: TrainConfig) -> Path:
             torch._foreach_lerp_(ema_params, model_params, 1 - decay)  # one launch, not one per tensor
         step += 1
         seen += cfg.batch_size
-        history["train"].append((seen, loss.item()))
+        pending.append((seen, loss.detach()))
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        # Reading a loss waits for the GPU; on CUDA do it every LOSS_READ_EVERY steps, not every step.
+        if device.type != "cuda" or len(pending) >= LOSS_READ_EVERY:
+            _read_losses(pending, history, bar)
         now = time.time()
         active, tick = active + (now - tick if now - tick < 60 else 1.0), now
         if active - last_ckpt > cfg.ckpt_minutes * 60:
+            _read_losses(pending, history, bar)
             best = _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed_before + time.time() - start, autocast_ctx)
             last_ckpt, tick = active, time.time()
     bar.close()
+    _read_losses(pending, history, bar)
     _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed_before + time.time() - start, autocast_ctx)
     return out
+
+
+def _read_losses(pending: list, history: dict, bar) -> None:
+    if pending:
+        values = torch.stack([loss for _, loss in pending]).float().cpu().tolist()
+        history["train"].extend((seen, v) for (seen, _), v in zip(pending, values))
+        bar.set_postfix(loss=f"{values[-1]:.4f}")
+        pending.clear()
 
 
 def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed, autocast_ctx) -> float:
@@ -248,7 +267,8 @@ def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history
     torch.save(record, out / "ckpt.tmp")
     (out / "ckpt.tmp").replace(out / "ckpt.pt")  # atomic: a kill mid-save never loses the last checkpoint
     meta = {"code_version": CODE_VERSION, "training": {"steps": step, "images_seen": seen, "batch_size": cfg.batch_size, "hours": round(elapsed / 3600, 3),
-            "data": cfg.data, "train_images": len(cells.images), "machine": f"{platform.machine()} {torch.get_num_threads()} threads, {'cuda' if next(ema.parameters()).is_cuda else 'cpu'}"},
+            "data": cfg.data, "train_images": len(cells.images),
+            "class_counts": {c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)}, "machine": f"{platform.machine()} {torch.get_num_threads()} threads, {'cuda' if next(ema.parameters()).is_cuda else 'cpu'}"},
             "val": {"loss": val_loss, "data": cfg.val_data, **{f"ddim10_64px_{k}": round(v, 4) for k, v in metrics.items()}}}
     if improved:
         save_weights(out / "best.safetensors", ema, cfg.diffusion, cells.classes, meta)

@@ -120,6 +120,28 @@ def test_generate_guides_only_with_a_label(tiny_weights, monkeypatch):
     assert calls == [4, 4]  # with a label: conditional and unconditional in one batch
 
 
+def test_generate_any_draws_classes_from_the_training_mix(tiny_weights, tmp_path, monkeypatch):
+    inp = Inpainter(tiny_weights, "cpu")
+    assert np.allclose(inp.class_shares(), 1 / 8)  # weights without class counts: uniform
+    counts = dict.fromkeys(inp.classes, 0) | {"eosinophil": 3, "platelet": 1}
+    inp.record["training"]["class_counts"] = counts
+    labels = inp.generate_labels(4000, "any", seed=3)
+    assert labels == inp.generate_labels(4000, "any", seed=3)  # reproducible from the seed
+    share = np.bincount(labels, minlength=8) / 4000
+    assert set(np.flatnonzero(share)) == {1, 7} and abs(share[1] - 0.75) < 0.03
+    assert inp.generate_labels(3, None, 0) == [8] * 3 and inp.generate_labels(2, "ig", 0) == [3, 3]
+    with pytest.raises(ValueError, match="unknown label 'any'"):
+        inp.label_index("any")  # inpainting takes one class or none: "any" means nothing there
+    seen = []
+    run = inp._run
+    monkeypatch.setattr(inp, "_run", lambda known, mask, labels, seeds, opts: seen.append((labels, opts.guidance)) or run(known, mask, labels, seeds, opts))
+    inp.generate(5, "any", seed=2, steps=2)
+    assert seen == [(inp.generate_labels(5, "any", 2), DEFAULT_GENERATE_GUIDANCE)]  # guided, like any label
+    assert parser().parse_args(["sample", "-o", "x"]).label == "any"
+    assert parser().parse_args(["inpaint", "a", "b", "-o", "x"]).label is None
+    assert main(["sample", "-n", "1", "--label", "bogus", "-o", str(tmp_path), "--weights", str(tiny_weights)]) != 0
+
+
 def test_generate_samples_ancestrally_by_default(tiny_weights):
     # DDIM's deterministic steps left speckled backgrounds on generated cells (defaults.py).
     inp = Inpainter(tiny_weights, "cpu")

@@ -30,6 +30,7 @@ def test_train_checkpoints_and_resumes(tmp_path, rng, monkeypatch):
     model, _, rec = load_weights(out / "best.safetensors")
     assert rec["classes"] == ["alpha", "beta"] and model.cfg.num_classes == 2
     assert rec["training"]["steps"] == 3 and np.isfinite(rec["val"]["loss"])
+    assert rec["training"]["class_counts"] == {"alpha": 6, "beta": 6}  # `sample --label any` draws from these
     cfg.max_steps = 5
     train(cfg)  # resumes from ckpt.pt
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
