@@ -133,7 +133,7 @@ def cmd_evaluate(a) -> None:
     if not Path(a.data).exists():
         raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.pack)")
     evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps), mean_of=a.mean_of,
-                        ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, ddpm_steps=tuple(a.ddpm_steps), speed=not a.no_speed, device=a.device, seed=a.seed))
+                        ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, ddpm_steps=tuple(a.ddpm_steps), ddpm_mean_steps=tuple(a.ddpm_mean_steps), speed=not a.no_speed, device=a.device, seed=a.seed))
 
 
 def cmd_ui(a) -> None:
@@ -225,6 +225,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-ddpm", action="store_true", help="skip DDPM-1000 (slow on CPU)")
     sp.add_argument("--ddpm-images", type=int, default=8, help="score DDPM-1000 on the first N images only")
     sp.add_argument("--ddpm-steps", type=int, nargs="*", default=[], help="also score ancestral sampling strided to these step counts (every pair)")
+    sp.add_argument("--ddpm-mean-steps", type=int, nargs="*", default=[], help="also score the mean of K ancestral samples at these step counts (every pair)")
     sp.add_argument("--no-speed", action="store_true", help="skip the speed benchmark")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)

@@ -41,6 +41,7 @@ class EvalConfig:
     ddpm: bool = True  # DDPM-1000, on the first image of each class, at most `ddpm_images`
     ddpm_images: int = 8
     ddpm_steps: tuple[int, ...] = ()  # ancestral (DDPM) sampling strided to these step counts, one sample each, every pair
+    ddpm_mean_steps: tuple[int, ...] = ()  # the same, the mean of `mean_of` samples with the seam fix (the default's shape)
     speed: bool = True
     device: str = "auto"
     seed: int = 0
@@ -173,6 +174,9 @@ def method_options(cfg: EvalConfig) -> dict[str, InpaintOptions]:
         methods[f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}"] = InpaintOptions(**mean)
         methods[f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}, no seam fix"] = InpaintOptions(**mean, seam=False)
     methods.update({f"cellpaint DDPM-{s}": InpaintOptions(steps=s, sampler="ddpm", **one) for s in cfg.ddpm_steps})
+    if cfg.mean_of > 1:
+        methods.update({f"cellpaint DDPM-{s} mean of {cfg.mean_of}": InpaintOptions(steps=s, sampler="ddpm", samples=cfg.mean_of, combine="mean", seed=cfg.seed)
+                        for s in cfg.ddpm_mean_steps})
     if cfg.ddpm:
         methods[FULL_DDPM] = InpaintOptions(steps=1000, sampler="ddpm", **one)
     return methods
