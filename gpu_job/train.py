@@ -64,6 +64,16 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
 
+SEGMENT_KEYS = ("steps", "images_seen", "batch_size", "hours", "data", "machine")
+
+
+def lineage(record: dict) -> list[dict]:
+    """The training segments behind a weights record, oldest first. Weights trained on from other
+    weights (`--init`) keep the segments before them, so a record says all that went into it."""
+    t = record.get("training", {})
+    return t.get("segments") or ([{k: t[k] for k in SEGMENT_KEYS if k in t}] if t.get("steps") else [])
+
+
 def make_masks(rng: np.random.Generator, n: int, size: int, full_prob: float) -> np.ndarray:
     """(n, size, size) bool: random boxes, ellipses and strokes; full masks with `full_prob`."""
     return np.stack([random_mask(rng, size, size, "full" if rng.random() < full_prob else None) for _ in range(n)])
@@ -171,6 +181,7 @@ def train(cfg: TrainConfig) -> Path:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     step, seen, history, best = 0, 0, {"train": [], "val": []}, math.inf
+    before = state["before"] if state and "before" in state else lineage(read_config(cfg.init)) if cfg.init else []
     if state:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -233,11 +244,11 @@ def train(cfg: TrainConfig) -> Path:
         active, tick = active + (now - tick if now - tick < 60 else 1.0), now
         if active - last_ckpt > cfg.ckpt_minutes * 60:
             _read_losses(pending, history, bar)
-            best = _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed_before + time.time() - start, autocast_ctx)
+            best = _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed_before + time.time() - start, autocast_ctx, before)
             last_ckpt, tick = active, time.time()
     bar.close()
     _read_losses(pending, history, bar)
-    _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed_before + time.time() - start, autocast_ctx)
+    _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed_before + time.time() - start, autocast_ctx, before)
     return out
 
 
@@ -249,7 +260,7 @@ def _read_losses(pending: list, history: dict, bar) -> None:
         pending.clear()
 
 
-def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed, autocast_ctx) -> float:
+def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history, best, elapsed, autocast_ctx, before) -> float:
     val_loss = val.loss(ema, diff, autocast_ctx) if val else float("nan")
     history["val"].append((seen, val_loss))
     try:
@@ -263,12 +274,18 @@ def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history
     best = min(best, val_loss) if val else best
     record = {"config": {"unet": asdict(cfg.unet), "diffusion": asdict(cfg.diffusion)}, "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("unet", "diffusion")},
               "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step, "images_seen": seen,
-              "history": history, "best_val": best, "elapsed_s": elapsed, "code_version": CODE_VERSION}
+              "history": history, "best_val": best, "elapsed_s": elapsed, "code_version": CODE_VERSION, "before": before}
     torch.save(record, out / "ckpt.tmp")
     (out / "ckpt.tmp").replace(out / "ckpt.pt")  # atomic: a kill mid-save never loses the last checkpoint
-    meta = {"code_version": CODE_VERSION, "training": {"steps": step, "images_seen": seen, "batch_size": cfg.batch_size, "hours": round(elapsed / 3600, 3),
-            "data": cfg.data, "train_images": len(cells.images),
-            "class_counts": {c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)}, "machine": f"{platform.machine()} {torch.get_num_threads()} threads, {'cuda' if next(ema.parameters()).is_cuda else 'cpu'}"},
+    this = {"steps": step, "images_seen": seen, "batch_size": cfg.batch_size, "hours": round(elapsed / 3600, 3), "data": cfg.data,
+            "machine": f"{platform.machine()} {torch.get_num_threads()} threads, {'cuda' if next(ema.parameters()).is_cuda else 'cpu'}"}
+    segments = [*before, this]
+    # steps, images seen and hours: totals over every segment; the rest: this run's
+    training = {**this, **{k: sum(g[k] for g in segments) for k in ("steps", "images_seen")}, "hours": round(sum(g["hours"] for g in segments), 3),
+                "train_images": len(cells.images), "class_counts": {c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)}}
+    if before:
+        training["segments"] = segments
+    meta = {"code_version": CODE_VERSION, "training": training,
             "val": {"loss": val_loss, "data": cfg.val_data, **{f"ddim10_64px_{k}": round(v, 4) for k, v in metrics.items()}}}
     if improved:
         save_weights(out / "best.safetensors", ema, cfg.diffusion, cells.classes, meta)

@@ -39,6 +39,12 @@ def test_train_checkpoints_and_resumes(tmp_path, rng, monkeypatch):
     assert all(0 < x["val_psnr"] < 60 and -1 <= x["val_ssim"] <= 1 and x["val_mae"] > 0 for x in log)
     _, _, rec = load_weights(out / "last.safetensors")
     assert rec["val"]["ddim10_64px_psnr"] == log[1]["val_psnr"]
+    # trained on from those weights: the record keeps both segments and totals them
+    cfg2 = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "run2"), "init": str(out / "last.safetensors"), "max_steps": 2, "batch_size": 2})
+    _, _, rec2 = load_weights(train(cfg2) / "last.safetensors")
+    t = rec2["training"]
+    assert [(g["steps"], g["batch_size"]) for g in t["segments"]] == [(5, 4), (2, 2)]
+    assert t["steps"] == 7 and t["images_seen"] == 24 and t["batch_size"] == 2
 
 
 def test_pack_roundtrip(tmp_path, rng, monkeypatch):
