@@ -281,7 +281,7 @@ def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads, {'cuda' if next(ema.parameters()).is_cuda else 'cpu'}"}
     segments = [*before, this]
     # steps, images seen and hours: totals over every segment; the rest: this run's
-    training = {**this, **{k: sum(g[k] for g in segments) for k in ("steps", "images_seen")}, "hours": round(sum(g["hours"] for g in segments), 3),
+    training = {**this, **{k: sum(g.get(k, 0) for g in segments) for k in ("steps", "images_seen")}, "hours": round(sum(g.get("hours", 0) for g in segments), 3),
                 "train_images": len(cells.images), "class_counts": {c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)}}
     if before:
         training["segments"] = segments
