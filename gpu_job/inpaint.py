@@ -36,7 +36,7 @@ class InpaintOptions:
 @dataclass
 class InpaintResult:
     image: np.ndarray  # (H, W, 3) uint8: sample 0 (or the samples' mean), composited at the input's size
-    samples: list[np.ndarray] = field(default_factory=list)  # all K composites
+    samples: list[np.ndarray] = field(default_factory=list)  # K > 1: each sample pasted as it is (no seam fix)
     std: np.ndarray | None = None  # (H, W) float32 per-pixel std over samples (0 outside the mask)
 
 
@@ -116,22 +116,25 @@ class Inpainter:
                 preds[row] = pred
         results = []
         for p, ((image, mask), o, ws, (_, labels)) in enumerate(zip(pairs, optlist, windows, plans)):
-            comps = []
-            for k in range(o.samples):
+            def paste(window_preds: list[np.ndarray], seam: bool) -> np.ndarray:
                 out = image.copy()
-                for j, w in enumerate(ws):
-                    b = w.box
-                    region = region_mask(mask, labels, b)
-                    crop = b.crop(out)
-                    crop[...] = composite(crop, region, preds[(p, k, j)], w.prep, o.feather, o.seam, b.crop(mask))
-                comps.append(out)
-            std = None
+                for w, pred in zip(ws, window_preds):
+                    crop = w.box.crop(out)
+                    crop[...] = composite(crop, region_mask(mask, labels, w.box), pred, w.prep, o.feather, seam, w.box.crop(mask))
+                return out
+
+            per_sample = [[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)]
+            # The mean of K samples estimates the posterior mean: smoother, closer on average. It is
+            # taken at model resolution and pasted once: the seam fix is linear in the patch, so one
+            # fix of the mean matches the mean of K fixes (to rounding) at 1/K of its cost.
+            chosen = per_sample[0] if o.combine == "first" else [np.mean([s[j] for s in per_sample], axis=0, dtype=np.float32) for j in range(len(ws))]
+            image_out = paste(chosen, o.seam)
+            samples, std = [image_out], None
             if o.samples > 1:
-                std = np.stack(comps).astype(np.float32).std(axis=0).mean(axis=-1)
+                samples = [paste(s, False) for s in per_sample]  # plain pastes: cheap, and enough for the spread
+                std = np.stack(samples).astype(np.float32).std(axis=0).mean(axis=-1)
                 std[~mask] = 0.0
-            # The mean of K samples estimates the posterior mean: smoother, closer on average.
-            image_out = comps[0] if o.combine == "first" else np.round(np.mean(np.stack(comps), axis=0, dtype=np.float32)).astype(np.uint8)
-            results.append(InpaintResult(image_out, comps, std))
+            results.append(InpaintResult(image_out, samples, std))
         return results
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, opts: InpaintOptions | None = None) -> InpaintResult:

@@ -81,3 +81,15 @@ def test_composite_with_seam_keeps_outside_bit_identical(rng):
         edge = np.zeros_like(mask)
         edge[20, 30:90] = True
         assert np.abs(out[edge].astype(int) - img[edge]).mean() < np.abs(plain[edge].astype(int) - img[edge]).mean(), kw
+
+
+def test_seamless_is_linear_in_the_patch(rng):
+    # Inpainter fixes the seam once, on the mean of K samples, instead of on each: this is why.
+    orig = (60 + synthetic_cell(rng, 50, 60) // 2).astype(np.uint8)  # 60..187: no fix hits 0 or 255
+    unknown = np.zeros((50, 60), bool)
+    unknown[12:38, 15:45] = True
+    patches = [(orig.astype(int) + rng.integers(-30, 30) + rng.integers(-15, 15, orig.shape)).astype(np.uint8) for _ in range(6)]
+    fixed_each = np.mean([seamless(orig, unknown, p).astype(np.float32) for p in patches], axis=0)
+    fixed_mean = seamless(orig, unknown, np.round(np.mean(patches, axis=0)).astype(np.uint8)).astype(np.float32)
+    d = np.abs(fixed_each - fixed_mean)[unknown]
+    assert d.mean() < 0.6 and d.max() <= 3  # rounding of the patch and of each fix, no more
