@@ -30,7 +30,7 @@ from .evaluate import masked_metrics
 from .model import UNet, UNetConfig, count_params
 from .report import plot_history, sample_grid, to_uint8
 from .sampler import sample
-from .weights import read_config, save_weights
+from .weights import lineage, read_config, save_weights
 
 CODE_VERSION = "0.1.0"
 LOSS_READ_EVERY = 50  # CUDA: training losses are read back in groups, so the CPU can run ahead
@@ -62,16 +62,6 @@ class TrainConfig:
     min_snr: float = 0.0  # >0: min-SNR-gamma loss weighting (diffusion.training_loss); val loss stays unweighted
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-
-
-SEGMENT_KEYS = ("steps", "images_seen", "batch_size", "hours", "data", "machine")
-
-
-def lineage(record: dict) -> list[dict]:
-    """The training segments behind a weights record, oldest first. Weights trained on from other
-    weights (`--init`) keep the segments before them, so a record says all that went into it."""
-    t = record.get("training", {})
-    return t.get("segments") or ([{k: t[k] for k in SEGMENT_KEYS if k in t}] if t.get("steps") else [])
 
 
 def make_masks(rng: np.random.Generator, n: int, size: int, full_prob: float) -> np.ndarray:

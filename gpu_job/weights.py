@@ -60,6 +60,16 @@ def read_config(path: str | Path) -> dict:
     return record
 
 
+SEGMENT_KEYS = ("steps", "images_seen", "batch_size", "hours", "data", "machine")
+
+
+def lineage(record: dict) -> list[dict]:
+    """The training segments behind a weights record, oldest first. Weights trained on from other
+    weights (`--init`) keep the segments before them, so a record says all that went into it."""
+    t = record.get("training", {})
+    return t.get("segments") or ([{k: t[k] for k in SEGMENT_KEYS if k in t}] if t.get("steps") else [])
+
+
 def load_weights(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[UNet, Diffusion, dict]:
     path = Path(path or default_weights())
     record = read_config(path)

@@ -105,3 +105,34 @@ def test_train_as_a_batch_job_reads_and_mirrors_s3(tmp_path, rng, monkeypatch, t
         assert [json.loads(x)["step"] for x in log] == [2, 4]
         rec = json.loads(s3.get_object(Bucket="lab", Key="training/runs/r1/best.json")["Body"].read())
         assert rec["classes"] == ["alpha", "beta"]
+
+
+def test_ship_weights_records_the_whole_lineage(tmp_path, tiny_weights, rng):
+    # Weights trained on from other weights by code that predates lineage records (scripts/ship_weights.py --before).
+    import shutil
+    import subprocess
+    import sys
+
+    first, last = tmp_path / "first.safetensors", tmp_path / "last.safetensors"
+    for path, steps, batch in ((first, 100, 32), (last, 20, 256)):
+        shutil.copy(tiny_weights, path)
+        rec = json.loads(tiny_weights.with_suffix(".json").read_text())
+        rec["training"] = {"steps": steps, "images_seen": steps * batch, "batch_size": batch, "hours": 0.5, "data": "d", "machine": "m"}
+        path.with_suffix(".json").write_text(json.dumps(rec))
+    classes = json.loads(tiny_weights.with_suffix(".json").read_text())["classes"]
+    for i, c in enumerate(classes):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for k in range(i % 3):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "train" / c / f"{k}.jpg")
+    out = tmp_path / "shipped" / "cellpaint.safetensors"
+    out.parent.mkdir()
+    run = subprocess.run([sys.executable, "scripts/ship_weights.py", str(last), "--before", str(first.with_suffix(".json")),
+                          "--data", str(tmp_path / "train"), "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    _, _, rec = load_weights(out)
+    t = rec["training"]
+    assert [g["steps"] for g in t["segments"]] == [100, 20] and t["steps"] == 120 and t["images_seen"] == 100 * 32 + 20 * 256 and t["hours"] == 1.0
+    assert t["class_counts"] == {c: i % 3 for i, c in enumerate(classes)}
+    last.write_bytes(last.read_bytes()[:-1] + b"x")  # weights that do not match their record are refused
+    run = subprocess.run([sys.executable, "scripts/ship_weights.py", str(last), "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode != 0 and "sha256 does not match" in run.stderr

@@ -1,0 +1,59 @@
+"""Ship a run's weights: copy them into gpu_job/weights/ with a record that says all that went into them.
+
+    .venv/bin/python scripts/ship_weights.py runs/ft6/best.safetensors \
+        --before runs/gpu6/best.json --data ../shared/data/pbc/train
+
+Runs started with `--init` from this code on record their lineage themselves (weights.lineage).
+`--before` is for runs that did not: the records of the weights they started from, oldest
+last-but-one first; each one's own lineage is kept. `--data` counts the train set's classes for
+`cellpaint sample --label any` when the record has no counts. Ship only weights that beat the
+shipped ones on val (BENCHMARKS.md says how that is measured).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from gpu_job.weights import DEFAULT_WEIGHTS, SEGMENT_KEYS, config_path, lineage, read_config
+
+
+def shipped_record(src: Path, before: list[Path], data: str | None) -> dict:
+    rec = read_config(src)
+    t = rec["training"]
+    segments = [g for b in before for g in lineage(read_config(b.with_suffix(".safetensors")))] + lineage(rec)
+    if before:
+        t["segments"] = segments
+        t.update({k: sum(g.get(k, 0) for g in segments) for k in ("steps", "images_seen")})
+        t["hours"] = round(sum(g.get("hours", 0) for g in segments), 3)
+    if "class_counts" not in t and data:
+        from gpu_job.data import list_images
+
+        files, classes = list_images(Path(data))
+        t["class_counts"] = {c: sum(f.parent.name == c for f in files) for c in classes}
+    if t.get("class_counts") and list(t["class_counts"]) != rec["classes"]:
+        raise SystemExit(f"{data}: classes {list(t['class_counts'])} differ from the weights' {rec['classes']}")
+    assert all(set(g) <= set(SEGMENT_KEYS) for g in segments)
+    return rec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("weights", type=Path, help="a run's best.safetensors (its .json beside it)")
+    ap.add_argument("--before", type=Path, nargs="*", default=[], help="records of the weights it started from, oldest first")
+    ap.add_argument("--data", help="train folder, to count classes when the record has no counts")
+    ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    a = ap.parse_args()
+    rec = shipped_record(a.weights, a.before, a.data)
+    if hashlib.sha256(a.weights.read_bytes()).hexdigest() != rec["sha256"]:
+        raise SystemExit(f"{a.weights}: its sha256 does not match its record")
+    shutil.copyfile(a.weights, a.out)
+    config_path(a.out).write_text(json.dumps(rec, indent=2) + "\n")
+    t = rec["training"]
+    print(f"{a.out}: {t['steps']} steps, {t['images_seen']} images, {t['hours']} h; val {rec.get('val', 'not measured')}")
+
+
+if __name__ == "__main__":
+    main()
