@@ -109,6 +109,7 @@ def test_train_as_a_batch_job_reads_and_mirrors_s3(tmp_path, rng, monkeypatch, t
 
 def test_ship_weights_records_the_whole_lineage(tmp_path, tiny_weights, rng):
     # Weights trained on from other weights by code that predates lineage records (scripts/ship_weights.py --before).
+    import hashlib
     import shutil
     import subprocess
     import sys
@@ -133,6 +134,7 @@ def test_ship_weights_records_the_whole_lineage(tmp_path, tiny_weights, rng):
     t = rec["training"]
     assert [g["steps"] for g in t["segments"]] == [100, 20] and t["steps"] == 120 and t["images_seen"] == 100 * 32 + 20 * 256 and t["hours"] == 1.0
     assert t["class_counts"] == {c: i % 3 for i, c in enumerate(classes)}
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == rec["sha256"]
     last.write_bytes(last.read_bytes()[:-1] + b"x")  # weights that do not match their record are refused
     run = subprocess.run([sys.executable, "scripts/ship_weights.py", str(last), "--out", str(out)], capture_output=True, text=True)
     assert run.returncode != 0 and "sha256 does not match" in run.stderr
