@@ -7,6 +7,10 @@
 # It brings back $OUT/run/: best.json, log.jsonl, loss.png, the last sample grid, and the best
 # weights split in 15 MB parts (a device call returns files of at most 16 MB). Rejoin with
 #   cat best.safetensors.part-* > best.safetensors
+# Then train on here, on the real images: the packs' JPEG error teaches the model JPEG artefacts at
+# small t (session 6: real-val loss 0.00959 -> 0.01131 on the GPU, then 0.00925 after 626 CPU steps):
+#   cellpaint train --data ../shared/data/pbc/train --val-data ../shared/data/pbc/val \
+#     --init runs/gpu/best.safetensors --lr 1e-4 --out runs/ft --minutes 60
 # The device has torch with CUDA but no boto3: `python -m gpu_job train` needs neither boto3 nor moto.
 # torch.compile: on an H100 a step at batch 256 took 75 ms against 107 eager, after 113 s of
 # compiling (scripts/bench_train_step.py, BENCHMARKS.md), so it pays from about 6.3 minutes on.
