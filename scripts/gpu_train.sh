@@ -14,7 +14,7 @@
 # The device has torch with CUDA but no boto3: `python -m gpu_job train` needs neither boto3 nor moto.
 # torch.compile: on an H100 a step at batch 256 took 75 ms against 107 eager, after 113 s of
 # compiling (scripts/bench_train_step.py, BENCHMARKS.md), so it pays from about 6.3 minutes on.
-# COMPILE=0 trains eager (the quick dry run below uses it).
+# COMPILE=0 trains eager (the quick dry run above uses it).
 set -euo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:-out/gpu}
