@@ -35,7 +35,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(2)
     inp = Inpainter(a.weights, "cpu")
-    rows = [list(inp.generate(8, label, seed=i, steps=a.generate_steps)) for i, label in enumerate(inp.classes + [None])]
+    # one row per class, the unconditional model's row, then the `cellpaint sample` default (--label any)
+    rows = [list(inp.generate(8, label, seed=i, steps=a.generate_steps)) for i, label in enumerate([*inp.classes, None, "any"])]
     save_png(grid(rows), ROOT / "docs" / "samples.png")
 
     # The least grainy of 8 generated neutrophils (smallest mean neighbour difference): a demo
@@ -57,7 +58,8 @@ def main() -> None:
         img = np.asarray(Image.fromarray(c).resize((SIDE, SIDE), Image.Resampling.BICUBIC))
         m = random_mask(rng, SIDE, SIDE, kind, 0.2)
         res = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1))  # the defaults: mean of 8, seam fix
-        out.append([img, overlay(img, m), res.samples[0], res.image, heatmap(res.std)])
+        one = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1, combine="first")).image  # its sample 0, seam fixed
+        out.append([img, overlay(img, m), one, res.image, heatmap(res.std)])
     save_png(grid(out, pad=4), ROOT / "docs" / "before_after.png")
     print("wrote docs/samples.png, docs/before_after.png, examples/cell.png, examples/cell.mask.png")
 
