@@ -58,6 +58,8 @@ def test_pack_roundtrip(tmp_path, rng, monkeypatch):
     assert packed.classes == direct.classes and packed.names == direct.names
     assert (packed.labels == direct.labels).all()
     assert np.abs(packed.images.astype(int) - direct.images).mean() < 4  # JPEG q92
+    exact = load_cellset(pack(tmp_path / "train", tmp_path / "exact.npz", size=16, lossless=True), 16)
+    assert np.array_equal(exact.images, direct.images) and exact.names == direct.names  # PNG
 
 
 def test_train_command_needs_no_aws_libraries():
