@@ -60,7 +60,7 @@ def main() -> None:
     right.set(xlabel=xlabel, ylabel="masked PSNR (dB)", title="val inpainting, DDIM-10 at 64×64 (48 cells)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8, loc="best" if ax is left else "lower right")  # PSNR rises to the upper right
     fig.tight_layout()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=100)
