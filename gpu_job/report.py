@@ -55,9 +55,11 @@ def plot_history(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def from_uint8(images: np.ndarray) -> torch.Tensor:
-    """(B,H,W,3) uint8 -> (B,3,H,W) float in [-1,1]: the model's image range (to_uint8 undoes it)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+def from_uint8(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(B,H,W,3) uint8 -> (B,3,H,W) float in [-1,1]: the model's image range (to_uint8 undoes it).
+    A tensor is converted where it is (training copies uint8 to the GPU, then converts there)."""
+    t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    return t.permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

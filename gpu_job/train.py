@@ -28,9 +28,9 @@ from .diffusion import Diffusion, DiffusionConfig, training_loss
 # is read from the source tree as it is then. An edit made meanwhile cost a run its metrics once.
 from .evaluate import masked_metrics
 from .model import UNet, UNetConfig, count_params
-from .report import plot_history, sample_grid, to_uint8
+from .report import from_uint8, plot_history, sample_grid, to_uint8
 from .sampler import sample
-from .weights import lineage, read_config, save_weights
+from .weights import lineage, read_config, save_weights, totals
 
 CODE_VERSION = "0.1.0"
 LOSS_READ_EVERY = 50  # CUDA: training losses are read back in groups, so the CPU can run ahead
@@ -86,7 +86,7 @@ def to_device(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, device)
     if device.type == "cuda":
         cpu = tuple(t.pin_memory() for t in cpu)
     x, m, lab = (t.to(device, non_blocking=True) for t in cpu)
-    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0, m.float(), lab
+    return from_uint8(x), m.float(), lab
 
 
 def train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx, min_snr: float = 0.0) -> torch.Tensor:
@@ -271,8 +271,8 @@ def _checkpoint(cfg, out, model, ema, opt, diff, val, cells, step, seen, history
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads, {'cuda' if next(ema.parameters()).is_cuda else 'cpu'}"}
     segments = [*before, this]
     # steps, images seen and hours: totals over every segment; the rest: this run's
-    training = {**this, **{k: sum(g.get(k, 0) for g in segments) for k in ("steps", "images_seen")}, "hours": round(sum(g.get("hours", 0) for g in segments), 3),
-                "train_images": len(cells.images), "class_counts": {c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)}}
+    training = {**this, **totals(segments), "train_images": len(cells.images),
+                "class_counts": {c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)}}
     if before:
         training["segments"] = segments
     meta = {"code_version": CODE_VERSION, "training": training,

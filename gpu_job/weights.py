@@ -70,6 +70,12 @@ def lineage(record: dict) -> list[dict]:
     return t.get("segments") or ([{k: t[k] for k in SEGMENT_KEYS if k in t}] if t.get("steps") else [])
 
 
+def totals(segments: list[dict]) -> dict:
+    """Steps, images seen and hours over a lineage's segments."""
+    out = {k: sum(g.get(k, 0) for g in segments) for k in ("steps", "images_seen")}
+    return {**out, "hours": round(sum(g.get("hours", 0) for g in segments), 3)}
+
+
 def load_weights(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[UNet, Diffusion, dict]:
     path = Path(path or default_weights())
     record = read_config(path)

@@ -17,7 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
-from gpu_job.weights import DEFAULT_WEIGHTS, SEGMENT_KEYS, config_path, lineage, read_config
+from gpu_job.weights import DEFAULT_WEIGHTS, SEGMENT_KEYS, config_path, lineage, read_config, totals
 
 
 def shipped_record(src: Path, before: list[Path], data: str | None) -> dict:
@@ -26,8 +26,7 @@ def shipped_record(src: Path, before: list[Path], data: str | None) -> dict:
     segments = [g for b in before for g in lineage(read_config(b.with_suffix(".safetensors")))] + lineage(rec)
     if before:
         t["segments"] = segments
-        t.update({k: sum(g.get(k, 0) for g in segments) for k in ("steps", "images_seen")})
-        t["hours"] = round(sum(g.get("hours", 0) for g in segments), 3)
+        t.update(totals(segments))
     if "class_counts" not in t and data:
         from gpu_job.data import list_images
 
