@@ -127,13 +127,25 @@ def cmd_train(a) -> None:
     print(train(cfg))
 
 
+def cmd_train_texture(a) -> None:
+    from gpu_job.texture import TextureConfig, train_texture
+
+    for path in (a.data, a.val_data):
+        if path and not Path(path).is_dir():
+            raise UsageError(f"{path}: not found (expected a folder DATA/<class>/*.jpg of full-size images)")
+    cfg = TextureConfig(data=a.data, val_data=a.val_data, out=a.out, init=a.init, max_images=a.max_images, batch_size=a.batch_size, lr=a.lr,
+                        max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads, device=a.device, seed=a.seed)
+    print(train_texture(cfg))
+
+
 def cmd_evaluate(a) -> None:
     from gpu_job.evaluate import EvalConfig, evaluate
 
     if not Path(a.data).exists():
         raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.pack)")
     evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps), mean_of=a.mean_of,
-                        ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, ddpm_steps=tuple(a.ddpm_steps), ddpm_mean_steps=tuple(a.ddpm_mean_steps), speed=not a.no_speed, device=a.device, seed=a.seed))
+                        ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, ddpm_steps=tuple(a.ddpm_steps), ddpm_mean_steps=tuple(a.ddpm_mean_steps), speed=not a.no_speed, device=a.device, seed=a.seed,
+                        texture=a.texture, texture_starts=tuple(a.texture_start), texture_steps=a.texture_steps))
 
 
 def cmd_ui(a) -> None:
@@ -215,6 +227,21 @@ def parser() -> argparse.ArgumentParser:
                     help="min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice; 0 = off)")
     sp.set_defaults(func=cmd_train)
 
+    sp = sub.add_parser("train-texture", help="train (or resume) the texture stage, which redraws the fill at full resolution (gpu_job/texture.py)")
+    sp.add_argument("--data", required=True, help="folder of class subfolders of full-size images (like pbc/train)")
+    sp.add_argument("--val-data", help="val folder (like pbc/val); picks the best weights")
+    sp.add_argument("--out", default="runs/texture", help="run folder; an existing ckpt.pt there is resumed")
+    sp.add_argument("--init", help="start from these texture-stage weights instead of scratch")
+    sp.add_argument("--max-images", type=int, default=4000, help="full-size images held in memory (0.8 MB each)")
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--lr", type=float, default=2e-4)
+    sp.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
+    sp.add_argument("--ckpt-minutes", type=float, default=10.0)
+    sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_train_texture)
+
     sp = sub.add_parser("evaluate", help="quality and speed against classical baselines")
     sp.add_argument("--data", required=True, help="val folder of class subfolders")
     sp.add_argument("--out", default="runs/eval", help="folder for the report, plots and grids")
@@ -227,6 +254,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--ddpm-steps", type=int, nargs="*", default=[], help="also score ancestral sampling strided to these step counts (every pair)")
     sp.add_argument("--ddpm-mean-steps", type=int, nargs="*", default=[], help="also score the mean of K ancestral samples at these step counts (every pair)")
     sp.add_argument("--no-speed", action="store_true", help="skip the speed benchmark")
+    sp.add_argument("--texture", metavar="WEIGHTS", help="texture-stage weights (cellpaint train-texture): also score the default output redrawn by them")
+    sp.add_argument("--texture-start", type=int, nargs="*", default=[], help="start levels for the texture stage (default: the one stored with its weights)")
+    sp.add_argument("--texture-steps", type=int, default=10, help="texture-stage DDIM steps")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_evaluate)

@@ -1,5 +1,5 @@
 """`python -m gpu_job run --manifest s3://...` (the Batch command) and `python -m gpu_job train ...`
-(the same image as a training job; flags as `cellpaint train`)."""
+or `train-texture ...` (the same image as a training job; flags as `cellpaint train`, `train-texture`)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:
+    if argv[:1] in (["train"], ["train-texture"]):
         from cellpaint.cli import main as cli
 
         return cli(argv)
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--manifest", required=True, help="s3://BUCKET/jobs/<id>/manifest.json")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sub.add_parser("train", help="train (see cellpaint train --help)")
+    sub.add_parser("train-texture", help="train the texture stage (see cellpaint train-texture --help)")
     a = p.parse_args(argv)
     from botocore.exceptions import ClientError  # not at the top: `train` runs without boto3
 

@@ -52,29 +52,32 @@ class Diffusion(nn.Module):
         return self.sqrt_ac[t].view(-1, 1, 1, 1) * x0 + self.sqrt_1mac[t].view(-1, 1, 1, 1) * noise
 
 
-def model_input(x_t: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, 7, H, W): x_t, the masked image (zero = mid-grey where unknown), the mask (1 = restore)."""
-    return torch.cat([x_t, known * (1 - mask), mask], dim=1)
+def model_input(x_t: torch.Tensor, known: torch.Tensor, mask: torch.Tensor, whole: bool = False) -> torch.Tensor:
+    """(B, 7, H, W): x_t, the masked image (zero = mid-grey where unknown), the mask (1 = restore).
+    whole=True: `known` goes in whole, inside the mask too (the texture stage's condition, texture.py)."""
+    return torch.cat([x_t, known if whole else known * (1 - mask), mask], dim=1)
 
 
 def training_loss(
     model: nn.Module, diff: Diffusion, x0: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
     generator: torch.Generator | None = None, t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-    min_snr: float = 0.0,
+    min_snr: float = 0.0, cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Epsilon-MSE weighted toward the masked region. x0: (B,3,H,W) in [-1,1]; mask: (B,1,H,W).
 
     min_snr > 0 (gamma of Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting"):
     each sample's loss is scaled by min(SNR_t, gamma) / SNR_t, the epsilon-prediction form. It
     takes weight off the nearly clean timesteps (t < ~130 at gamma 5), which the few-step
-    samplers never visit, and leaves the rest at 1."""
+    samplers never visit, and leaves the rest at 1.
+
+    cond: the texture stage's condition (texture.py), given whole in place of the masked x0."""
     b = x0.shape[0]
     if t is None:
         t = torch.randint(0, diff.T, (b,), device=x0.device, generator=generator)
     if noise is None:
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
     x_t = diff.q_sample(x0, t, noise)
-    eps = model(model_input(x_t, x0, mask), t, labels)
+    eps = model(model_input(x_t, x0, mask) if cond is None else model_input(x_t, cond, mask, whole=True), t, labels)
     w = mask + diff.cfg.known_weight * (1 - mask)
     per_px = F.mse_loss(eps.float(), noise, reduction="none") * w
     if min_snr > 0:

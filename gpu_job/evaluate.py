@@ -45,6 +45,9 @@ class EvalConfig:
     speed: bool = True
     device: str = "auto"
     seed: int = 0
+    texture: str | None = None  # texture-stage weights (texture.py): also score the default output redrawn by them
+    texture_starts: tuple[int, ...] = ()  # the levels to start that stage from (default: the one stored with its weights)
+    texture_steps: int = 10
 
 
 def masked_metrics(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -144,6 +147,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         for c, r in zip(sub, res):
             rows.append({"method": name, "image": c[0], "kind": c[2], **masked_metrics(c[3], r.image, c[4])})
             outputs[(name, c[0], c[2])] = r.image
+    textured = texture_methods(cfg, inp, cases, rows, outputs, timing)
     for name, fn in baselines().items():
         t0 = time.time()
         for c in tqdm(cases, desc=name):
@@ -159,7 +163,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     (out_dir / "metrics.md").write_text(markdown(report))
     plot_quality(report, out_dir / "quality_vs_steps.png")
-    shown = [list(methods)[0]] + [k for k in methods if k.endswith(f"mean of {cfg.mean_of}")]
+    shown = [list(methods)[0]] + [k for k in methods if k.endswith(f"mean of {cfg.mean_of}")] + textured
     before_after_grid(cases, outputs, shown, out_dir / "before_after.png")
     print(markdown(report))
     return report
@@ -180,6 +184,28 @@ def method_options(cfg: EvalConfig) -> dict[str, InpaintOptions]:
     if cfg.ddpm:
         methods[FULL_DDPM] = InpaintOptions(steps=1000, sampler="ddpm", **one)
     return methods
+
+
+def texture_methods(cfg: EvalConfig, inp: Inpainter, cases, rows, outputs, timing) -> list[str]:
+    """The default output, redrawn at full resolution by the texture stage (texture.py), from each
+    start level. Scored and timed like the rest; the time is the texture stage's alone."""
+    if not cfg.texture or cfg.mean_of <= 1:
+        return []
+    from .texture import Texturer
+
+    tex = Texturer(cfg.texture, inp.device)
+    base = f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}"
+    names = []
+    for start in cfg.texture_starts or (tex.start,):
+        name = f"{base} + texture from t={start}"
+        names.append(name)
+        t0 = time.time()
+        for c in tqdm(cases, desc=name):
+            r = tex.refine(outputs[(base, c[0], c[2])], c[4], seed=cfg.seed, steps=cfg.texture_steps, start=start)
+            rows.append({"method": name, "image": c[0], "kind": c[2], **masked_metrics(c[3], r, c[4])})
+            outputs[(name, c[0], c[2])] = r
+        timing[name] = (time.time() - t0) / len(cases)
+    return names
 
 
 def machine(device: torch.device) -> str:

@@ -21,6 +21,7 @@ class UNetConfig:
     num_classes: int = 8  # PBC classes; index num_classes is "no label"
     dropout: float = 0.0
     groups: int = 8  # GroupNorm groups
+    mid_attn: bool = True  # attention at the lowest resolution; the texture stage (texture.py) runs without, on crops of any size
 
     def __post_init__(self):
         self.channel_mults = tuple(self.channel_mults)
@@ -100,7 +101,7 @@ class UNet(nn.Module):
                 res //= 2
 
         self.mid1 = ResBlock(cur, cur, temb, cfg.groups, cfg.dropout)
-        self.mid_attn = Attention(cur, cfg.groups)
+        self.mid_attn = Attention(cur, cfg.groups) if cfg.mid_attn else nn.Identity()
         self.mid2 = ResBlock(cur, cur, temb, cfg.groups, cfg.dropout)
 
         self.up = nn.ModuleList()

@@ -22,12 +22,15 @@ class StepOutput:
     pred_x0: torch.Tensor  # the model's estimate of x_0 at this step
 
 
-def timesteps(T: int, steps: int) -> list[int]:
-    """`steps` timesteps from T-1 down to 0, evenly spaced ("trailing": always starts at T-1,
-    so the first step sees pure noise, Lin et al. 2024)."""
-    if not 1 <= steps <= T:
-        raise ValueError(f"steps must be in 1..{T}, got {steps}")
-    return [int(round(x)) for x in np.linspace(T - 1, 0, steps)]
+def timesteps(T: int, steps: int, start: int | None = None) -> list[int]:
+    """`steps` timesteps from T-1 (or `start`) down to 0, evenly spaced ("trailing": always starts
+    at T-1, so the first step sees pure noise, Lin et al. 2024)."""
+    top = T - 1 if start is None else start
+    if not 0 <= top < T:
+        raise ValueError(f"start must be in 0..{T - 1}, got {start}")
+    if not 1 <= steps <= top + 1:
+        raise ValueError(f"steps must be in 1..{top + 1}, got {steps}")
+    return [int(round(x)) for x in np.linspace(top, 0, steps)]
 
 
 def step(
@@ -73,9 +76,15 @@ def sample(
     guidance: float = 1.0,
     autocast: bool = False,
     progress=None,
+    start: int | None = None,
+    whole: bool = False,
 ) -> torch.Tensor:
     """known: (B,3,H,W) in [-1,1]; mask: (B,1,H,W), 1 = restore. Returns (B,3,H,W) in [-1,1]
-    with the known pixels exactly equal to `known`."""
+    with the known pixels exactly equal to `known`.
+
+    The texture stage (texture.py) passes whole=True, with `known` a first-stage result inside the
+    mask too, which the model sees whole; and `start`, to begin from `known` noised to that level
+    instead of pure noise (SDEdit, Meng et al. 2022): structure stays, finer detail is redrawn."""
     device = known.device
     b, c, h, w = known.shape
     if len(seeds) != b:
@@ -85,14 +94,16 @@ def sample(
     # Guidance needs a label to push toward: rows all without one ("none") get one model call a step.
     guided = labels is not None and guidance != 1.0 and bool((labels != model.cfg.num_classes).any())
     ctx = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext()
-    ts = timesteps(diff.T, steps)
+    ts = timesteps(diff.T, steps, start)
     x = _randn((c, h, w), gens, device)
+    if start is not None:
+        x = diff.q_sample(known, torch.full((b,), start, dtype=torch.long, device=device), x)
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         tt = torch.full((b,), t, dtype=torch.long, device=device)
         # Clamp: the known region of x_t is the observed image noised to level t.
         x = mask * x + (1 - mask) * diff.q_sample(known, tt, _randn((c, h, w), gens, device))
-        inp = model_input(x, known, mask)
+        inp = model_input(x, known, mask, whole)
         with ctx:
             if guided:
                 # Classifier-free guidance (Ho & Salimans 2022): one batch, conditional and not.

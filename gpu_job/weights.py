@@ -54,9 +54,11 @@ def read_config(path: str | Path) -> dict:
         raise ValueError(f"{cfg_file}: format {record.get('format')} v{record.get('format_version')}, "
                          f"this code reads {FORMAT} v{FORMAT_VERSION}")
     for key, cls in (("unet", UNetConfig), ("diffusion", DiffusionConfig)):
+        # A field this code lacks is an error. One the file lacks was added after it was written,
+        # with a default that keeps the older behaviour (UNetConfig.mid_attn).
         want, got = {f.name for f in fields(cls)}, set(record.get(key, {}))
-        if want != got:
-            raise ValueError(f"{cfg_file}: {key} config fields {sorted(got ^ want)} do not match this code")
+        if got - want or not got:
+            raise ValueError(f"{cfg_file}: {key} config fields {sorted(got - want) or 'missing'} do not match this code")
     return record
 
 

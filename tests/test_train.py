@@ -68,9 +68,10 @@ def test_train_command_needs_no_aws_libraries():
     import sys
 
     block = "import sys; sys.modules.update(boto3=None, botocore=None, moto=None); "
-    for entry in ("from cellpaint.cli import main; main(['train', '--help'])", "from gpu_job.__main__ import main; main(['train', '--help'])"):
-        r = subprocess.run([sys.executable, "-c", block + entry], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0 and "--val-data" in r.stdout, (entry, r.stderr[-500:])
+    for cmd in ("train", "train-texture"):
+        for entry in (f"from cellpaint.cli import main; main(['{cmd}', '--help'])", f"from gpu_job.__main__ import main; main(['{cmd}', '--help'])"):
+            r = subprocess.run([sys.executable, "-c", block + entry], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0 and "--val-data" in r.stdout, (entry, r.stderr[-500:])
 
 
 def test_train_as_a_batch_job_reads_and_mirrors_s3(tmp_path, rng, monkeypatch, tiny_weights):

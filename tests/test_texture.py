@@ -1,0 +1,120 @@
+"""The texture stage (gpu_job/texture.py): its training pairs, training and resume, and refining
+a full-size composite without touching a pixel outside the mask."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gpu_job.defaults import DEFAULT_STEPS
+from gpu_job.model import UNetConfig
+from gpu_job.sampler import timesteps
+from gpu_job.texture import NativeSet, TextureConfig, Texturer, coarse_view, make_batch, train_texture
+from gpu_job.weights import load_weights, read_config
+from shared.preprocess import preprocess, upsample
+from tests.conftest import synthetic_cell
+
+TINY = UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(), num_classes=0,
+                  groups=4, mid_attn=False)
+
+
+def make_dataset(root, rng, n=4):
+    (root / "cells").mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(synthetic_cell(rng, 40, 44)).save(root / "cells" / f"{i}.png")
+
+
+def test_condition_is_the_first_stage_view_inside_the_mask_and_the_truth_outside(rng):
+    img = synthetic_cell(rng, 90, 96)
+    prep = preprocess(img)
+    assert np.array_equal(coarse_view(img), upsample(prep.image, prep))  # the pipeline's own round trip
+    ds = NativeSet([img], [coarse_view(img)])
+    x0, cond, masks = make_batch(ds, np.random.default_rng(1), 24, 32, full_prob=0.3, max_blur=0.0)
+    assert x0.shape == cond.shape == (24, 32, 32, 3) and masks.shape == (24, 32, 32)
+    assert masks.any() and (~masks).any() and masks.reshape(24, -1).all(1).any()  # some crops wholly masked
+    assert np.array_equal(cond[~masks], x0[~masks])
+    # inside the mask the condition has lost the fine detail the stage must put back
+    diff = np.abs(np.diff(x0.astype(float), axis=2))[masks[:, :, 1:]].mean()
+    assert np.abs(np.diff(cond.astype(float), axis=2))[masks[:, :, 1:]].mean() < 0.6 * diff
+    again = make_batch(ds, np.random.default_rng(1), 24, 32, full_prob=0.3, max_blur=0.0)
+    assert all(np.array_equal(a, b) for a, b in zip((x0, cond, masks), again))
+
+
+def test_sampling_can_start_part_way():
+    assert timesteps(1000, 4, start=300) == [300, 200, 100, 0]
+    with pytest.raises(ValueError, match="start"):
+        timesteps(1000, 4, start=1000)
+    with pytest.raises(ValueError, match="steps"):
+        timesteps(1000, 5, start=3)
+
+
+@pytest.fixture(scope="module")
+def texture_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("texture")
+    rng = np.random.default_rng(0)
+    make_dataset(tmp / "train", rng)
+    make_dataset(tmp / "val", rng, n=2)
+    cfg = TextureConfig(data=str(tmp / "train"), val_data=str(tmp / "val"), out=str(tmp / "run"), crop=16, batch_size=4,
+                        max_steps=3, val_images=4, threads=1, unet=TINY, t_max=50, start=30)
+    return cfg, train_texture(cfg)
+
+
+def test_texture_training_checkpoints_and_resumes(texture_run):
+    cfg, out = texture_run
+    for name in ("ckpt.pt", "best.safetensors", "best.json", "loss.png", "log.jsonl"):
+        assert (out / name).exists(), name
+    _, _, rec = load_weights(out / "best.safetensors")
+    assert rec["stage"] == "texture" and rec["texture"]["start"] == 30 and rec["training"]["steps"] == 3
+    assert np.isfinite(rec["val"]["loss"]) and rec["val"]["cond_psnr"] > 0
+    cfg.max_steps = 5
+    train_texture(cfg)  # resumes from ckpt.pt
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in log] == [3, 5] and log[1]["images_seen"] == 20
+
+
+def test_refine_redraws_only_the_masked_pixels(texture_run, rng):
+    _, out = texture_run
+    tex = Texturer(out / "best.safetensors")
+    img = synthetic_cell(rng, 37, 41)  # sides the UNet cannot take: the crop is padded
+    mask = np.zeros((37, 41), bool)
+    mask[20:37, 30:41] = True  # touches two borders
+    res = tex.refine(img, mask, steps=3)
+    assert res.shape == img.shape and res.dtype == np.uint8
+    assert np.array_equal(res[~mask], img[~mask])
+    assert not np.array_equal(res[mask], img[mask])
+    assert np.array_equal(tex.refine(img, mask, steps=3), res)  # seeded
+    assert np.array_equal(tex.refine(img, np.zeros_like(mask)), img)
+
+
+def test_texturer_refuses_first_stage_weights(tiny_weights):
+    with pytest.raises(ValueError, match="not texture-stage weights"):
+        Texturer(tiny_weights)
+
+
+def test_weights_records_from_before_a_config_field_load_with_its_default(tiny_weights, tmp_path):
+    rec = json.loads(tiny_weights.with_suffix(".json").read_text())
+    old = {**rec, "unet": {k: v for k, v in rec["unet"].items() if k != "mid_attn"}}
+    (tmp_path / "w.safetensors").write_bytes(tiny_weights.read_bytes())
+    (tmp_path / "w.json").write_text(json.dumps(old))
+    model, _, _ = load_weights(tmp_path / "w.safetensors")
+    assert model.cfg.mid_attn is True
+    (tmp_path / "w.json").write_text(json.dumps({**rec, "unet": {**rec["unet"], "wings": 2}}))
+    with pytest.raises(ValueError, match="wings"):
+        read_config(tmp_path / "w.safetensors")
+
+
+def test_evaluate_scores_the_texture_stage(texture_run, tiny_weights, tmp_path, rng):
+    from cellpaint.cli import main
+
+    _, run = texture_run
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    Image.fromarray(synthetic_cell(rng, 60, 64)).save(tmp_path / "val" / "a" / "0.png")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(tmp_path / "val"), "--out", str(out), "--weights", str(tiny_weights), "--per-class", "1",
+                 "--steps", "2", "--mean-of", "2", "--no-ddpm", "--no-speed", "--device", "cpu",
+                 "--texture", str(run / "best.safetensors"), "--texture-start", "20", "40", "--texture-steps", "3"]) == 0
+    rep = json.loads((out / "metrics.json").read_text())
+    for start in (20, 40):
+        d = rep["summary"][f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2 + texture from t={start}"]["all"]
+        assert d["n"] == 6 and d["max_err_outside"] == 0 and np.isfinite(d["psnr"])
