@@ -21,7 +21,8 @@ def _inpaint_opts(a):
     if a.samples < 1:
         raise UsageError(f"--samples must be at least 1, got {a.samples}")
     return InpaintOptions(steps=a.steps, sampler=a.sampler, seed=a.seed, label=a.label, samples=a.samples,
-                          guidance=a.guidance, feather=a.feather, window=a.window, combine=a.combine, seam=a.seam)
+                          guidance=a.guidance, feather=a.feather, window=a.window, combine=a.combine, seam=a.seam,
+                          texture=a.texture)
 
 
 def _load_pair(image_path: Path, mask_path: Path):
@@ -58,8 +59,10 @@ def cmd_inpaint(a) -> None:
                 loaded.append((img, _load_pair(img, msk)))
             except (UsageError, ValueError) as exc:  # one bad pair does not stop the others
                 print(f"skipped {exc}", file=sys.stderr)
-        inp = Inpainter(a.weights, a.device)
+        inp = Inpainter(a.weights, a.device, texture_weights=a.texture_weights)
         inp.label_index(opts.label)
+        if opts.texture:
+            inp.texturer()  # a missing texture stage is an error before any work
         from tqdm import tqdm
 
         chunk = max(1, inp.batch_size // max(1, opts.samples))
@@ -75,8 +78,10 @@ def cmd_inpaint(a) -> None:
     if not a.image or not a.mask:
         raise UsageError("give IMAGE MASK, or --pairs DIR")
     image, mask = _load_pair(Path(a.image), Path(a.mask))
-    inp = Inpainter(a.weights, a.device)
+    inp = Inpainter(a.weights, a.device, texture_weights=a.texture_weights)
     inp.label_index(opts.label)
+    if opts.texture:
+        inp.texturer()
     res = inp.inpaint(image, mask, opts)
     out = Path(a.output)
     save_png(res.image, out)
@@ -194,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-seam", dest="seam", action="store_false",
                     help="paste the model's patch as it is, without the low-frequency correction that hides the seam")
     sp.add_argument("--feather", type=int, default=0, help="px inside the mask edge blended toward the original")
+    sp.add_argument("--texture", action="store_true", help="redraw the fill at full resolution with the texture stage (BENCHMARKS.md)")
+    sp.add_argument("--texture-weights", help="texture-stage weights (default: the shipped ones)")
     sp.add_argument("--window", type=int, default=360, help="source px per model field for large images (0 = whole image)")
     common(sp)
     sp.set_defaults(func=cmd_inpaint)

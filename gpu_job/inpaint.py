@@ -6,6 +6,7 @@ model is loaded once and the GPU (or the CPU's AMX units) sees full batches.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,11 +32,12 @@ class InpaintOptions:
     seam: bool = True  # correct the patch's low frequencies to meet the original (shared/blend.py)
     combine: str = DEFAULT_COMBINE  # "mean": the mean of the K samples; "first": sample 0
     window: int = DEFAULT_WINDOW  # source px per model field; <= 0 = whole image as one field
+    texture: bool = False  # redraw the fill at full resolution with the texture stage (texture.py)
 
 
 @dataclass
 class InpaintResult:
-    image: np.ndarray  # (H, W, 3) uint8: sample 0 (or the samples' mean), composited at the input's size
+    image: np.ndarray  # (H, W, 3) uint8: sample 0 (or the samples' mean), composited at the input's size (and redrawn by the texture stage if asked)
     samples: list[np.ndarray] = field(default_factory=list)  # K > 1: each sample pasted as it is (no seam fix)
     std: np.ndarray | None = None  # (H, W) float32 per-pixel std over samples (0 outside the mask)
 
@@ -54,13 +56,25 @@ def item_seed(seed: int, sample: int, window: int) -> int:
 
 
 class Inpainter:
-    def __init__(self, weights=None, device: str = "auto", batch_size: int = DEFAULT_BATCH):
+    def __init__(self, weights=None, device: str = "auto", batch_size: int = DEFAULT_BATCH, texture_weights=None):
         self.device = pick_device(device)
+        self.texture_weights = texture_weights  # None: the shipped texture weights, loaded when an option asks
+        self._texturer = None
         self.model, self.diff, self.record = load_weights(weights, self.device)
         self.model.to(memory_format=torch.channels_last)
         self.classes: list[str] = self.record["classes"]
         self.batch_size = batch_size
         self.size = self.model.cfg.image_size
+
+    def texturer(self):
+        if self._texturer is None:
+            from .texture import Texturer, default_texture_weights
+
+            path = self.texture_weights or default_texture_weights()
+            if not Path(path).exists():
+                raise ValueError(f"{path}: no texture-stage weights (train them with `cellpaint train-texture`)")
+            self._texturer = Texturer(path, self.device)
+        return self._texturer
 
     def label_index(self, label: str | None) -> int:
         if label is None or label == "none":
@@ -129,6 +143,10 @@ class Inpainter:
             # fix of the mean matches the mean of K fixes (to rounding) at 1/K of its cost.
             chosen = per_sample[0] if o.combine == "first" else [np.mean([s[j] for s in per_sample], axis=0, dtype=np.float32) for j in range(len(ws))]
             image_out = paste(chosen, o.seam)
+            if o.texture:  # per window, as the first stage ran: a large image's scattered defects stay small crops
+                for j, w in enumerate(ws):
+                    crop = w.box.crop(image_out)
+                    crop[...] = self.texturer().refine(crop, region_mask(mask, labels, w.box), seed=item_seed(o.seed, 0, j))
             samples, std = [image_out], None
             if o.samples > 1:
                 samples = [paste(s, False) for s in per_sample]  # plain pastes: cheap, and enough for the spread

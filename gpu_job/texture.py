@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import platform
 import signal
 import time
@@ -44,6 +45,7 @@ from .sampler import sample
 from .weights import load_weights, read_config, save_weights
 
 STAGE = "texture"
+DEFAULT_TEXTURE_WEIGHTS = Path(__file__).parent / "weights" / "texture.safetensors"
 MULTIPLE = 4  # crop sides the UNet takes: two 2x downsamplings
 
 
@@ -161,6 +163,12 @@ def refine(model, diff, composite: np.ndarray, mask: np.ndarray, seed: int = 0, 
     region = res[y0:y1, x0:x1]
     region[mask[y0:y1, x0:x1]] = out[: y1 - y0, : x1 - x0][mask[y0:y1, x0:x1]]
     return res
+
+
+def default_texture_weights() -> Path:
+    """$CELLPAINT_TEXTURE_WEIGHTS if set, else the shipped texture-stage weights."""
+    env = os.environ.get("CELLPAINT_TEXTURE_WEIGHTS")
+    return Path(env) if env else DEFAULT_TEXTURE_WEIGHTS
 
 
 class Texturer:

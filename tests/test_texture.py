@@ -118,3 +118,30 @@ def test_evaluate_scores_the_texture_stage(texture_run, tiny_weights, tmp_path, 
     for start in (20, 40):
         d = rep["summary"][f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2 + texture from t={start}"]["all"]
         assert d["n"] == 6 and d["max_err_outside"] == 0 and np.isfinite(d["psnr"])
+
+
+def test_inpaint_with_the_texture_stage(texture_run, tiny_weights, tmp_path, rng, monkeypatch, capsys):
+    from cellpaint.cli import main
+    from gpu_job.inpaint import Inpainter, InpaintOptions
+
+    _, run = texture_run
+    img = synthetic_cell(rng, 50, 54)
+    mask = np.zeros((50, 54), bool)
+    mask[10:30, 12:40] = True
+    inp = Inpainter(tiny_weights, "cpu", texture_weights=run / "best.safetensors")
+    plain = inp.inpaint(img, mask, InpaintOptions(steps=2, samples=2, seed=3))
+    textured = inp.inpaint(img, mask, InpaintOptions(steps=2, samples=2, seed=3, texture=True))
+    assert np.array_equal(textured.image[~mask], img[~mask])
+    assert not np.array_equal(textured.image[mask], plain.image[mask])
+    assert np.array_equal(textured.std, plain.std)  # the spread is the first stage's
+    Image.fromarray(img).save(tmp_path / "cell.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "cell.mask.png")
+    args = ["inpaint", str(tmp_path / "cell.png"), str(tmp_path / "cell.mask.png"), "-o", str(tmp_path / "out.png"),
+            "--weights", str(tiny_weights), "--steps", "2", "--samples", "2", "--seed", "3", "--texture"]
+    assert main([*args, "--texture-weights", str(run / "best.safetensors")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), textured.image)
+    monkeypatch.setenv("CELLPAINT_TEXTURE_WEIGHTS", str(tmp_path / "absent.safetensors"))
+    (tmp_path / "out.png").unlink()
+    assert main(args) == 2
+    assert "absent.safetensors: no texture-stage weights" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
