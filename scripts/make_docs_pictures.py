@@ -7,6 +7,10 @@
   drawn stroke mask: the pair `make demo` runs.
 - docs/before_after.png: generated cells with box, ellipse and stroke masks restored
   (original | mask | one sample | the default result, the mean of 8 samples | their spread).
+- docs/texture.png, with --texture W: the texture stage at full size (360 px) on generated cells.
+  Each row: a generated cell upsampled (what the first stage gives at this size) | the same
+  redrawn by the texture stage | a 3x crop of each. Then the textured cell with a box mask, and 3x
+  crops of the mask's region: the cell, restored by the default, restored with the texture stage.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="DDIM steps for inpainting")
+    ap.add_argument("--texture", help="texture-stage weights: also write docs/texture.png")
     ap.add_argument("--generate-steps", type=int, default=DEFAULT_GENERATE_STEPS, help="sampler steps for whole cells (the generate default sampler)")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -62,6 +67,36 @@ def main() -> None:
         out.append([img, overlay(img, m), one, res.image, heatmap(res.std)])
     save_png(grid(out, pad=4), ROOT / "docs" / "before_after.png")
     print("wrote docs/samples.png, docs/before_after.png, examples/cell.png, examples/cell.mask.png")
+    if a.texture:
+        texture_picture(a, inp)
+
+
+def zoom(img: np.ndarray, y: int, x: int, side: int = 120) -> np.ndarray:
+    """A side x side crop at (y, x), shown three times as large (nearest: the pixels as they are)."""
+    return np.asarray(Image.fromarray(img[y:y + side, x:x + side]).resize((3 * side, 3 * side), Image.Resampling.NEAREST))
+
+
+def texture_picture(a, inp: Inpainter) -> None:
+    from gpu_job.texture import Texturer, coarse_view
+
+    inp.texture_weights = a.texture
+    tex = inp.texturer()
+    full = 360  # the size of the cells the stages were trained on
+    rows = []
+    for i, label in enumerate(("eosinophil", "neutrophil", "lymphocyte")):
+        cell = inp.generate(1, label, seed=200 + i, steps=a.generate_steps)[0]
+        up = coarse_view(np.asarray(Image.fromarray(cell).resize((full, full), Image.Resampling.LANCZOS)))
+        redrawn = tex.refine(up, np.ones((full, full), bool), seed=i)
+        rows.append([up, redrawn, zoom(up, 120, 120), zoom(redrawn, 120, 120)])
+        if i == 0:
+            m = np.zeros((full, full), bool)
+            m[110:230, 130:250] = True
+            plain = inp.inpaint(redrawn, m, InpaintOptions(steps=a.steps, seed=1)).image
+            textured = inp.inpaint(redrawn, m, InpaintOptions(steps=a.steps, seed=1, texture=True)).image
+            inpaint_row = [overlay(redrawn, m), zoom(redrawn, 110, 130), zoom(plain, 110, 130), zoom(textured, 110, 130)]
+    rows.append(inpaint_row)
+    save_png(grid(rows, pad=4), ROOT / "docs" / "texture.png")
+    print("wrote docs/texture.png")
 
 
 if __name__ == "__main__":

@@ -43,11 +43,20 @@ def main() -> None:
     ap.add_argument("--before", type=Path, nargs="*", default=[], help="records of the weights it started from, oldest first")
     ap.add_argument("--data", help="train folder, to count classes when the record has no counts")
     ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    ap.add_argument("--bf16", action="store_true", help="store the tensors as bfloat16: half the file, and on the CPU the same output, since "
+                    "bf16 autocast rounds convolution weights to bfloat16 anyway (the texture stage: gpu_job/weights/texture.safetensors)")
     a = ap.parse_args()
     rec = shipped_record(a.weights, a.before, a.data)
     if hashlib.sha256(a.weights.read_bytes()).hexdigest() != rec["sha256"]:
         raise SystemExit(f"{a.weights}: its sha256 does not match its record")
-    shutil.copyfile(a.weights, a.out)
+    if a.bf16:
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        save_file({k: v.to(torch.bfloat16) for k, v in load_file(str(a.weights)).items()}, str(a.out))
+        rec.update(dtype="bfloat16", sha256=hashlib.sha256(a.out.read_bytes()).hexdigest())
+    else:
+        shutil.copyfile(a.weights, a.out)
     config_path(a.out).write_text(json.dumps(rec, indent=2) + "\n")
     t = rec["training"]
     print(f"{a.out}: {t['steps']} steps, {t['images_seen']} images, {t['hours']} h; val {rec.get('val', 'not measured')}")

@@ -145,3 +145,24 @@ def test_inpaint_with_the_texture_stage(texture_run, tiny_weights, tmp_path, rng
     assert main(args) == 2
     assert "absent.safetensors: no texture-stage weights" in capsys.readouterr().err
     assert not (tmp_path / "out.png").exists()
+
+
+def test_texture_weights_ship_as_bfloat16(texture_run, tmp_path, rng):
+    import hashlib
+    import subprocess
+    import sys
+
+    _, run = texture_run
+    out = tmp_path / "texture.safetensors"
+    r = subprocess.run([sys.executable, "scripts/ship_weights.py", str(run / "best.safetensors"), "--bf16", "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size < 0.6 * (run / "best.safetensors").stat().st_size
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["dtype"] == "bfloat16" and hashlib.sha256(out.read_bytes()).hexdigest() == rec["sha256"]
+    img = synthetic_cell(rng, 40, 44)
+    mask = np.zeros((40, 44), bool)
+    mask[8:30, 10:36] = True
+    a = Texturer(run / "best.safetensors").refine(img, mask, steps=3).astype(float)
+    b = Texturer(out).refine(img, mask, steps=3).astype(float)
+    assert np.abs(a - b).mean() < 1.0  # under CPU bf16 autocast only the norms' weights differ
