@@ -101,8 +101,10 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
             o = p.options
             opts = InpaintOptions(steps=int(o.get("steps", InpaintOptions.steps)), sampler=o.get("sampler", InpaintOptions.sampler),
                                   seed=int(o.get("seed", 0)), label=o.get("label"), samples=int(o.get("samples", InpaintOptions.samples)),
-                                  combine=o.get("combine", InpaintOptions.combine))
+                                  combine=o.get("combine", InpaintOptions.combine), texture=bool(o.get("texture", InpaintOptions.texture)))
             inpainter.label_index(opts.label)
+            if opts.texture:
+                inpainter.texturer()  # no texture-stage weights: this pair fails with the reason, the others go on
             wins = [window_from_dict(w) for w in p.windows]
             if [w.box for w in wins] != plan_windows(mask, opts.window)[0]:
                 raise InputError(name_m, "the manifest's windows do not match this mask")
@@ -134,6 +136,7 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
                 "model": {"version": inpainter.record.get("code_version"), "sha256": model_sha,
                           "trained_steps": inpainter.record.get("training", {}).get("steps")},
                 "sampler": opts.sampler, "steps": opts.steps, "seed": opts.seed, "label": opts.label, "samples": opts.samples, "combine": opts.combine,
+                "texture": opts.texture,
                 "device": str(inpainter.device),
                 "timings": {"model_load_s": round(t_loaded - t_start, 3), "batch_sample_s": round(sample_s, 3),
                             "batch_pairs": len(todo), "total_s": round(time.time() - t_start, 3)},

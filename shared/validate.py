@@ -171,6 +171,7 @@ _SCHEMA = {
     "samples": (int, lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
     "sampler": (str, lambda v: v in SAMPLERS, "ddim or ddpm"),
     "combine": (str, lambda v: v in ("mean", "first"), "mean (of the samples) or first (one sample)"),
+    "texture": (bool, lambda v: True, "true or false"),
 }
 
 
@@ -202,7 +203,7 @@ def validate_sidecar(data: bytes, name: str, limits: Limits = Limits()) -> dict:
     for key, value in doc.items():
         kind, ok, what = _SCHEMA[key]
         # JSON true/false are not integers, and 50.0 is not an integer either
-        if isinstance(value, bool) or not isinstance(value, kind) or not ok(value):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind) or not ok(value):
             shown = json.dumps(value)[:60]
             raise InputError(name, f"option {key!r} is {shown}; it must be {what}")
         options[key] = value

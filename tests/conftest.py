@@ -32,6 +32,24 @@ def rng():
 
 
 @pytest.fixture(scope="session")
+def tiny_texture_weights(tmp_path_factory) -> Path:
+    """Random texture-stage weights (gpu_job/texture.py) in the shipped format: tiny, untrained."""
+    import torch
+
+    from gpu_job.diffusion import DiffusionConfig
+    from gpu_job.model import UNet, UNetConfig
+    from gpu_job.weights import save_weights
+
+    torch.manual_seed(1)
+    model = UNet(UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(), num_classes=0,
+                            groups=4, mid_attn=False))
+    torch.nn.init.normal_(model.conv_out.weight, std=0.02)
+    path = tmp_path_factory.mktemp("texture") / "texture.safetensors"
+    save_weights(path, model, DiffusionConfig(), [], {"stage": "texture", "texture": {"t_max": 50, "start": 30}, "training": {"steps": 0}})
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A tiny random model saved in the shipped format (16x16, so tests run in seconds)."""
     import torch

@@ -75,6 +75,27 @@ def test_job_writes_results_and_isolates_a_bad_pair(s3, tiny_weights, rng):
     assert again["lab1/cell-a"] == "skipped"
 
 
+def test_job_texture_option(s3, tiny_weights, tiny_texture_weights, rng, monkeypatch):
+    _, _, plain = add_pair(s3, "plain", rng)
+    img, mask, textured = add_pair(s3, "textured", rng)
+    textured.options["texture"] = True
+    doc = manifest("j-t", BUCKET, [plain, textured], "t")
+    s3.put_object(Bucket=BUCKET, Key="jobs/j-t/manifest.json", Body=json.dumps(doc).encode())
+    monkeypatch.setenv("CELLPAINT_TEXTURE_WEIGHTS", str(tiny_texture_weights))
+    assert run(f"s3://{BUCKET}/jobs/j-t/manifest.json", s3=s3, inpainter=Inpainter(tiny_weights, "cpu")) == {"plain": "succeeded", "textured": "succeeded"}
+    result = lambda p: json.loads(s3.get_object(Bucket=BUCKET, Key=f"results/{p}/result.json")["Body"].read())  # noqa: E731
+    assert result("textured")["texture"] is True and result("plain")["texture"] is False
+    out = load_image(s3.get_object(Bucket=BUCKET, Key="results/textured/inpainted.png")["Body"].read())
+    assert np.array_equal(out[~mask], img[~mask])
+    # no texture-stage weights: that pair fails with the reason, the plain one is unaffected
+    for key in [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="results/")["Contents"]]:
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    monkeypatch.setenv("CELLPAINT_TEXTURE_WEIGHTS", "/nowhere/texture.safetensors")
+    assert run(f"s3://{BUCKET}/jobs/j-t/manifest.json", s3=s3, inpainter=Inpainter(tiny_weights, "cpu")) == {"plain": "succeeded", "textured": "failed"}
+    err = json.loads(s3.get_object(Bucket=BUCKET, Key="failed/textured/error.json")["Body"].read())
+    assert "no texture-stage weights" in err["reason"]
+
+
 def test_job_reads_the_validated_version(s3, tiny_weights, rng):
     img, mask, pair = add_pair(s3, "cell", rng)
     put_png(s3, "incoming/cell.png", np.zeros((10, 10, 3), np.uint8))  # a later upload under the same key

@@ -150,6 +150,8 @@ def check_options(opts: dict) -> str | None:
         return f"seed must be an integer >= 0, got {seed!r}"
     if opts.get("combine", DEFAULT_COMBINE) not in COMBINE_CHOICES:
         return f"combine must be one of {', '.join(COMBINE_CHOICES)}, got {opts.get('combine')!r}"
+    if not isinstance(opts.get("texture", False), bool):
+        return f"texture must be true or false, got {opts.get('texture')!r}"
     return None
 
 
@@ -199,11 +201,12 @@ def run_direct(inpainter, image: np.ndarray, mask: np.ndarray, opts: dict) -> tu
         label = opts.get("label") or None
         inpainter.label_index(label)  # ValueError names the classes
         o = InpaintOptions(steps=int(opts.get("steps", DEFAULT_STEPS)), seed=int(opts.get("seed", 0)), label=label,
-                           samples=int(opts.get("samples", DEFAULT_SAMPLES)), combine=opts.get("combine", DEFAULT_COMBINE))
+                           samples=int(opts.get("samples", DEFAULT_SAMPLES)), combine=opts.get("combine", DEFAULT_COMBINE),
+                           texture=bool(opts.get("texture", False)))
         t0 = time.time()
         res = inpainter.inpaint(image, mask, o)
         info = {"mode": "direct", "seconds": round(time.time() - t0, 2), "steps": o.steps, "seed": o.seed,
-                "label": label or "none", "samples": o.samples, "combine": o.combine, "device": str(inpainter.device)}
+                "label": label or "none", "samples": o.samples, "combine": o.combine, "texture": o.texture, "device": str(inpainter.device)}
         return Restored(res.image, heatmap(res.std) if res.std is not None else None, info), None
     except ValueError as exc:
         return None, str(exc)
@@ -259,6 +262,7 @@ def sidecar(opts: dict) -> dict:
     doc = {"steps": int(opts.get("steps", DEFAULT_STEPS)), "seed": int(opts.get("seed", 0)), "samples": int(opts.get("samples", DEFAULT_SAMPLES))}
     doc["label"] = opts.get("label") or "none"
     doc["combine"] = opts.get("combine", DEFAULT_COMBINE)
+    doc["texture"] = bool(opts.get("texture", False))
     return doc
 
 

@@ -91,6 +91,7 @@ BAD = {
     "sidecar-not-json": ({".png": IMAGE, ".mask.png": MASK, ".json": b"steps=50"}, "not valid JSON"),
     "sidecar-not-object": ({".png": IMAGE, ".mask.png": MASK, ".json": b"[1, 2]"}, "JSON object"),
     "sidecar-nan": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"steps": NaN}'}, "not valid JSON"),
+    "sidecar-number-texture": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"texture": 1}'}, "true or false"),
     "sidecar-bad-combine": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"combine": "median"}'}, "mean (of the samples) or first"),
     "two-images": ({".png": IMAGE, ".tif": encode(cell_image(), "TIFF"), ".mask.png": MASK}, "more than one image"),
     "too-many-bytes": ({".tif": encode(cell_image(400, 400), "TIFF"), ".mask.png": encode(disc_mask(400, 400))}, "over the limit"),
