@@ -22,7 +22,7 @@ def _inpaint_opts(a):
         raise UsageError(f"--samples must be at least 1, got {a.samples}")
     return InpaintOptions(steps=a.steps, sampler=a.sampler, seed=a.seed, label=a.label, samples=a.samples,
                           guidance=a.guidance, feather=a.feather, window=a.window, combine=a.combine, seam=a.seam,
-                          texture=a.texture)
+                          texture=a.texture)  # --texture / --no-texture
 
 
 def _load_pair(image_path: Path, mask_path: Path):
@@ -150,7 +150,7 @@ def cmd_evaluate(a) -> None:
         raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.pack)")
     evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps), mean_of=a.mean_of,
                         ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, ddpm_steps=tuple(a.ddpm_steps), ddpm_mean_steps=tuple(a.ddpm_mean_steps), speed=not a.no_speed, device=a.device, seed=a.seed,
-                        texture=a.texture, texture_starts=tuple(a.texture_start), texture_steps=a.texture_steps))
+                        texture=a.texture, no_texture=a.no_texture, texture_starts=tuple(a.texture_start), texture_steps=a.texture_steps))
 
 
 def cmd_ui(a) -> None:
@@ -199,7 +199,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-seam", dest="seam", action="store_false",
                     help="paste the model's patch as it is, without the low-frequency correction that hides the seam")
     sp.add_argument("--feather", type=int, default=0, help="px inside the mask edge blended toward the original")
-    sp.add_argument("--texture", action="store_true", help="redraw the fill at full resolution with the texture stage (BENCHMARKS.md)")
+    from gpu_job.defaults import DEFAULT_TEXTURE
+
+    sp.add_argument("--texture", action=argparse.BooleanOptionalAction, default=DEFAULT_TEXTURE,
+                    help="redraw the fill at full resolution with the texture stage (BENCHMARKS.md); --no-texture: the 64 px stage alone")
     sp.add_argument("--texture-weights", help="texture-stage weights (default: the shipped ones)")
     sp.add_argument("--window", type=int, default=360, help="source px per model field for large images (0 = whole image)")
     common(sp)
@@ -261,7 +264,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--ddpm-steps", type=int, nargs="*", default=[], help="also score ancestral sampling strided to these step counts (every pair)")
     sp.add_argument("--ddpm-mean-steps", type=int, nargs="*", default=[], help="also score the mean of K ancestral samples at these step counts (every pair)")
     sp.add_argument("--no-speed", action="store_true", help="skip the speed benchmark")
-    sp.add_argument("--texture", metavar="WEIGHTS", help="texture-stage weights (cellpaint train-texture): also score the default output redrawn by them")
+    sp.add_argument("--texture", metavar="WEIGHTS", help="texture-stage weights (default: the shipped ones): the default output is scored with and without them")
+    sp.add_argument("--no-texture", action="store_true", help="score the first stage alone")
     sp.add_argument("--texture-start", type=int, nargs="*", default=[], help="start levels for the texture stage (default: the one stored with its weights)")
     sp.add_argument("--texture-steps", type=int, default=10, help="texture-stage DDIM steps")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

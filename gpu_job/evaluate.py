@@ -45,7 +45,8 @@ class EvalConfig:
     speed: bool = True
     device: str = "auto"
     seed: int = 0
-    texture: str | None = None  # texture-stage weights (texture.py): also score the default output redrawn by them
+    texture: str | None = None  # texture-stage weights (texture.py): also score the default output redrawn by them (None: the shipped ones, if any)
+    no_texture: bool = False
     texture_starts: tuple[int, ...] = ()  # the levels to start that stage from (default: the one stored with its weights)
     texture_steps: int = 10
 
@@ -171,15 +172,16 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 def method_options(cfg: EvalConfig) -> dict[str, InpaintOptions]:
     """Name -> options. Names matter: plot_quality reads the step count after "DDIM-"/"DDPM-"."""
-    one = dict(samples=1, combine="first", seed=cfg.seed)
+    # The first stage alone: the texture stage's rows are added on top of the default's (texture_methods).
+    one = dict(samples=1, combine="first", seed=cfg.seed, texture=False)
     methods = {f"cellpaint DDIM-{s}": InpaintOptions(steps=s, **one) for s in cfg.steps}
     if cfg.mean_of > 1:
-        mean = dict(steps=DEFAULT_STEPS, samples=cfg.mean_of, combine="mean", seed=cfg.seed)
+        mean = dict(steps=DEFAULT_STEPS, samples=cfg.mean_of, combine="mean", seed=cfg.seed, texture=False)
         methods[f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}"] = InpaintOptions(**mean)
         methods[f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}, no seam fix"] = InpaintOptions(**mean, seam=False)
     methods.update({f"cellpaint DDPM-{s}": InpaintOptions(steps=s, sampler="ddpm", **one) for s in cfg.ddpm_steps})
     if cfg.mean_of > 1:
-        methods.update({f"cellpaint DDPM-{s} mean of {cfg.mean_of}": InpaintOptions(steps=s, sampler="ddpm", samples=cfg.mean_of, combine="mean", seed=cfg.seed)
+        methods.update({f"cellpaint DDPM-{s} mean of {cfg.mean_of}": InpaintOptions(steps=s, sampler="ddpm", samples=cfg.mean_of, combine="mean", seed=cfg.seed, texture=False)
                         for s in cfg.ddpm_mean_steps})
     if cfg.ddpm:
         methods[FULL_DDPM] = InpaintOptions(steps=1000, sampler="ddpm", **one)
@@ -189,11 +191,12 @@ def method_options(cfg: EvalConfig) -> dict[str, InpaintOptions]:
 def texture_methods(cfg: EvalConfig, inp: Inpainter, cases, rows, outputs, timing) -> list[str]:
     """The default output, redrawn at full resolution by the texture stage (texture.py), from each
     start level. Scored and timed like the rest; the time is the texture stage's alone."""
-    if not cfg.texture or cfg.mean_of <= 1:
-        return []
-    from .texture import Texturer
+    from .texture import Texturer, default_texture_weights
 
-    tex = Texturer(cfg.texture, inp.device)
+    path = cfg.texture or default_texture_weights()
+    if cfg.no_texture or cfg.mean_of <= 1 or not Path(path).exists():
+        return []
+    tex = Texturer(path, inp.device)
     base = f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}"
     names = []
     for start in cfg.texture_starts or (tex.start,):
@@ -281,7 +284,7 @@ def speed(inp: Inpainter, cfg: EvalConfig, repeats: int = 3) -> list[dict]:
     settings += [("ddpm", 1000, 1)] if cfg.ddpm else []
     for sampler, steps, k in settings:
         for batch in (1, 16):
-            opts = InpaintOptions(steps=steps, sampler=sampler, window=0, samples=k)
+            opts = InpaintOptions(steps=steps, sampler=sampler, window=0, samples=k, texture=False)  # the first stage's model throughput
             reps = 1 if sampler == "ddpm" else repeats
             _peak_reset()
             if inp.device.type == "cuda":

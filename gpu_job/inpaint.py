@@ -14,7 +14,7 @@ import torch
 from shared.preprocess import composite
 from shared.windows import DEFAULT_WINDOW, Window, plan_windows, region_mask, windows_for
 
-from .defaults import COMBINE_CHOICES, DEFAULT_BATCH, DEFAULT_COMBINE, DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER, DEFAULT_GENERATE_STEPS, DEFAULT_SAMPLES, DEFAULT_STEPS
+from .defaults import COMBINE_CHOICES, DEFAULT_BATCH, DEFAULT_COMBINE, DEFAULT_TEXTURE, DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER, DEFAULT_GENERATE_STEPS, DEFAULT_SAMPLES, DEFAULT_STEPS
 from .report import from_uint8, to_uint8
 from .sampler import sample
 from .weights import load_weights
@@ -32,7 +32,7 @@ class InpaintOptions:
     seam: bool = True  # correct the patch's low frequencies to meet the original (shared/blend.py)
     combine: str = DEFAULT_COMBINE  # "mean": the mean of the K samples; "first": sample 0
     window: int = DEFAULT_WINDOW  # source px per model field; <= 0 = whole image as one field
-    texture: bool = False  # redraw the fill at full resolution with the texture stage (texture.py)
+    texture: bool = DEFAULT_TEXTURE  # redraw the fill at full resolution with the texture stage (texture.py)
 
 
 @dataclass

@@ -6,6 +6,7 @@ from PIL import Image
 
 from cellpaint.cli import main
 from gpu_job.defaults import DEFAULT_STEPS
+from gpu_job.texture import DEFAULT_TEXTURE_WEIGHTS as TEXTURE
 from tests.conftest import synthetic_cell
 
 
@@ -20,7 +21,9 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
     rep = json.loads((out / "metrics.json").read_text())
     methods = set(rep["summary"])
     assert {"cellpaint DDIM-2", "cellpaint DDIM-4", f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2", f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2, no seam fix",
-            "cellpaint DDPM-3", "cellpaint DDPM-3 mean of 2", "cellpaint DDPM-1000", "mean colour", "OpenCV Telea", "OpenCV NS", "biharmonic"} == methods
+            "cellpaint DDPM-3", "cellpaint DDPM-3 mean of 2", "cellpaint DDPM-1000", "mean colour", "OpenCV Telea", "OpenCV NS", "biharmonic",
+            # the default output redrawn by the shipped texture stage, from the level stored with it
+            f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2 + texture from t={json.loads(TEXTURE.with_suffix('.json').read_text())['texture']['start']}"} == methods
     for meth, kinds in rep["summary"].items():
         assert kinds["all"]["max_err_outside"] == 0, meth  # nothing outside the mask changes
         assert kinds["all"]["n"] == (6 if meth == "cellpaint DDPM-1000" else 12)  # strided DDPM: every pair and set(kinds) == {"box", "ellipse", "stroke", "all"}

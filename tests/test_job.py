@@ -77,6 +77,7 @@ def test_job_writes_results_and_isolates_a_bad_pair(s3, tiny_weights, rng):
 
 def test_job_texture_option(s3, tiny_weights, tiny_texture_weights, rng, monkeypatch):
     _, _, plain = add_pair(s3, "plain", rng)
+    plain.options["texture"] = False  # the default is on
     img, mask, textured = add_pair(s3, "textured", rng)
     textured.options["texture"] = True
     doc = manifest("j-t", BUCKET, [plain, textured], "t")

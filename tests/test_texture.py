@@ -129,8 +129,8 @@ def test_inpaint_with_the_texture_stage(texture_run, tiny_weights, tmp_path, rng
     mask = np.zeros((50, 54), bool)
     mask[10:30, 12:40] = True
     inp = Inpainter(tiny_weights, "cpu", texture_weights=run / "best.safetensors")
-    plain = inp.inpaint(img, mask, InpaintOptions(steps=2, samples=2, seed=3))
-    textured = inp.inpaint(img, mask, InpaintOptions(steps=2, samples=2, seed=3, texture=True))
+    plain = inp.inpaint(img, mask, InpaintOptions(steps=2, samples=2, seed=3, texture=False))
+    textured = inp.inpaint(img, mask, InpaintOptions(steps=2, samples=2, seed=3))  # the default: on
     assert np.array_equal(textured.image[~mask], img[~mask])
     assert not np.array_equal(textured.image[mask], plain.image[mask])
     assert np.array_equal(textured.std, plain.std)  # the spread is the first stage's
@@ -140,6 +140,8 @@ def test_inpaint_with_the_texture_stage(texture_run, tiny_weights, tmp_path, rng
             "--weights", str(tiny_weights), "--steps", "2", "--samples", "2", "--seed", "3", "--texture"]
     assert main([*args, "--texture-weights", str(run / "best.safetensors")]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), textured.image)
+    assert main([*args, "--no-texture"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), plain.image)
     monkeypatch.setenv("CELLPAINT_TEXTURE_WEIGHTS", str(tmp_path / "absent.safetensors"))
     (tmp_path / "out.png").unlink()
     assert main(args) == 2

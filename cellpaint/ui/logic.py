@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from gpu_job.defaults import COMBINE_CHOICES, DEFAULT_COMBINE, DEFAULT_SAMPLES, DEFAULT_STEPS
+from gpu_job.defaults import COMBINE_CHOICES, DEFAULT_COMBINE, DEFAULT_SAMPLES, DEFAULT_STEPS, DEFAULT_TEXTURE
 from shared.images import InputError, load_image, load_mask, png_bytes
 
 # Said plainly on the page (the model's working size and the mask convention).
@@ -150,7 +150,7 @@ def check_options(opts: dict) -> str | None:
         return f"seed must be an integer >= 0, got {seed!r}"
     if opts.get("combine", DEFAULT_COMBINE) not in COMBINE_CHOICES:
         return f"combine must be one of {', '.join(COMBINE_CHOICES)}, got {opts.get('combine')!r}"
-    if not isinstance(opts.get("texture", False), bool):
+    if not isinstance(opts.get("texture", DEFAULT_TEXTURE), bool):
         return f"texture must be true or false, got {opts.get('texture')!r}"
     return None
 
@@ -202,7 +202,7 @@ def run_direct(inpainter, image: np.ndarray, mask: np.ndarray, opts: dict) -> tu
         inpainter.label_index(label)  # ValueError names the classes
         o = InpaintOptions(steps=int(opts.get("steps", DEFAULT_STEPS)), seed=int(opts.get("seed", 0)), label=label,
                            samples=int(opts.get("samples", DEFAULT_SAMPLES)), combine=opts.get("combine", DEFAULT_COMBINE),
-                           texture=bool(opts.get("texture", False)))
+                           texture=bool(opts.get("texture", DEFAULT_TEXTURE)))
         t0 = time.time()
         res = inpainter.inpaint(image, mask, o)
         info = {"mode": "direct", "seconds": round(time.time() - t0, 2), "steps": o.steps, "seed": o.seed,
@@ -262,7 +262,7 @@ def sidecar(opts: dict) -> dict:
     doc = {"steps": int(opts.get("steps", DEFAULT_STEPS)), "seed": int(opts.get("seed", 0)), "samples": int(opts.get("samples", DEFAULT_SAMPLES))}
     doc["label"] = opts.get("label") or "none"
     doc["combine"] = opts.get("combine", DEFAULT_COMBINE)
-    doc["texture"] = bool(opts.get("texture", False))
+    doc["texture"] = bool(opts.get("texture", DEFAULT_TEXTURE))
     return doc
 
 

@@ -74,7 +74,7 @@ def _options(inpainter_labels: list[str]) -> dict:
                                       help="More than 1 also gives an uncertainty map (the spread between samples)")
     combine = st.sidebar.radio("Result", logic.COMBINE_CHOICES, index=logic.COMBINE_CHOICES.index(logic.DEFAULT_COMBINE), key="combine",
                                format_func={"mean": "mean of the samples (closest on average)", "first": "one sample (sharper texture)"}.get)
-    texture = st.sidebar.checkbox("Texture at full size", value=False, key="texture",
+    texture = st.sidebar.checkbox("Texture at full size", value=logic.DEFAULT_TEXTURE, key="texture",
                                   help="Redraw the restored region at the image's own resolution with the texture stage (BENCHMARKS.md)")
     return {"steps": int(steps), "seed": int(seed), "label": None if label == "none" else label, "samples": int(samples),
             "combine": combine, "texture": bool(texture)}
