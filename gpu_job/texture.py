@@ -142,7 +142,7 @@ def refine_crops(model, diff, cond: torch.Tensor, mask: torch.Tensor, seeds: lis
     return sample(model, diff, known=cond, mask=mask, seeds=seeds, steps=steps, start=start, whole=True, autocast=autocast)
 
 
-def refine(model, diff, composite: np.ndarray, mask: np.ndarray, seed: int = 0, steps: int = 10, start: int = 300,
+def refine(model, diff, composite: np.ndarray, mask: np.ndarray, seed: int = 0, steps: int = 10, start: int = 200,
            margin: int = 8) -> np.ndarray:
     """composite: (H, W, 3) uint8, the first stage's full-size result; mask: (H, W) bool. Returns the
     composite with the masked pixels redrawn; every pixel outside `mask` is left as it was."""
@@ -230,6 +230,9 @@ def train_texture(cfg: TextureConfig) -> Path:
     elif cfg.init:
         cfg.unet = UNetConfig(**read_config(cfg.init)["unet"])
     ds = load_native(cfg.data, cfg.max_images, cfg.seed)
+    small = sum(min(a.shape[:2]) < cfg.crop for a in ds.images)
+    if small:
+        raise ValueError(f"{cfg.data}: {small} images are smaller than the {cfg.crop}-px training crop; this stage learns full-size texture")
     val = TextureVal(load_native(cfg.val_data, cfg.val_images, 1), cfg, device) if cfg.val_data else None
     model = UNet(cfg.unet).to(device)
     diff = Diffusion(cfg.diffusion).to(device)

@@ -90,10 +90,10 @@ def texture_picture(a, inp: Inpainter) -> None:
         rows.append([up, redrawn, zoom(up, 120, 120), zoom(redrawn, 120, 120)])
         if i == 0:
             m = np.zeros((full, full), bool)
-            m[110:230, 130:250] = True
-            plain = inp.inpaint(redrawn, m, InpaintOptions(steps=a.steps, seed=1)).image
+            m[150:200, 155:210] = True  # part of the cell: a nucleus lobe and its granular cytoplasm
+            plain = inp.inpaint(redrawn, m, InpaintOptions(steps=a.steps, seed=1, texture=False)).image
             textured = inp.inpaint(redrawn, m, InpaintOptions(steps=a.steps, seed=1, texture=True)).image
-            inpaint_row = [overlay(redrawn, m), zoom(redrawn, 110, 130), zoom(plain, 110, 130), zoom(textured, 110, 130)]
+            inpaint_row = [overlay(redrawn, m), zoom(redrawn, 120, 120), zoom(plain, 120, 120), zoom(textured, 120, 120)]
     rows.append(inpaint_row)
     save_png(grid(rows, pad=4), ROOT / "docs" / "texture.png")
     print("wrote docs/texture.png")
