@@ -42,6 +42,7 @@ from .evaluate import detail_ratio, masked_metrics
 from .model import UNet, UNetConfig, count_params
 from .report import from_uint8, plot_history, to_uint8
 from .sampler import sample
+from .train import fixed_loss
 from .weights import load_weights, read_config, save_weights
 
 STAGE = "texture"
@@ -197,14 +198,8 @@ class TextureVal:
         self.t = torch.randint(0, cfg.t_max, (len(x0),), generator=g).to(device)
         self.noise = torch.randn(self.x0.shape, generator=g).to(device)
 
-    @torch.no_grad()
     def loss(self, model, diff, autocast_ctx) -> float:
-        total = 0.0
-        for i in range(0, len(self.x0), 64):
-            s = slice(i, i + 64)
-            with autocast_ctx():
-                total += training_loss(model, diff, self.x0[s], self.m[s], None, t=self.t[s], noise=self.noise[s], cond=self.cond[s]).item() * len(self.x0[s])
-        return total / len(self.x0)
+        return fixed_loss(model, diff, autocast_ctx, self.x0, self.m, None, self.t, self.noise, cond=self.cond)
 
     def metrics(self, model, diff, start: int, n: int = 32, steps: int = 10) -> dict[str, float]:
         n = min(n, len(self.raw[0]))

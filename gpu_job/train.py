@@ -101,6 +101,19 @@ def train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx, min_snr: float
     return loss
 
 
+@torch.no_grad()
+def fixed_loss(model, diff, autocast_ctx, x, m, labels, t, noise, cond=None, chunk: int = 64) -> float:
+    """The loss over a fixed set (its masks, t and noise drawn once), in chunks: comparable across
+    checkpoints. `cond`: the texture stage's condition (texture.py)."""
+    total = 0.0
+    for i in range(0, len(x), chunk):
+        s = slice(i, i + chunk)
+        with autocast_ctx():
+            total += training_loss(model, diff, x[s], m[s], None if labels is None else labels[s], t=t[s], noise=noise[s],
+                                   cond=None if cond is None else cond[s]).item() * len(x[s])
+    return total / len(x)
+
+
 class ValSet:
     """A fixed val batch: fixed masks, timesteps and noise, so val loss is comparable across steps."""
 
@@ -114,14 +127,8 @@ class ValSet:
         self.noise = torch.randn(self.x.shape, generator=g).to(device)
         self.images, self.classes = cells.images[idx], cells.classes
 
-    @torch.no_grad()
     def loss(self, model, diff, autocast_ctx) -> float:
-        total = 0.0
-        for i in range(0, len(self.x), 64):
-            s = slice(i, i + 64)
-            with autocast_ctx():
-                total += training_loss(model, diff, self.x[s], self.m[s], self.labels[s], t=self.t[s], noise=self.noise[s]).item() * len(self.x[s])
-        return total / len(self.x)
+        return fixed_loss(model, diff, autocast_ctx, self.x, self.m, self.labels, self.t, self.noise)
 
     @torch.no_grad()
     def inpaint_metrics(self, model, diff, n: int = METRIC_IMAGES) -> dict[str, float]:
