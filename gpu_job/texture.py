@@ -38,11 +38,11 @@ from shared.preprocess import MODEL_SIZE, preprocess, upsample
 
 from .data import list_images
 from .diffusion import Diffusion, DiffusionConfig, training_loss
-from .evaluate import detail_ratio, masked_metrics
+from .evaluate import masked_metrics
 from .model import UNet, UNetConfig, count_params
 from .report import from_uint8, plot_history, to_uint8
 from .sampler import sample
-from .train import fixed_loss
+from .train import fixed_loss, start_run
 from .weights import load_weights, read_config, save_weights
 
 STAGE = "texture"
@@ -109,6 +109,11 @@ def load_native(root: str | Path, max_images: int, seed: int = 0, workers: int =
     return NativeSet([a for a, _ in loaded], [b for _, b in loaded])
 
 
+def _turn(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    a = np.rot90(a, k)
+    return a[:, ::-1] if flip else a
+
+
 def make_batch(ds: NativeSet, rng: np.random.Generator, n: int, crop: int, full_prob: float, max_blur: float):
     """n random crops: (truth, condition, mask), uint8/uint8/bool, each turned and flipped at random.
     The condition is the truth outside the mask and the (blurred) coarse view inside it."""
@@ -124,10 +129,9 @@ def make_batch(ds: NativeSet, rng: np.random.Generator, n: int, crop: int, full_
         if sigma > 0.25:
             c = np.asarray(Image.fromarray(np.ascontiguousarray(c)).filter(ImageFilter.GaussianBlur(sigma)))
         m = random_mask(rng, crop, crop, "full" if rng.random() < full_prob else None)
-        k, flip = int(rng.integers(4)), rng.random() < 0.5
-        turn = (lambda a: np.rot90(a, k)[:, ::-1]) if flip else (lambda a: np.rot90(a, k))
-        x0[i], masks[i] = turn(truth), turn(m)
-        cond[i] = np.where(masks[i][..., None], turn(c), x0[i])
+        k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)  # one turn for truth, condition and mask
+        x0[i], masks[i] = _turn(truth, k, flip), _turn(m, k, flip)
+        cond[i] = np.where(masks[i][..., None], _turn(c, k, flip), x0[i])
     return x0, cond, masks
 
 
@@ -205,19 +209,14 @@ class TextureVal:
         n = min(n, len(self.raw[0]))
         x0, cond, masks = (a[:n] for a in self.raw)
         out = to_uint8(refine_crops(model, diff, self.cond[:n], self.m[:n], list(range(n)), steps, start, self.x0.device.type == "cpu"))
-        rows = [(masked_metrics(r, o, k), detail_ratio(r.astype(float), c.astype(float), k)) for r, o, c, k in zip(x0, out, cond, masks)]
-        mean = lambda v: float(np.nanmean(v))  # noqa: E731
-        return {"psnr": mean([r["psnr"] for r, _ in rows]), "detail": mean([r["detail"] for r, _ in rows]),
-                "cond_psnr": mean([masked_metrics(r, c, k)["psnr"] for r, c, k in zip(x0, cond, masks)]),
-                "cond_detail": mean([d for _, d in rows])}
+        ours = [masked_metrics(r, o, k) for r, o, k in zip(x0, out, masks)]
+        theirs = [masked_metrics(r, c, k) for r, c, k in zip(x0, cond, masks)]
+        mean = lambda rows, key: float(np.nanmean([r[key] for r in rows]))  # noqa: E731
+        return {"psnr": mean(ours, "psnr"), "detail": mean(ours, "detail"), "cond_psnr": mean(theirs, "psnr"), "cond_detail": mean(theirs, "detail")}
 
 
 def train_texture(cfg: TextureConfig) -> Path:
-    torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+    device, out = start_run(cfg.threads, cfg.device, cfg.out, cfg.seed)
     ckpt_path = out / "ckpt.pt"
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
     if state:

@@ -145,12 +145,18 @@ class ValSet:
         return {k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}
 
 
+def start_run(threads: int, device: str, out: str, seed: int) -> tuple[torch.device, Path]:
+    """What every training run does first (both stages): threads set deliberately, the device
+    chosen ("auto": CUDA when present), the run folder made, torch seeded."""
+    torch.set_num_threads(threads)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    return dev, Path(out)
+
+
 def train(cfg: TrainConfig) -> Path:
-    torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+    device, out = start_run(cfg.threads, cfg.device, cfg.out, cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
     if cfg.mirror:  # a Batch job: resume from the run in S3 (a Spot reclaim loses at most one checkpoint interval)
