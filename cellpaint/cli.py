@@ -128,7 +128,7 @@ def cmd_train(a) -> None:
     cfg = TrainConfig(data=data, val_data=val_data, out=out, init=init, batch_size=a.batch_size, lr=a.lr,
                       max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
                       device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
-                      min_snr=a.min_snr)
+                      min_snr=a.min_snr, augment=a.augment)
     print(train(cfg))
 
 
@@ -235,6 +235,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--mask-bank", type=int, default=0, help="draw masks from N pre-made ones (for a GPU; 0 = make each)")
     sp.add_argument("--min-snr", type=float, default=0.0, metavar="GAMMA",
                     help="min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice; 0 = off)")
+    sp.add_argument("--augment", default="domain", choices=["domain", "flips"],
+                    help="domain (default): cells drawn as other microscopes would show them (scale, position, stain, blur, noise, JPEG); flips: turns and flips only")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("train-texture", help="train (or resume) the texture stage, which redraws the fill at full resolution (gpu_job/texture.py)")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from shared.masks import random_mask
 
+from .augment import FIELD, domain_augment
 from .data import CellSet, augment, load_cellset
 from .diffusion import Diffusion, DiffusionConfig, training_loss
 # At the top, not inside the checkpoint: a run lasts hours, and a module first imported mid-run
@@ -60,6 +61,7 @@ class TrainConfig:
     mirror: str | None = None  # s3://BUCKET/PREFIX: `out` is filled from it at the start and uploaded to at every checkpoint
     mask_bank: int = 0  # >0: draw masks from this many pre-made ones (x8 by rotation/flip); keeps a GPU fed
     min_snr: float = 0.0  # >0: min-SNR-gamma loss weighting (diffusion.training_loss); val loss stays unweighted
+    augment: str = "domain"  # "domain": other microscopes' scale, stain, blur, noise (augment.py); "flips": turns and flips only
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
@@ -172,7 +174,10 @@ def train(cfg: TrainConfig) -> Path:
         rec = read_config(cfg.init)
         cfg.unet, cfg.diffusion = UNetConfig(**rec["unet"]), DiffusionConfig(**rec["diffusion"])
     # Data after the config: a resumed run or --init weights decide the image size.
-    cells = load_cellset(cfg.data, cfg.unet.image_size)
+    if cfg.augment not in ("domain", "flips"):
+        raise ValueError(f"augment must be domain or flips, got {cfg.augment!r}")
+    domain = cfg.augment == "domain" and not Path(cfg.data).is_file()  # a pack holds 64-px cells only
+    cells = load_cellset(cfg.data, FIELD if domain else cfg.unet.image_size)
     val = ValSet(load_cellset(cfg.val_data, cfg.unet.image_size), cfg, device) if cfg.val_data else None
     if cells.classes and len(cells.classes) != cfg.unet.num_classes:
         cfg.unet.num_classes = len(cells.classes)
@@ -226,7 +231,7 @@ def train(cfg: TrainConfig) -> Path:
     while not stop and step < cfg.max_steps and (time.time() - start) / 60 < cfg.max_minutes:
         idx = rng.integers(0, len(cells.images), cfg.batch_size)
         masks = draw_masks(bank, rng, cfg.batch_size) if bank is not None else make_masks(rng, cfg.batch_size, cfg.unet.image_size, cfg.full_mask_prob)
-        images = augment(cells.images[idx], rng)
+        images = domain_augment(cells.images[idx], rng, cfg.unet.image_size) if domain else augment(cells.images[idx], rng)
         labels = np.where(rng.random(cfg.batch_size) < cfg.label_drop_prob, cfg.unet.num_classes, cells.labels[idx])
         x, m, labels = to_device(images, masks, labels, device)
         for g in opt.param_groups:
