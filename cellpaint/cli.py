@@ -8,21 +8,31 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_INPUT = 2
+from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, OPTIONS, InpaintOptions, OptionError
+
+from .errors import EXIT_INPUT, UsageError
 
 
-class UsageError(Exception):
-    """A problem with what the user gave us: printed as one line, exit 2."""
+def _inpaint_opts(a) -> InpaintOptions:
+    """The flags of shared.options, checked as options given on one's own machine (any class of
+    one's own weights, any number of samples)."""
+    try:
+        return InpaintOptions(**{name: getattr(a, name) for name in OPTIONS}).check(local=True)
+    except OptionError as exc:
+        raise UsageError(f"--{exc}") from exc
 
 
-def _inpaint_opts(a):
-    from gpu_job.inpaint import InpaintOptions
-
-    if a.samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {a.samples}")
-    return InpaintOptions(steps=a.steps, sampler=a.sampler, seed=a.seed, label=a.label, samples=a.samples,
-                          guidance=a.guidance, feather=a.feather, window=a.window, combine=a.combine, seam=a.seam,
-                          texture=a.texture)  # --texture / --no-texture
+def add_option_flags(sp: argparse.ArgumentParser, names: list[str], defaults: dict | None = None) -> None:
+    """A flag per option of shared.options: its type, default, choices and help; booleans as
+    --x / --no-x."""
+    for name in names:
+        o, default = OPTIONS[name], (defaults or {}).get(name, OPTIONS[name].default)
+        flag = "--" + name.replace("_", "-")
+        if o.kind is bool:
+            sp.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=o.help)
+        else:
+            choices = o.choices if o.choices and not o.local_open else None
+            sp.add_argument(flag, type=o.kind, default=default, choices=choices, help=f"{o.help} (default: {default})")
 
 
 def _load_pair(image_path: Path, mask_path: Path):
@@ -114,40 +124,11 @@ def cmd_sample(a) -> None:
     print(out / "grid.png")
 
 
-def cmd_train(a) -> None:
-    from gpu_job import remote
-    from gpu_job.train import TrainConfig, train
-
-    # s3:// inputs (a Batch training job) are downloaded once; an s3:// --out is mirrored (gpu_job/remote.py).
-    data, val_data, init = (remote.fetch(x) if remote.is_s3(x) else x for x in (a.data, a.val_data or None, a.init))
-    for given, path in ((a.data, data), (a.val_data, val_data)):
-        if path and not Path(path).exists():
-            raise UsageError(f"{given}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.pack)")
-    mirror = a.out if remote.is_s3(a.out) else None
-    out = str(remote.local_run_dir(a.out)) if mirror else a.out
-    cfg = TrainConfig(data=data, val_data=val_data, out=out, init=init, batch_size=a.batch_size, lr=a.lr,
-                      max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
-                      device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
-                      min_snr=a.min_snr, augment=a.augment)
-    print(train(cfg))
-
-
-def cmd_train_texture(a) -> None:
-    from gpu_job.texture import TextureConfig, train_texture
-
-    for path in (a.data, a.val_data):
-        if path and not Path(path).is_dir():
-            raise UsageError(f"{path}: not found (expected a folder DATA/<class>/*.jpg of full-size images)")
-    cfg = TextureConfig(data=a.data, val_data=a.val_data, out=a.out, init=a.init, max_images=a.max_images, batch_size=a.batch_size, lr=a.lr,
-                        max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads, device=a.device, seed=a.seed)
-    print(train_texture(cfg))
-
-
 def cmd_evaluate(a) -> None:
-    from gpu_job.evaluate import EvalConfig, evaluate
+    from gpu_job.evaluation.evaluate import EvalConfig, evaluate
 
     if not Path(a.data).exists():
-        raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.pack)")
+        raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg)")
     evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps), mean_of=a.mean_of,
                         ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, ddpm_steps=tuple(a.ddpm_steps), ddpm_mean_steps=tuple(a.ddpm_mean_steps), speed=not a.no_speed, device=a.device, seed=a.seed,
                         texture=a.texture, no_texture=a.no_texture, texture_starts=tuple(a.texture_start), texture_steps=a.texture_steps))
@@ -173,86 +154,35 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellpaint", description="Diffusion inpainting of blood-cell images.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def common(sp, steps_default=True, steps=None, guidance=1.0, sampler="ddim"):
+    def common(sp):
         sp.add_argument("--weights", help="safetensors weights (default: the shipped ones)")
         sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        sp.add_argument("--seed", type=int, default=0)
-        if steps_default:
-            from gpu_job.defaults import DEFAULT_STEPS
-
-            sp.add_argument("--steps", type=int, default=steps or DEFAULT_STEPS, help="sampler steps (DDPM: up to 1000)")
-            sp.add_argument("--sampler", default=sampler, choices=["ddim", "ddpm"],
-                            help=f"ddim (deterministic) or ddpm (ancestral, any step count); default {sampler}")
-            sp.add_argument("--label", help="cell class (e.g. erythroblast) or none; for sample also any (the default: a class per cell from the training mix)")
-            sp.add_argument("--guidance", type=float, default=guidance, help="classifier-free guidance scale with --label")
 
     sp = sub.add_parser("inpaint", help="restore the masked region of an image (white = restore)")
     sp.add_argument("image", nargs="?")
     sp.add_argument("mask", nargs="?")
     sp.add_argument("--pairs", help="folder of NAME.<ext> + NAME.mask.png pairs")
     sp.add_argument("-o", "--output", required=True, help="output PNG (or folder with --pairs)")
-    from gpu_job.defaults import COMBINE_CHOICES, DEFAULT_COMBINE, DEFAULT_SAMPLES
-
-    sp.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="K samples; K > 1 also writes an uncertainty map")
-    sp.add_argument("--combine", default=DEFAULT_COMBINE, choices=COMBINE_CHOICES,
-                    help="output the mean of the K samples (closest to the truth on average) or the first (one sharp sample)")
-    sp.add_argument("--no-seam", dest="seam", action="store_false",
-                    help="paste the model's patch as it is, without the low-frequency correction that hides the seam")
-    sp.add_argument("--feather", type=int, default=0, help="px inside the mask edge blended toward the original")
-    from gpu_job.defaults import DEFAULT_TEXTURE
-
-    sp.add_argument("--texture", action=argparse.BooleanOptionalAction, default=DEFAULT_TEXTURE,
-                    help="redraw the fill at full resolution with the texture stage (BENCHMARKS.md); --no-texture: the 64 px stage alone")
     sp.add_argument("--texture-weights", help="texture-stage weights (default: the shipped ones)")
-    sp.add_argument("--window", type=int, default=360, help="source px per model field for large images (0 = whole image)")
+    add_option_flags(sp, list(OPTIONS))
     common(sp)
     sp.set_defaults(func=cmd_inpaint)
 
     sp = sub.add_parser("sample", help="generate whole cells")
     sp.add_argument("-n", type=int, default=16)
     sp.add_argument("-o", "--output", required=True, help="output folder")
-    from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER, DEFAULT_GENERATE_STEPS
-
-    common(sp, steps=DEFAULT_GENERATE_STEPS, guidance=DEFAULT_GENERATE_GUIDANCE, sampler=DEFAULT_GENERATE_SAMPLER)
     # Without --label, a class per cell drawn from the training mix, so a plain `cellpaint sample`
     # gives recognisable cells in realistic proportions; `--label none` is the unconditional model.
-    sp.set_defaults(func=cmd_sample, label="any")
+    sp.add_argument("--label", default="any", help="cell class (e.g. erythroblast), any (a class per cell from the training mix) or none")
+    add_option_flags(sp, ["steps", "sampler", "seed", "guidance"],
+                     {"steps": GENERATE_STEPS, "sampler": GENERATE_SAMPLER, "guidance": GENERATE_GUIDANCE})
+    common(sp)
+    sp.set_defaults(func=cmd_sample)
 
-    sp = sub.add_parser("train", help="train (or resume) a model")
-    sp.add_argument("--data", required=True, help="folder of class subfolders (like pbc/train), or a pack file; s3:// too")
-    sp.add_argument("--val-data", help="val folder (like pbc/val); picks the best weights")
-    sp.add_argument("--out", default="runs/train", help="run folder (or s3://BUCKET/PREFIX); an existing ckpt.pt there is resumed")
-    sp.add_argument("--init", help="start from these weights instead of scratch")
-    sp.add_argument("--batch-size", type=int, default=32)
-    sp.add_argument("--lr", type=float, default=3e-4)
-    sp.add_argument("--max-steps", type=int, default=1_000_000)
-    sp.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
-    sp.add_argument("--ckpt-minutes", type=float, default=15.0)
-    sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    sp.add_argument("--compile", action="store_true", help="torch.compile the model")
-    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--mask-bank", type=int, default=0, help="draw masks from N pre-made ones (for a GPU; 0 = make each)")
-    sp.add_argument("--min-snr", type=float, default=0.0, metavar="GAMMA",
-                    help="min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice; 0 = off)")
-    sp.add_argument("--augment", default="domain", choices=["domain", "flips"],
-                    help="domain (default): cells drawn as other microscopes would show them (scale, position, stain, blur, noise, JPEG); flips: turns and flips only")
-    sp.set_defaults(func=cmd_train)
+    from gpu_job.training.cli import add_texture_arguments, add_train_arguments
 
-    sp = sub.add_parser("train-texture", help="train (or resume) the texture stage, which redraws the fill at full resolution (gpu_job/texture.py)")
-    sp.add_argument("--data", required=True, help="folder of class subfolders of full-size images (like pbc/train)")
-    sp.add_argument("--val-data", help="val folder (like pbc/val); picks the best weights")
-    sp.add_argument("--out", default="runs/texture", help="run folder; an existing ckpt.pt there is resumed")
-    sp.add_argument("--init", help="start from these texture-stage weights instead of scratch")
-    sp.add_argument("--max-images", type=int, default=4000, help="full-size images held in memory (0.8 MB each)")
-    sp.add_argument("--batch-size", type=int, default=32)
-    sp.add_argument("--lr", type=float, default=2e-4)
-    sp.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
-    sp.add_argument("--ckpt-minutes", type=float, default=10.0)
-    sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    sp.add_argument("--seed", type=int, default=0)
-    sp.set_defaults(func=cmd_train_texture)
+    add_train_arguments(sub.add_parser("train", help="train (or resume) a model"))
+    add_texture_arguments(sub.add_parser("train-texture", help="train (or resume) the texture stage, which redraws the fill at full resolution (gpu_job/texture.py)"))
 
     sp = sub.add_parser("evaluate", help="quality and speed against classical baselines")
     sp.add_argument("--data", required=True, help="val folder of class subfolders")

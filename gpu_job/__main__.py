@@ -1,5 +1,5 @@
 """`python -m gpu_job run --manifest s3://...` (the Batch command) and `python -m gpu_job train ...`
-or `train-texture ...` (the same image as a training job; flags as `cellpaint train`, `train-texture`)."""
+or `train-texture ...` (the same image as a training job; the flags of `cellpaint train`, `train-texture`)."""
 from __future__ import annotations
 
 import argparse
@@ -7,21 +7,30 @@ import json
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["train"], ["train-texture"]):
-        from cellpaint.cli import main as cli
+def parser() -> argparse.ArgumentParser:
+    from .training.cli import add_texture_arguments, add_train_arguments
 
-        return cli(argv)
     p = argparse.ArgumentParser(prog="python -m gpu_job")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run one job manifest")
     r.add_argument("--manifest", required=True, help="s3://BUCKET/jobs/<id>/manifest.json")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    sub.add_parser("train", help="train (see cellpaint train --help)")
-    sub.add_parser("train-texture", help="train the texture stage (see cellpaint train-texture --help)")
-    a = p.parse_args(argv)
-    from botocore.exceptions import ClientError  # not at the top: `train` runs without boto3
+    r.set_defaults(func=None)
+    add_train_arguments(sub.add_parser("train", help="train (or resume) the first stage"))
+    add_texture_arguments(sub.add_parser("train-texture", help="train (or resume) the texture stage"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if a.func is not None:  # training: its flags are its own, and an input error is exit 2
+        try:
+            a.func(a)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"gpu_job: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    from botocore.exceptions import ClientError  # not at the top: training runs without boto3
 
     from .job import EXIT_BAD_MANIFEST, run
 

@@ -11,28 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, InpaintOptions
 from shared.preprocess import composite
-from shared.windows import DEFAULT_WINDOW, Window, plan_windows, region_mask, windows_for
+from shared.windows import Window, prepare
 
-from .defaults import COMBINE_CHOICES, DEFAULT_BATCH, DEFAULT_COMBINE, DEFAULT_TEXTURE, DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER, DEFAULT_GENERATE_STEPS, DEFAULT_SAMPLES, DEFAULT_STEPS
-from .report import from_uint8, to_uint8
 from .sampler import sample
+from .tensors import from_uint8, mask_tensor, to_uint8
 from .weights import load_weights
 
-
-@dataclass
-class InpaintOptions:
-    steps: int = DEFAULT_STEPS
-    sampler: str = "ddim"
-    seed: int = 0
-    label: str | None = None  # a class name of the weights, or None for "no label"
-    samples: int = DEFAULT_SAMPLES  # K > 1 also gives a per-pixel standard deviation (uncertainty)
-    guidance: float = 1.0  # classifier-free guidance scale; 1 = plain conditional
-    feather: int = 0  # px inside the mask edge blended toward the original
-    seam: bool = True  # correct the patch's low frequencies to meet the original (shared/blend.py)
-    combine: str = DEFAULT_COMBINE  # "mean": the mean of the K samples; "first": sample 0
-    window: int = DEFAULT_WINDOW  # source px per model field; <= 0 = whole image as one field
-    texture: bool = DEFAULT_TEXTURE  # redraw the fill at full resolution with the texture stage (texture.py)
+BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
 
 
 @dataclass
@@ -56,7 +43,7 @@ def item_seed(seed: int, sample: int, window: int) -> int:
 
 
 class Inpainter:
-    def __init__(self, weights=None, device: str = "auto", batch_size: int = DEFAULT_BATCH, texture_weights=None):
+    def __init__(self, weights=None, device: str = "auto", batch_size: int = BATCH, texture_weights=None):
         self.device = pick_device(device)
         self.texture_weights = texture_weights  # None: the shipped texture weights, loaded when an option asks
         self._texturer = None
@@ -68,7 +55,7 @@ class Inpainter:
 
     def texturer(self):
         if self._texturer is None:
-            from .texture import Texturer, default_texture_weights
+            from .texture import Texturer, default_texture_weights  # loaded only when an option asks for it
 
             path = self.texture_weights or default_texture_weights()
             if not Path(path).exists():
@@ -89,7 +76,7 @@ class Inpainter:
         for i in range(0, len(known), self.batch_size):
             s = slice(i, i + self.batch_size)
             k = from_uint8(known[s]).to(self.device)
-            m = torch.from_numpy(mask[s][:, None].astype(np.float32)).to(self.device)
+            m = mask_tensor(mask[s], self.device)
             lab = torch.tensor(labels[s], dtype=torch.long, device=self.device)
             x = sample(self.model, self.diff, known=k.contiguous(memory_format=torch.channels_last), mask=m, seeds=seeds[s],
                        steps=opts.steps, method=opts.sampler, labels=lab, guidance=opts.guidance,
@@ -99,20 +86,11 @@ class Inpainter:
 
     def inpaint_many(self, pairs: list[tuple[np.ndarray, np.ndarray]], opts: InpaintOptions | list[InpaintOptions],
                      windows: list[list[Window]] | None = None) -> list[InpaintResult]:
-        """pairs: (image (H,W,3) uint8, mask (H,W) bool). `windows`, if given, are the already
-        prepared model inputs (from a job manifest); otherwise they are prepared here."""
-        optlist = opts if isinstance(opts, list) else [opts] * len(pairs)
-        for o in optlist:
-            if o.combine not in COMBINE_CHOICES:
-                raise ValueError(f"combine must be one of {', '.join(COMBINE_CHOICES)}, got {o.combine!r}")
-            if o.samples < 1:
-                raise ValueError(f"samples must be at least 1, got {o.samples}")
-        plans = [plan_windows(m, o.window) for (_, m), o in zip(pairs, optlist)]
+        """pairs: (image (H,W,3) uint8, mask (H,W) bool). `windows`: each pair's plan, if it was made
+        already (a job manifest's, shared/windows.py); otherwise it is made here."""
+        optlist = [o.check(local=True) for o in (opts if isinstance(opts, list) else [opts] * len(pairs))]
         if windows is None:
-            windows = [windows_for(img, m, boxes, self.size) for (img, m), (boxes, _) in zip(pairs, plans)]
-        for p, (ws, (boxes, _)) in enumerate(zip(windows, plans)):
-            if [w.box for w in ws] != boxes:  # windows from a manifest must describe this very mask
-                raise ValueError(f"pair {p}: prepared windows do not match its mask")
+            windows = [prepare(img, m, o.window, self.size) for (img, m), o in zip(pairs, optlist)]
         # Flatten (pair, sample, window) into rows; rows sharing sampler settings batch together.
         groups: dict[tuple, list[tuple[int, int, int]]] = {}
         for p, (o, ws) in enumerate(zip(optlist, windows)):
@@ -120,8 +98,8 @@ class Inpainter:
                 for j in range(len(ws)):
                     groups.setdefault((o.steps, o.sampler, o.guidance), []).append((p, k, j))
         preds: dict[tuple[int, int, int], np.ndarray] = {}
-        for key, rows in groups.items():
-            o = InpaintOptions(steps=key[0], sampler=key[1], guidance=key[2])
+        for (steps, sampler, guidance), rows in groups.items():
+            o = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance)
             known = np.stack([windows[p][j].prep.image for p, _, j in rows])
             mask = np.stack([windows[p][j].prep.mask for p, _, j in rows])
             labels = [self.label_index(optlist[p].label) for p, _, _ in rows]
@@ -129,12 +107,12 @@ class Inpainter:
             for row, pred in zip(rows, self._run(known, mask, labels, seeds, o)):
                 preds[row] = pred
         results = []
-        for p, ((image, mask), o, ws, (_, labels)) in enumerate(zip(pairs, optlist, windows, plans)):
+        for p, ((image, mask), o, ws) in enumerate(zip(pairs, optlist, windows)):
             def paste(window_preds: list[np.ndarray], seam: bool) -> np.ndarray:
                 out = image.copy()
                 for w, pred in zip(ws, window_preds):
                     crop = w.box.crop(out)
-                    crop[...] = composite(crop, region_mask(mask, labels, w.box), pred, w.prep, o.feather, seam, w.box.crop(mask))
+                    crop[...] = composite(crop, w.writes, pred, w.prep, o.feather, seam, w.box.crop(mask))
                 return out
 
             per_sample = [[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)]
@@ -146,7 +124,7 @@ class Inpainter:
             if o.texture:  # per window, as the first stage ran: a large image's scattered defects stay small crops
                 for j, w in enumerate(ws):
                     crop = w.box.crop(image_out)
-                    crop[...] = self.texturer().refine(crop, region_mask(mask, labels, w.box), seed=item_seed(o.seed, 0, j))
+                    crop[...] = self.texturer().refine(crop, w.writes, seed=item_seed(o.seed, 0, j))
             samples, std = [image_out], None
             if o.samples > 1:
                 samples = [paste(s, False) for s in per_sample]  # plain pastes: cheap, and enough for the spread
@@ -172,8 +150,8 @@ class Inpainter:
         rng = np.random.default_rng([seed, 0xC1A55])
         return rng.choice(len(self.classes), n, p=self.class_shares()).tolist()
 
-    def generate(self, n: int, label: str | None = None, seed: int = 0, steps: int = DEFAULT_GENERATE_STEPS, sampler: str = DEFAULT_GENERATE_SAMPLER,
-                 guidance: float = DEFAULT_GENERATE_GUIDANCE) -> np.ndarray:
+    def generate(self, n: int, label: str | None = None, seed: int = 0, steps: int = GENERATE_STEPS, sampler: str = GENERATE_SAMPLER,
+                 guidance: float = GENERATE_GUIDANCE) -> np.ndarray:
         """Whole cells (phase 1): everything masked. (n, S, S, 3) uint8. `label`: a class, "any"
         (a class per cell, drawn from the training mix; guided) or None/"none" (unconditional)."""
         s = self.size

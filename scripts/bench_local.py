@@ -6,8 +6,8 @@
 - throughput: --pairs pairs uploaded at once (`aws s3 cp --recursive`, 10 transfers in parallel)
   -> all their notifications; pairs per minute, and how many Batch jobs ingest grouped them into.
 
-Prints a markdown table and the machine. Run it with the training paused:
-    scripts/paused.sh .venv/bin/python scripts/bench_local.py [--weights W] [--runs 5] [--pairs 50]
+Prints a markdown table and the machine. Run it with nothing else using the CPU:
+    .venv/bin/python scripts/bench_local.py [--weights W] [--runs 5] [--pairs 50]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Seconds per training step of the shipped architecture on this machine, for each way of running it:
 fp32, bf16 autocast, bf16 + channels_last, and bf16 + channels_last + torch.compile.
 
-    scripts/paused.sh .venv/bin/python scripts/bench_train_step.py [--batch 32] [--steps 12] [--no-compile]
+    .venv/bin/python scripts/bench_train_step.py [--batch 32] [--steps 12] [--no-compile]
     python3 scripts/bench_train_step.py --device cuda --batch 256 --steps 30 --skip fp32 "bf16 autocast"   # a lent GPU
 
 The step is train.py's own `train_step` (loss, backward, clipped AdamW step) on random tensors,
@@ -17,7 +17,7 @@ import torch
 
 from gpu_job.diffusion import Diffusion, DiffusionConfig
 from gpu_job.model import UNet, UNetConfig
-from gpu_job.train import train_step
+from gpu_job.training.first_stage import train_step
 
 
 def bench(batch: int, steps: int, bf16: bool, channels_last: bool, compile_: bool, device: str = "cpu") -> tuple[float, float]:

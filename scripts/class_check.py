@@ -4,7 +4,7 @@ with each label (at the guidance scales asked for) and without one, with each sa
 It also counts speckled cells: generated cells whose mean |Laplacian| (fine detail, at 64x64) is
 above that of 99 % of real val cells; real cells are speckled 1 % of the time by this definition.
 
-    scripts/paused.sh .venv/bin/python scripts/class_check.py --out runs/class_check [--weights W] [--guidance 1 3 5] [--sampler ddim ddpm]
+    .venv/bin/python scripts/class_check.py --out runs/class_check [--weights W] [--guidance 1 3 5] [--sampler ddim ddpm]
 
 Writes OUT/class_check.json and prints a markdown table (BENCHMARKS.md). The classifier is a
 measuring tool only, never shipped; its accuracy on real val cells says how far to trust it.
@@ -13,34 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from gpu_job.data import augment, load_cellset
-from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER, DEFAULT_GENERATE_STEPS
-from gpu_job.evaluate import cell_detail, speckle_limit
+from gpu_job.evaluation.classifier import predict, train_classifier
+from gpu_job.evaluation.metrics import cell_detail, speckle_limit
 from gpu_job.inpaint import Inpainter
-from gpu_job.report import from_uint8
-
-
-def classifier(n: int) -> nn.Module:
-    def block(i, o):
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1),
-                             nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
-
-    return nn.Sequential(block(3, 32), block(32, 64), block(64, 128), block(128, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Dropout(0.2), nn.Linear(128, n))
-
-
-@torch.no_grad()
-def predict(net: nn.Module, images: np.ndarray) -> np.ndarray:
-    net.eval()
-    return np.concatenate([net(from_uint8(images[i : i + 256])).argmax(1).numpy() for i in range(0, len(images), 256)])
+from gpu_job.training.data import load_cellset
+from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS
 
 
 def main() -> None:
@@ -50,31 +33,16 @@ def main() -> None:
     ap.add_argument("--weights")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--per-class", type=int, default=24, help="generated cells per label")
-    ap.add_argument("--steps", type=int, default=DEFAULT_GENERATE_STEPS, help="sampler steps for generation")
-    ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, DEFAULT_GENERATE_GUIDANCE], help="classifier-free guidance scales to try")
-    ap.add_argument("--sampler", nargs="+", default=[DEFAULT_GENERATE_SAMPLER], choices=["ddim", "ddpm"], help="samplers to try")
+    ap.add_argument("--steps", type=int, default=GENERATE_STEPS, help="sampler steps for generation")
+    ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, GENERATE_GUIDANCE], help="classifier-free guidance scales to try")
+    ap.add_argument("--sampler", nargs="+", default=[GENERATE_SAMPLER], choices=["ddim", "ddpm"], help="samplers to try")
     ap.add_argument("--out", type=Path, default=Path("runs/class_check"))
     a = ap.parse_args()
     torch.set_num_threads(2)
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
     train, val = load_cellset(a.train), load_cellset(a.val)
     n = len(train.classes)
-    net = classifier(n)
-    opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
-    steps = a.epochs * len(train.images) // 64
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
-    t0 = time.time()
-    net.train()
-    for _ in tqdm(range(steps), desc="classifier"):
-        idx = rng.integers(0, len(train.images), 64)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = nn.functional.cross_entropy(net(from_uint8(augment(train.images[idx], rng))), torch.from_numpy(train.labels[idx]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    report = {"classes": train.classes, "classifier_train_s": round(time.time() - t0), "val": {}, "generated": {}}
+    net, seconds = train_classifier(train.images, train.labels, n, a.epochs)
+    report = {"classes": train.classes, "classifier_train_s": round(seconds), "val": {}, "generated": {}}
     pred = predict(net, val.images)
     report["val"] = {c: float((pred[val.labels == i] == i).mean()) for i, c in enumerate(train.classes)}
     report["val"]["all"] = float((pred == val.labels).mean())
@@ -98,7 +66,7 @@ def main() -> None:
             report["speckled"][name] = float((cell_detail(np.concatenate(made)) > limit).mean())
         # `--label any` (the CLI default): a class per cell from the training mix, guided.
         drawn = np.array(inp.generate_labels(a.per_class * n, "any", 998))
-        anyc = inp.generate(a.per_class * n, "any", seed=998, steps=a.steps, sampler=sampler, guidance=DEFAULT_GENERATE_GUIDANCE)
+        anyc = inp.generate(a.per_class * n, "any", seed=998, steps=a.steps, sampler=sampler, guidance=GENERATE_GUIDANCE)
         pred = predict(net, anyc)
         report.setdefault("any_label", {})[sampler] = {"share": {c: float((pred == i).mean()) for i, c in enumerate(train.classes)},
                                                        "recognised": float((pred == drawn).mean())}
@@ -122,7 +90,7 @@ def main() -> None:
         print(f"| generated without a label ({sampler}-{a.steps}): share classified as each class | " + " | ".join(pct(share[c]) for c in train.classes) + f" | | {pct(sp)} |")
     for sampler, d in report.get("any_label", {}).items():
         sp = report["speckled"][f"{sampler}-{a.steps}, label any"]
-        print(f"| generated with `--label any` ({sampler}-{a.steps}, guidance {DEFAULT_GENERATE_GUIDANCE:g}): share classified as each class; all = recognised as the class drawn | "
+        print(f"| generated with `--label any` ({sampler}-{a.steps}, guidance {GENERATE_GUIDANCE:g}): share classified as each class; all = recognised as the class drawn | "
               + " | ".join(pct(d["share"][c]) for c in train.classes) + f" | {pct(d['recognised'])} | {pct(sp)} |")
     print("| train set: share of each class | " + " | ".join(pct(report["train_share"][c]) for c in train.classes) + " | | |")
 

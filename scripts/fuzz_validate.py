@@ -9,7 +9,7 @@ the input to .cache/fuzz/crashes/crash-<sha1>. Keep every one as a regression ca
 tests/pipeline/test_fuzz_validate.py (REGRESSIONS).
 
     .venv/bin/pip install atheris
-    scripts/paused.sh .venv/bin/python scripts/fuzz_validate.py -runs=1000000            # the long run
+    .venv/bin/python scripts/fuzz_validate.py -runs=1000000            # the long run
     .venv/bin/python scripts/fuzz_validate.py -runs=2000                                  # a smoke run
     .venv/bin/python scripts/fuzz_validate.py .cache/fuzz/crashes/crash-...               # replay one input
 
@@ -40,7 +40,8 @@ with atheris.instrument_imports(include=["PIL", "shared"]):
     from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
 
     from shared.images import InputError
-    from shared.s3events import classify, failed_prefix_for_key, object_events
+    from shared.s3 import classify, failed_prefix_for_key
+    from shared.s3events import object_events
     from shared.validate import Limits, validate_image, validate_mask, validate_pair, validate_sidecar
 
 # Small limits keep each execution cheap; the checks themselves do not depend on the numbers.

@@ -1,6 +1,6 @@
 """Pictures for the docs and the shipped example pair, all made by the model (never from ../shared/data).
 
-    scripts/paused.sh .venv/bin/python scripts/make_docs_pictures.py [--weights W]
+    .venv/bin/python scripts/make_docs_pictures.py [--weights W]
 
 - docs/samples.png: generated cells, one row per class, then a row without a label.
 - examples/cell.png + examples/cell.mask.png: a generated neutrophil, upsampled to 256 px, with a
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from gpu_job.defaults import DEFAULT_GENERATE_STEPS, DEFAULT_STEPS
+from shared.options import GENERATE_STEPS, OPTIONS
 from gpu_job.inpaint import Inpainter, InpaintOptions
 from shared.images import save_png
 from shared.masks import random_mask
@@ -34,9 +34,9 @@ SIDE = 256  # the example's size: a 64 px cell shown at a size a person can pain
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights")
-    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="DDIM steps for inpainting")
+    ap.add_argument("--steps", type=int, default=OPTIONS["steps"].default, help="DDIM steps for inpainting")
     ap.add_argument("--texture", help="texture-stage weights: also write docs/texture.png")
-    ap.add_argument("--generate-steps", type=int, default=DEFAULT_GENERATE_STEPS, help="sampler steps for whole cells (the generate default sampler)")
+    ap.add_argument("--generate-steps", type=int, default=GENERATE_STEPS, help="sampler steps for whole cells (the generate default sampler)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     inp = Inpainter(a.weights, "cpu")
@@ -77,7 +77,8 @@ def zoom(img: np.ndarray, y: int, x: int, side: int = 120) -> np.ndarray:
 
 
 def texture_picture(a, inp: Inpainter) -> None:
-    from gpu_job.texture import Texturer, coarse_view
+    from gpu_job.texture import Texturer
+    from gpu_job.training.texture_stage import coarse_view
 
     inp.texture_weights = a.texture
     tex = inp.texturer()

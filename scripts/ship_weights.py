@@ -28,7 +28,7 @@ def shipped_record(src: Path, before: list[Path], data: str | None) -> dict:
         t["segments"] = segments
         t.update(totals(segments))
     if "class_counts" not in t and data:
-        from gpu_job.data import list_images
+        from gpu_job.training.data import list_images
 
         files, classes = list_images(Path(data))
         t["class_counts"] = {c: sum(f.parent.name == c for f in files) for c in classes}

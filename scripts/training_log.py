@@ -60,7 +60,7 @@ def main() -> None:
         # Re-plot the curves up to the last milestone (the run may have gone on since).
         import torch
 
-        from gpu_job.report import plot_history
+        from gpu_job.training.report import plot_history
 
         hist = torch.load(a.run / "ckpt.pt", map_location="cpu", weights_only=False)["history"]
         plot_history({k: [r for r in v if r[0] <= last["images_seen"]] for k, v in hist.items()}, a.out / "loss.png")

@@ -14,24 +14,12 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import InputError
+
 Source = Union[str, Path, bytes, BinaryIO]
 
 # Formats we accept; anything else is refused before decoding.
 ALLOWED_FORMATS = {"PNG", "JPEG", "TIFF"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-MASK_SUFFIX = ".mask.png"
-
-
-class InputError(ValueError):
-    """A user's file cannot be used. The message names the file and the reason."""
-
-    def __init__(self, name: str, reason: str):
-        super().__init__(f"{name}: {reason}")
-        self.name = name
-        self.reason = reason
-
-    def __reduce__(self):  # picklable across process pools
-        return (type(self), (self.name, self.reason))
 
 
 def _open(src: Source, name: str) -> Image.Image:

@@ -9,32 +9,18 @@ message can try again. A re-upload of either half is a new version, hence a new 
 """
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import boto3
 from botocore.client import BaseClient
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from .images import InputError
 from .manifest import PairJob, manifest, window_to_dict
 from .pairs import split_name
-from .s3events import CLAIMS, INCOMING, JOBS, classify, digest, error_key, failed_prefix_for_key
+from .s3 import CLAIMS, INCOMING, classify, claim, digest, error_key, failed_prefix_for_key, get_bytes, manifest_key, put_json, release, write_error
 from .validate import Limits, validate_pair, validate_sidecar
 from .windows import prepare
-
-# Throttling (429, SlowDown, TooManyRequestsException) and 5xx are retried with exponential
-# backoff and jitter; 8 retries (9 attempts) wait up to ~20 s each, well inside the function timeout.
-RETRY = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=5, read_timeout=60)
-
-
-def client(service: str) -> BaseClient:
-    # SigV4 for S3 also makes presigned links carry X-Amz-Expires (SigV2 links are deprecated).
-    config = RETRY.merge(Config(signature_version="s3v4")) if service == "s3" else RETRY
-    return boto3.client(service, config=config)
 
 
 @dataclass(frozen=True)
@@ -77,34 +63,7 @@ class Submitted:
     pairs: list[str] = field(default_factory=list)
 
 
-# ---- S3 primitives ---------------------------------------------------------------------------
-
-def claim(s3: BaseClient, bucket: str, key: str, body: dict) -> bool:
-    """True if this caller wrote `key` first; False if it already existed (412).
-
-    A write that S3 applied but answered with a 5xx is retried by botocore and then meets 412; the
-    owner token written in the claim tells that case (ours) from a real duplicate (someone else's)."""
-    owner = uuid.uuid4().hex
-    try:
-        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({**body, "owner": owner}).encode(),
-                      IfNoneMatch="*", ContentType="application/json")
-        return True
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412") and \
-                exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 412:
-            raise
-    try:
-        existing = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except (ClientError, ValueError):
-        return False
-    return isinstance(existing, dict) and existing.get("owner") == owner
-
-
-def release(s3: BaseClient, bucket: str, key: str) -> None:
-    """Give a claim back; only ever called on jobs/claims/ keys."""
-    assert key.startswith(CLAIMS), key
-    s3.delete_object(Bucket=bucket, Key=key)
-
+# ---- The pair as it is in the bucket ----------------------------------------------------------
 
 def _head(s3: BaseClient, bucket: str, key: str) -> ObjectRef:
     r = s3.head_object(Bucket=bucket, Key=key)
@@ -113,8 +72,7 @@ def _head(s3: BaseClient, bucket: str, key: str) -> ObjectRef:
 
 
 def _get(s3: BaseClient, bucket: str, ref: ObjectRef) -> bytes:
-    kwargs = {"VersionId": ref.version} if ref.version else {}
-    return s3.get_object(Bucket=bucket, Key=ref.key, **kwargs)["Body"].read()
+    return get_bytes(s3, bucket, ref.key, ref.version)
 
 
 def find_pair(s3: BaseClient, bucket: str, pair: str) -> PairRef | None:
@@ -133,14 +91,6 @@ def find_pair(s3: BaseClient, bucket: str, pair: str) -> PairRef | None:
         return None
     sidecar = _head(s3, bucket, sidecars[0]) if sidecars else None
     return PairRef(pair, _head(s3, bucket, images[0]), _head(s3, bucket, masks[0]), sidecar)
-
-
-def write_error(s3: BaseClient, bucket: str, key: str, pair: str | None, reason: str, keys: dict,
-                now: datetime) -> None:
-    """failed/<pair>/error.json: the notify function turns it into the failure notification."""
-    doc = {"status": "failed", "stage": "ingest", "pair": pair, "reason": reason, "keys": keys,
-           "time": now.isoformat()}
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, indent=1).encode(), ContentType="application/json")
 
 
 # ---- One object event ------------------------------------------------------------------------
@@ -175,8 +125,8 @@ def ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None = N
         try:
             job = load_pair(s3, bucket, ref, limits)
         except InputError as exc:
-            write_error(s3, bucket, error_key(ref.pair), ref.pair, str(exc), keys, now)
-            return Outcome("failed", key, ref.pair, str(exc), claim_key=ref.claim_key, error_key=error_key(ref.pair))
+            err = write_error(s3, bucket, ref.pair, str(exc), stage="ingest", keys=keys, now=now)
+            return Outcome("failed", key, ref.pair, str(exc), claim_key=ref.claim_key, error_key=err)
     except BaseException:
         release(s3, bucket, ref.claim_key)
         raise
@@ -187,7 +137,7 @@ def _fail_once(s3, bucket, claim_key, key, pair, reason, keys, err_key, now) -> 
     if not claim(s3, bucket, claim_key, {"key": key, "claimed": now.isoformat()}):
         return Outcome("duplicate", key, pair, "this failure was already reported")
     try:
-        write_error(s3, bucket, err_key, pair, f"{key}: {reason}", keys, now)
+        write_error(s3, bucket, pair, f"{key}: {reason}", stage="ingest", keys=keys, key=err_key, now=now)
     except BaseException:
         release(s3, bucket, claim_key)
         raise
@@ -218,10 +168,27 @@ def submit_job(s3: BaseClient, batch: BaseClient, bucket: str, job_queue: str, j
     The job definition's command takes the manifest as `Ref::manifest`."""
     now = now or datetime.now(timezone.utc)
     job_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    key = f"{JOBS}{job_id}/manifest.json"
-    doc = manifest(job_id, bucket, pairs, now.isoformat())
+    key = manifest_key(job_id)
     # No If-None-Match: the job id is new, and an ambiguous 5xx retry must not turn into a 412.
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode(), ContentType="application/json")
+    put_json(s3, bucket, key, manifest(job_id, bucket, pairs, now.isoformat()), indent=None)
     r = batch.submit_job(jobName=f"cellpaint-{job_id}", jobQueue=job_queue, jobDefinition=job_definition,
                          parameters={"manifest": f"s3://{bucket}/{key}"})
     return Submitted(job_id, r["jobId"], key, [p.pair for p in pairs])
+
+
+def submit_ready(s3: BaseClient, batch: BaseClient, bucket: str, job_queue: str, job_definition: str,
+                 ready: list[tuple[str, Outcome]], logger) -> list[str]:
+    """One job for every ready pair of an invocation. Returns the message ids to redeliver: all
+    of them if submitting failed (their claims are released first, so the redelivery claims
+    and submits again)."""
+    if not ready:
+        return []
+    try:
+        job = submit_job(s3, batch, bucket, job_queue, job_definition, [o.job for _, o in ready])
+    except Exception:
+        logger.exception("job submission failed; releasing the claims so the messages are retried")
+        for _, o in ready:
+            release(s3, bucket, o.claim_key)
+        return list(dict.fromkeys(mid for mid, _ in ready))
+    logger.info("job submitted", extra={"job_id": job.job_id, "batch_job_id": job.batch_job_id, "pairs": job.pairs})
+    return []

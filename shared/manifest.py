@@ -1,8 +1,9 @@
 """The job manifest: what ingest hands the GPU job, as plain JSON (numpy + Pillow only).
 
 `jobs/<job-id>/manifest.json` lists every pair of one Batch job with its S3 keys (and version ids,
-so the job reads exactly the bytes that were validated), its options, and its preprocessed model
-inputs (one Window per mask region) as base64 PNGs.
+so the job reads exactly the bytes that were validated), its options, and its plan: one Window per
+mask region, with its preprocessed model input and the pixels it writes, as base64 PNGs. The job
+trusts the plan; it does not make its own.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from PIL import Image
 from .preprocess import Prepared
 from .windows import Box, Window
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: each window carries the pixels it writes
 
 
 def _png_b64(arr: np.ndarray) -> str:
@@ -32,12 +33,13 @@ def _from_b64(s: str) -> np.ndarray:
 def window_to_dict(w: Window) -> dict:
     p = w.prep
     return {"box": asdict(w.box), "height": p.height, "width": p.width, "pad": list(p.pad),
-            "image": _png_b64(p.image), "mask": _png_b64(p.mask.astype(np.uint8) * 255)}
+            "image": _png_b64(p.image), "mask": _png_b64(p.mask.astype(np.uint8) * 255),
+            "writes": _png_b64(w.writes.astype(np.uint8) * 255)}
 
 
 def window_from_dict(d: dict) -> Window:
     prep = Prepared(_from_b64(d["image"]), _from_b64(d["mask"]) > 127, int(d["height"]), int(d["width"]), tuple(d["pad"]))
-    return Window(Box(**d["box"]), prep)
+    return Window(Box(**d["box"]), prep, _from_b64(d["writes"]) > 127)
 
 
 @dataclass
@@ -47,7 +49,7 @@ class PairJob:
     mask_key: str
     height: int
     width: int
-    options: dict = field(default_factory=dict)  # steps, seed, label, samples (validated sidecar)
+    options: dict = field(default_factory=dict)  # the validated sidecar (shared/options.py); defaults not filled in
     windows: list[dict] = field(default_factory=list)  # window_to_dict(...) each
     image_version: str | None = None
     mask_version: str | None = None

@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from .ingest import claim, release
-from .s3events import CLAIMS, digest, error_key, pair_from_output_key, result_key
+from .s3 import CLAIMS, claim, digest, error_key, get_json, pair_from_output_key, release, result_key, written_by
+from .s3events import object_events
 
 MAX_REASON = 2000  # characters: SNS allows 256 KB, an email should stay readable
 SUBJECT_MAX = 100  # SNS's limit
@@ -41,15 +41,10 @@ class Notice:
         return {"version": 1, **d}
 
 
-def _read_json(s3: BaseClient, bucket: str, key: str) -> dict:
-    doc = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    return doc if isinstance(doc, dict) else {"value": doc}
-
-
 def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version: str | None = None) -> Notice:
     """results/<pair>/result.json -> a success notice with a presigned link to inpainted.png."""
     pair, _ = pair_from_output_key(key)
-    doc = _read_json(s3, bucket, key)
+    doc = get_json(s3, bucket, key)
     inpainted = result_key(pair, "inpainted.png")
     link = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": inpainted}, ExpiresIn=expires_in)
     inputs = doc.get("inputs") if isinstance(doc.get("inputs"), dict) else {}
@@ -65,7 +60,7 @@ def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version:
 def from_error(s3: BaseClient, bucket: str, key: str, version: str | None = None) -> Notice:
     """failed/<pair>/error.json -> a failure notice with the reason."""
     pair, _ = pair_from_output_key(key)
-    doc = _read_json(s3, bucket, key)
+    doc = get_json(s3, bucket, key)
     keys = {k: v for k, v in (doc.get("keys") or {}).items() if v} if isinstance(doc.get("keys"), dict) else {}
     keys["error"] = key
     job = {k: doc[k] for k in ("job_id", "stage") if k in doc}
@@ -90,7 +85,7 @@ def from_batch_failure(s3: BaseClient, detail: dict) -> list[Notice]:
                        dedupe=f"batch@{detail.get('jobId')}")]
     bucket, manifest_key = parsed.netloc, parsed.path.lstrip("/")
     try:
-        doc = _read_json(s3, bucket, manifest_key)
+        doc = get_json(s3, bucket, manifest_key)
     except ClientError as exc:
         return [Notice("failed", None, f"{why}; its manifest {uri} cannot be read ({exc.response['Error'].get('Code')})",
                        {"manifest": manifest_key}, bucket, job=job, dedupe=f"batch@{detail.get('jobId')}")]
@@ -98,27 +93,12 @@ def from_batch_failure(s3: BaseClient, detail: dict) -> list[Notice]:
     notices = []
     for p in doc.get("pairs", []):
         pair = p.get("pair")
-        if _written_by(s3, bucket, result_key(pair), doc.get("job_id")) or _written_by(s3, bucket, error_key(pair), doc.get("job_id")):
+        if written_by(s3, bucket, result_key(pair), doc.get("job_id")) or written_by(s3, bucket, error_key(pair), doc.get("job_id")):
             continue  # already reported by its own output (one from an older job does not count)
         keys = {"image": p.get("image_key"), "mask": p.get("mask_key"), "manifest": manifest_key}
         notices.append(Notice("failed", pair, why, keys, bucket, job=dict(job),
                               dedupe=f"batch@{detail.get('jobId')}@{pair}"))
     return notices
-
-
-def _written_by(s3: BaseClient, bucket: str, key: str, job_id: str | None) -> bool:
-    if not _exists(s3, bucket, key):
-        return False
-    try:
-        return _read_json(s3, bucket, key).get("job_id") == job_id
-    except (ClientError, ValueError):
-        return False
-
-
-def _exists(s3: BaseClient, bucket: str, key: str) -> bool:
-    # A listing, not a HEAD: with s3:ListBucket limited by prefix, a missing key is a clean "no".
-    r = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
-    return any(o["Key"] == key for o in r.get("Contents", []))
 
 
 def _ascii(text: str) -> str:
@@ -174,3 +154,22 @@ def publish(sns: BaseClient, s3: BaseClient, bucket: str, topic_arn: str, n: Not
     except BaseException:
         release(s3, bucket, claim_key)
         raise
+
+
+def notices_for(s3: BaseClient, bucket: str, body: dict, expires_in: int, logger=None) -> list[Notice]:
+    """The notices one queue message asks for: a result, an error, or a Batch job that FAILED.
+    Anything else (another bucket, another key) is logged and ignored."""
+    if body.get("source") == "aws.batch":
+        if body.get("detail-type") != "Batch Job State Change" or (body.get("detail") or {}).get("status") != "FAILED":
+            return []
+        return from_batch_failure(s3, body["detail"])
+    found = []
+    for ev in object_events(body):
+        parsed = pair_from_output_key(ev.key) if ev.bucket == bucket else None
+        if parsed and parsed[1] == "succeeded":
+            found.append(from_result(s3, bucket, ev.key, expires_in, ev.version))
+        elif parsed:
+            found.append(from_error(s3, bucket, ev.key, ev.version))
+        elif logger:
+            logger.warning("not a result or an error; ignored", extra={"bucket": ev.bucket, "key": ev.key})
+    return found

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .images import IMAGE_SUFFIXES, MASK_SUFFIX
-
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+MASK_SUFFIX = ".mask.png"
 SIDECAR_SUFFIX = ".json"
 
 

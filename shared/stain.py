@@ -1,7 +1,7 @@
 """Colour spaces for stained smears, numpy only: optical density and HED stain concentrations
 (Ruifrok & Johnston 2001), and CIELAB (for Reinhard et al. 2001 colour transfer).
 
-Training perturbs the stains in HED space (gpu_job/augment.py); inference can move an image's
+Training perturbs the stains in HED space (gpu_job/training/augment.py); inference can move an image's
 colours to the training set's and back (shared/normalize.py). Both use these conversions, so
 "the stain" means the same thing in both.
 """

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .images import ALLOWED_FORMATS, InputError, load_image, load_mask
+from .options import OptionError, UnknownOptions, parse
 
 # (magic bytes, Pillow format): sniffed from the content, never from the file name.
 MAGIC = (
@@ -31,9 +32,6 @@ MAGIC = (
     (b"MM\x00*", "TIFF"),
 )
 assert {fmt for _, fmt in MAGIC} == ALLOWED_FORMATS
-
-PBC_LABELS = ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet")
-SAMPLERS = ("ddim", "ddpm")
 
 
 @dataclass(frozen=True)
@@ -163,25 +161,13 @@ def validate_pair(image_bytes: bytes, mask_bytes: bytes, image_name: str, mask_n
 
 # ---- The sidecar: NAME.json, per-pair options --------------------------------------------------
 
-# key -> (type, check, what a person should write)
-_SCHEMA = {
-    "steps": (int, lambda v: 1 <= v <= 1000, "an integer from 1 to 1000"),
-    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
-    "label": (str, lambda v: v in PBC_LABELS + ("none",), "one of " + ", ".join(PBC_LABELS) + " or none"),
-    "samples": (int, lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
-    "sampler": (str, lambda v: v in SAMPLERS, "ddim or ddpm"),
-    "combine": (str, lambda v: v in ("mean", "first"), "mean (of the samples) or first (one sample)"),
-    "texture": (bool, lambda v: True, "true or false"),
-}
-
-
 def _no_constants(token: str):
     raise ValueError(f"{token} is not valid JSON")
 
 
 def validate_sidecar(data: bytes, name: str, limits: Limits = Limits()) -> dict:
-    """The options of one pair: a JSON object with only the keys in `_SCHEMA`. Returns the options
-    given (the GPU job owns the defaults)."""
+    """The options of one pair: a JSON object with only sidecar options (shared/options.py).
+    Returns the options given (the GPU job fills in the defaults)."""
     if len(data) > limits.max_sidecar_bytes:
         raise InputError(name, f"the options file is {len(data)} bytes, over the limit of "
                                f"{limits.max_sidecar_bytes}; it should hold a few options only")
@@ -195,16 +181,7 @@ def validate_sidecar(data: bytes, name: str, limits: Limits = Limits()) -> dict:
     if not isinstance(doc, dict):
         raise InputError(name, f"the options file must be a JSON object, not a {type(doc).__name__}; "
                                'write it like {"steps": 50, "seed": 0}')
-    unknown = sorted(set(doc) - set(_SCHEMA))
-    if unknown:
-        raise InputError(name, f"unknown option(s) {', '.join(map(repr, unknown))}; "
-                               f"the options are {', '.join(_SCHEMA)}")
-    options = {}
-    for key, value in doc.items():
-        kind, ok, what = _SCHEMA[key]
-        # JSON true/false are not integers, and 50.0 is not an integer either
-        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind) or not ok(value):
-            shown = json.dumps(value)[:60]
-            raise InputError(name, f"option {key!r} is {shown}; it must be {what}")
-        options[key] = value
-    return options
+    try:
+        return parse(doc)
+    except (OptionError, UnknownOptions) as exc:
+        raise InputError(name, exc.in_document()) from exc

@@ -4,10 +4,12 @@ The model was trained on 360-px fields of view squeezed to 64x64. A 1200-px smea
 the same way would show cells at a third of their trained size, so instead each mask region gets
 its own window of about the training field (default 360 px), and only that region's pixels are
 written from it. An image no larger than ~1.25 windows is one window: the whole image.
+
+The plan is made once per pair: by the ingest Lambda (it travels in the job's manifest, which
+the GPU job trusts) or by the CLI and the UI, which call `prepare` themselves.
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,53 +35,102 @@ class Box:
 class Window:
     box: Box
     prep: Prepared  # the crop, preprocessed for the model (the full mask inside the crop)
+    writes: np.ndarray  # (box.height, box.width) bool: the pixels this window restores (its region's)
 
 
-def regions(mask: np.ndarray, cell: int) -> np.ndarray:
-    """Label connected mask regions on a coarse grid of `cell`-px cells (8-connected), so specks a
-    few pixels apart share a window. Returns (H, W) int32 labels, -1 outside the mask."""
+def coarse_regions(coarse: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected components of a small bool grid: (labels, -1 outside; count). Union-find with
+    numpy over the grid's cells, so the cost grows with the cells, never with cells x regions."""
+    gh, gw = coarse.shape
+    on = coarse.ravel()
+    idx = np.arange(gh * gw).reshape(gh, gw)
+    parent = idx.ravel().copy()
+
+    def root(a: np.ndarray) -> np.ndarray:
+        while True:
+            up = parent[a]
+            if np.array_equal(up, a):
+                return a
+            parent[a] = parent[up]  # path halving
+            a = parent[a]
+
+    # Each cell is joined to its right, lower, lower-right and lower-left neighbours when both are on.
+    a_parts, b_parts = [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        lo, hi = max(0, -dx), gw - max(0, dx)
+        a, b = idx[: gh - dy, lo:hi].ravel(), idx[dy:, lo + dx : hi + dx].ravel()
+        both = on[a] & on[b]
+        a_parts.append(a[both])
+        b_parts.append(b[both])
+    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+    while len(a):  # link the larger root of every joined pair to the smaller, until they agree
+        ra, rb = root(a), root(b)
+        differ = ra != rb
+        if not differ.any():
+            break
+        np.minimum.at(parent, np.maximum(ra[differ], rb[differ]), np.minimum(ra[differ], rb[differ]))
+        a, b = a[differ], b[differ]
+    roots = root(np.arange(gh * gw))[on]
+    # Regions are numbered in raster order of their first cell: the plan does not depend on the merges.
+    uniq, first = np.unique(roots, return_index=True)
+    rank = np.empty(len(uniq), np.int32)
+    rank[np.argsort(first)] = np.arange(len(uniq), dtype=np.int32)
+    labels = np.full(gh * gw, -1, np.int32)
+    labels[on] = rank[np.searchsorted(uniq, roots)]
+    return labels.reshape(gh, gw), len(uniq)
+
+
+def _cells(mask: np.ndarray, cell: int) -> np.ndarray:
+    """(H, W) -> (gh, cell, gw, cell): the mask padded to whole `cell`-px cells."""
     h, w = mask.shape
     gh, gw = -(-h // cell), -(-w // cell)
     padded = np.zeros((gh * cell, gw * cell), bool)
     padded[:h, :w] = mask
-    coarse = padded.reshape(gh, cell, gw, cell).any(axis=(1, 3))
-    labels = np.full((gh, gw), -1, np.int32)
-    n = 0
-    for sy, sx in zip(*np.nonzero(coarse)):
-        if labels[sy, sx] >= 0:
-            continue
-        labels[sy, sx] = n
-        todo = deque([(sy, sx)])
-        while todo:
-            y, x = todo.popleft()
-            for ny in (y - 1, y, y + 1):
-                for nx in (x - 1, x, x + 1):
-                    if 0 <= ny < gh and 0 <= nx < gw and coarse[ny, nx] and labels[ny, nx] < 0:
-                        labels[ny, nx] = n
-                        todo.append((ny, nx))
-        n += 1
-    full = np.repeat(np.repeat(labels, cell, axis=0), cell, axis=1)[:h, :w]
-    return np.where(mask, full, -1)
+    return padded.reshape(gh, cell, gw, cell)
+
+
+def regions(mask: np.ndarray, cell: int) -> tuple[np.ndarray, int]:
+    """Connected mask regions on a coarse grid of `cell`-px cells (8-connected), so specks a few
+    pixels apart share a window. Returns the coarse label grid (-1 where no cell is masked) and
+    the number of regions."""
+    return coarse_regions(_cells(mask, cell).any(axis=(1, 3)))
+
+
+def cell_size(window: int) -> int:
+    return max(4, window // 45)
 
 
 def plan_windows(mask: np.ndarray, window: int = DEFAULT_WINDOW) -> tuple[list[Box], np.ndarray]:
-    """The windows for one mask, and the region label map they refer to.
+    """The windows for one mask, and the (H, W) region label map they refer to (-1 outside the mask).
+    The cost is a few passes over the pixels, however many regions there are.
 
     window <= 0, or an image no larger than 1.25 windows: one box, the whole image."""
     h, w = mask.shape
     if window <= 0 or max(h, w) <= 1.25 * window:
         return [Box(0, 0, h, w, -1)], np.full(mask.shape, -1, np.int32)
-    labels = regions(mask, max(4, window // 45))
+    cell = cell_size(window)
+    cells = _cells(mask, cell)
+    coarse, n = coarse_regions(cells.any(axis=(1, 3)))
+    # Each masked cell's pixel extent, then each region's: the min and max over its cells.
+    rows, cols = cells.any(axis=3), cells.any(axis=1)  # (gh, cell, gw), (gh, gw, cell)
+    gy, gx = np.nonzero(coarse >= 0)
+    lab = coarse[gy, gx]
+    ext = {"y0": gy * cell + rows.argmax(axis=1)[gy, gx], "y1": (gy + 1) * cell - rows[:, ::-1].argmax(axis=1)[gy, gx],
+           "x0": gx * cell + cols.argmax(axis=2)[gy, gx], "x1": (gx + 1) * cell - cols[:, :, ::-1].argmax(axis=2)[gy, gx]}
+    y0, x0, y1, x1 = np.full(n, h), np.full(n, w), np.zeros(n, int), np.zeros(n, int)
+    np.minimum.at(y0, lab, ext["y0"])
+    np.minimum.at(x0, lab, ext["x0"])
+    np.maximum.at(y1, lab, ext["y1"])
+    np.maximum.at(x1, lab, ext["x1"])
     boxes = []
-    for r in range(int(labels.max()) + 1):
-        ys, xs = np.nonzero(labels == r)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    for r in range(n):
         # A region larger than the window gets a larger window (a margin of 1/8 for context).
-        side = max(window, int(max(y1 - y0, x1 - x0) * 1.25))
-        top = int(np.clip((y0 + y1) // 2 - side // 2, 0, max(0, h - side)))
-        left = int(np.clip((x0 + x1) // 2 - side // 2, 0, max(0, w - side)))
+        side = max(window, int(max(y1[r] - y0[r], x1[r] - x0[r]) * 1.25))
+        top = int(np.clip((y0[r] + y1[r]) // 2 - side // 2, 0, max(0, h - side)))
+        left = int(np.clip((x0[r] + x1[r]) // 2 - side // 2, 0, max(0, w - side)))
         boxes.append(Box(top, left, min(side, h), min(side, w), r))
-    return boxes, labels
+    full = np.repeat(np.repeat(coarse, cell, axis=0), cell, axis=1)[:h, :w]
+    return boxes, np.where(mask, full, -1)
 
 
 def region_mask(mask: np.ndarray, labels: np.ndarray, box: Box) -> np.ndarray:
@@ -89,11 +140,13 @@ def region_mask(mask: np.ndarray, labels: np.ndarray, box: Box) -> np.ndarray:
 
 
 def prepare(image: np.ndarray, mask: np.ndarray, window: int = DEFAULT_WINDOW, size: int = MODEL_SIZE) -> list[Window]:
-    """Everything the model needs for one image/mask pair. The crop's model mask is the *whole*
-    mask inside the crop, so damaged pixels of a neighbouring region are never read as known."""
-    return windows_for(image, mask, plan_windows(mask, window)[0], size)
+    """Everything the model needs for one image/mask pair: the plan, and each window's crop
+    preprocessed. The crop's model mask is the *whole* mask inside the crop, so damaged pixels
+    of a neighbouring region are never read as known."""
+    boxes, labels = plan_windows(mask, window)
+    return [Window(b, preprocess(b.crop(image), b.crop(mask), size), region_mask(mask, labels, b)) for b in boxes]
 
 
-def windows_for(image: np.ndarray, mask: np.ndarray, boxes: list[Box], size: int = MODEL_SIZE) -> list[Window]:
-    """The model inputs for already planned boxes (callers that also need the region labels)."""
-    return [Window(b, preprocess(b.crop(image), b.crop(mask), size)) for b in boxes]
+def reprepare(image: np.ndarray, mask: np.ndarray, windows: list[Window], size: int) -> list[Window]:
+    """The same plan at another model resolution (weights trained at another size)."""
+    return [Window(w.box, preprocess(w.box.crop(image), w.box.crop(mask), size), w.writes) for w in windows]

@@ -1,7 +1,7 @@
 """Training augmentation (gpu_job/augment.py) and the stain conversions it uses (shared/stain.py)."""
 import numpy as np
 
-from gpu_job.augment import DomainAug, domain_augment, reframe
+from gpu_job.training.augment import DomainAug, domain_augment, reframe
 from shared.stain import hed_to_rgb, lab_to_rgb, rgb_to_hed, rgb_to_lab
 
 

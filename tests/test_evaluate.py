@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from cellpaint.cli import main
-from gpu_job.defaults import DEFAULT_STEPS
+from shared.options import OPTIONS
 from gpu_job.texture import DEFAULT_TEXTURE_WEIGHTS as TEXTURE
 from tests.conftest import synthetic_cell
 
@@ -20,15 +20,15 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
     assert rc == 0
     rep = json.loads((out / "metrics.json").read_text())
     methods = set(rep["summary"])
-    assert {"cellpaint DDIM-2", "cellpaint DDIM-4", f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2", f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2, no seam fix",
+    assert {"cellpaint DDIM-2", "cellpaint DDIM-4", f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2", f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2, no seam fix",
             "cellpaint DDPM-3", "cellpaint DDPM-3 mean of 2", "cellpaint DDPM-1000", "mean colour", "OpenCV Telea", "OpenCV NS", "biharmonic",
             # the default output redrawn by the shipped texture stage, from the level stored with it
-            f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2 + texture from t={json.loads(TEXTURE.with_suffix('.json').read_text())['texture']['start']}"} == methods
+            f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2 + texture from t={json.loads(TEXTURE.with_suffix('.json').read_text())['texture']['start']}"} == methods
     for meth, kinds in rep["summary"].items():
         assert kinds["all"]["max_err_outside"] == 0, meth  # nothing outside the mask changes
         assert kinds["all"]["n"] == (6 if meth == "cellpaint DDPM-1000" else 12)  # strided DDPM: every pair and set(kinds) == {"box", "ellipse", "stroke", "all"}
     assert all(d["all"]["n"] == 6 for d in rep["ddpm_subset"].values())  # every method on DDPM's images
-    assert {(r["sampler"], r["batch"]) for r in rep["speed"]} == {(s, b) for s in ("DDIM-2", "DDIM-4", f"DDIM-{DEFAULT_STEPS} mean of 2", "DDPM-1000") for b in (1, 16)}
+    assert {(r["sampler"], r["batch"]) for r in rep["speed"]} == {(s, b) for s in ("DDIM-2", "DDIM-4", f"DDIM-{OPTIONS['steps'].default} mean of 2", "DDPM-1000") for b in (1, 16)}
     for name in ("metrics.md", "quality_vs_steps.png", "before_after.png"):
         assert (out / name).stat().st_size > 0
 
@@ -36,7 +36,7 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
 def test_detail_ratio_tells_texture_from_smoothness(rng):
     import numpy as np
 
-    from gpu_job.evaluate import detail_ratio, masked_metrics
+    from gpu_job.evaluation.metrics import detail_ratio, masked_metrics
 
     ref = rng.integers(0, 256, (40, 40, 3)).astype(np.uint8)  # all texture
     mask = np.zeros((40, 40), bool)
@@ -52,7 +52,7 @@ def test_detail_ratio_tells_texture_from_smoothness(rng):
 
 
 def test_speckle_limit_flags_noisy_cells_not_smooth_ones(rng):
-    from gpu_job.evaluate import cell_detail, speckle_limit
+    from gpu_job.evaluation.metrics import cell_detail, speckle_limit
 
     smooth = np.stack([np.full((16, 16, 3), v, np.uint8) for v in range(100, 200)])
     smooth[:, 4:12, 4:12] += 30  # a "nucleus": some edges, no grain

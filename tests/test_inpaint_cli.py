@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from cellpaint.cli import main, parser
-from gpu_job.defaults import DEFAULT_GENERATE_GUIDANCE, DEFAULT_GENERATE_SAMPLER
+from shared.options import GENERATE_GUIDANCE as DEFAULT_GENERATE_GUIDANCE, GENERATE_SAMPLER as DEFAULT_GENERATE_SAMPLER
 from gpu_job.inpaint import Inpainter, InpaintOptions
 from shared.images import load_image
 from tests.conftest import synthetic_cell

@@ -20,7 +20,8 @@ def test_shipped_weights_load_and_are_documented():
 
 @pytest.mark.skipif(not (PBC / "val").is_dir(), reason="real cells not available: ../shared/data/pbc/val is absent")
 def test_default_sampler_beats_the_baselines_on_val():
-    from gpu_job.evaluate import baselines, masked_metrics
+    from gpu_job.evaluation.evaluate import baselines
+    from gpu_job.evaluation.metrics import masked_metrics
     from gpu_job.inpaint import Inpainter, InpaintOptions
     from shared.images import load_image
     from shared.masks import eval_masks

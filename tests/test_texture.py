@@ -7,11 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from gpu_job.defaults import DEFAULT_STEPS
 from gpu_job.model import UNetConfig
 from gpu_job.sampler import timesteps
-from gpu_job.texture import NativeSet, TextureConfig, Texturer, coarse_view, make_batch, train_texture
+from gpu_job.texture import Texturer
+from gpu_job.training.texture_stage import NativeSet, TextureConfig, coarse_view, make_batch, train_texture
 from gpu_job.weights import load_weights, read_config
+from shared.options import OPTIONS
 from shared.preprocess import preprocess, upsample
 from tests.conftest import synthetic_cell
 
@@ -116,7 +117,7 @@ def test_evaluate_scores_the_texture_stage(texture_run, tiny_weights, tmp_path, 
                  "--texture", str(run / "best.safetensors"), "--texture-start", "20", "40", "--texture-steps", "3"]) == 0
     rep = json.loads((out / "metrics.json").read_text())
     for start in (20, 40):
-        d = rep["summary"][f"cellpaint DDIM-{DEFAULT_STEPS} mean of 2 + texture from t={start}"]["all"]
+        d = rep["summary"][f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2 + texture from t={start}"]["all"]
         assert d["n"] == 6 and d["max_err_outside"] == 0 and np.isfinite(d["psnr"])
 
 

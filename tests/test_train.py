@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from gpu_job.model import UNetConfig
-from gpu_job.train import TrainConfig, train
+from gpu_job.training.first_stage import TrainConfig, train
 from gpu_job.weights import load_weights
 from tests.conftest import synthetic_cell
 
@@ -48,8 +48,8 @@ def test_train_checkpoints_and_resumes(tmp_path, rng, monkeypatch):
 
 
 def test_pack_roundtrip(tmp_path, rng, monkeypatch):
-    from gpu_job.data import load_cellset
-    from gpu_job.pack import pack
+    from gpu_job.training.data import load_cellset
+    from gpu_job.training.pack import pack
 
     monkeypatch.chdir(tmp_path)
     make_dataset(tmp_path / "train", rng, per_class=2)
@@ -83,7 +83,7 @@ def test_train_as_a_batch_job_reads_and_mirrors_s3(tmp_path, rng, monkeypatch, t
     from moto import mock_aws
 
     from gpu_job.__main__ import main as job_main
-    from gpu_job.pack import pack
+    from gpu_job.training.pack import pack
 
     monkeypatch.chdir(tmp_path)
     for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():

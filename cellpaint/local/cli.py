@@ -37,7 +37,7 @@ def aws_cli() -> str:
     here = Path(sys.executable).parent / "aws"
     found = str(here) if here.exists() else shutil.which("aws")
     if not found:
-        from cellpaint.cli import UsageError
+        from cellpaint.errors import UsageError
 
         raise UsageError("the aws CLI is missing: pip install awscli (it is in requirements-dev.txt)")
     return found
@@ -80,7 +80,8 @@ def cmd_up(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from cellpaint.cli import UsageError
+    from cellpaint.errors import UsageError
+    from shared.s3 import INCOMING, result_key
 
     image, mask = Path(a.image), Path(a.mask)
     for f in (image, mask):
@@ -93,7 +94,7 @@ def cmd_demo(a) -> int:
 
     with LocalStack(a.port, a.state) as stack:
         stack.banner(stack.out)
-        incoming = f"s3://{stack.bucket}/incoming/{pair}"
+        incoming = f"s3://{stack.bucket}/{INCOMING}{pair}"
         sidecar = image.with_name(f"{pair}.json")
         if sidecar.is_file():  # the pair's options (steps, seed, label, samples): before the pair is complete
             aws(stack, "s3", "cp", str(sidecar), f"{incoming}.json")
@@ -110,7 +111,7 @@ def cmd_demo(a) -> int:
         out.mkdir(parents=True, exist_ok=True)
         paths = []
         for name in ("inpainted.png", "preview.png"):
-            aws(stack, "s3", "cp", f"s3://{stack.bucket}/results/{pair}/{name}", str(out / name), show=False)
+            aws(stack, "s3", "cp", f"s3://{stack.bucket}/{result_key(pair, name)}", str(out / name), show=False)
             paths.append(out / name)
     print(f"done in {time.time() - t0:.1f} s:")
     for p in paths:

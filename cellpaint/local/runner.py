@@ -25,6 +25,8 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote_plus
 
+from shared.s3 import FAILED, INCOMING, RESULTS, get_json, parse_uri
+
 from .stack import FunctionSpec, Stack
 
 
@@ -142,11 +144,11 @@ class SqsEventSource(threading.Thread):
             d = body.get("detail", {})
             self.console.say("job failed", f"{d.get('jobName')}: {d.get('statusReason')} -> {self.spec.logical_id}")
         for key in s3_keys(body):
-            if key.startswith("incoming/"):
+            if key.startswith(INCOMING):
                 self.console.say("uploaded", key)
-            elif key.startswith("results/"):
+            elif key.startswith(RESULTS):
                 self.console.say("result written", key)
-            elif key.startswith("failed/"):
+            elif key.startswith(FAILED):
                 self.console.say("error written", key)
 
 
@@ -230,8 +232,7 @@ class BatchRunner(threading.Thread):
         pairs = []
         uri = params.get("manifest", "")
         try:
-            bucket, key = uri[len("s3://"):].split("/", 1)
-            doc = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            doc = get_json(self.s3, *parse_uri(uri))
             for p in doc.get("pairs", []):
                 pairs.append(p.get("pair"))
                 self.console.say("validated", f"{p.get('pair')} ({p.get('width')}x{p.get('height')})")

@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from gpu_job.defaults import COMBINE_CHOICES, DEFAULT_COMBINE, DEFAULT_SAMPLES, DEFAULT_STEPS, DEFAULT_TEXTURE
 from shared.images import InputError, load_image, load_mask, png_bytes
+from shared.options import OPTIONS, InpaintOptions, OptionError, UnknownOptions
+from shared.s3 import INCOMING, error_key, get_or_none, result_key
 
 # Said plainly on the page (the model's working size and the mask convention).
 MODEL_SIZE_NOTE = (
@@ -41,8 +42,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_IMAGE = EXAMPLES / "cell.png"
 EXAMPLE_MASK = EXAMPLES / "cell.mask.png"
 
-MAX_SAMPLES = 8  # what the pipeline's sidecar accepts
-MAX_STEPS = 1000
+# The options the page offers (shared/options.py has their ranges and defaults).
+PAGE_OPTIONS = ("steps", "seed", "label", "samples", "combine", "texture")
 
 
 # ---- Inputs --------------------------------------------------------------------------------------
@@ -140,19 +141,19 @@ def mask_png(mask: np.ndarray) -> bytes:
     return png_bytes(np.asarray(mask, bool).astype(np.uint8) * 255)
 
 
+def page_options(opts: dict) -> tuple[InpaintOptions | None, str | None]:
+    """The page's choices as checked options (the same bounds as a sidecar's), or (None, message).
+    The label is the loaded weights' to check (their classes may not be the shipped ones)."""
+    try:
+        o = InpaintOptions.from_dict({k: v for k, v in opts.items() if k in PAGE_OPTIONS and k != "label"})
+    except (OptionError, UnknownOptions) as exc:
+        return None, str(exc)
+    o.label = None if opts.get("label") in (None, "none") else opts["label"]
+    return o, None
+
+
 def check_options(opts: dict) -> str | None:
-    steps, samples, seed = opts.get("steps", DEFAULT_STEPS), opts.get("samples", DEFAULT_SAMPLES), opts.get("seed", 0)
-    if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        return f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}"
-    if not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
-        return f"samples must be an integer from 1 to {MAX_SAMPLES}, got {samples!r}"
-    if not isinstance(seed, int) or seed < 0:
-        return f"seed must be an integer >= 0, got {seed!r}"
-    if opts.get("combine", DEFAULT_COMBINE) not in COMBINE_CHOICES:
-        return f"combine must be one of {', '.join(COMBINE_CHOICES)}, got {opts.get('combine')!r}"
-    if not isinstance(opts.get("texture", DEFAULT_TEXTURE), bool):
-        return f"texture must be true or false, got {opts.get('texture')!r}"
-    return None
+    return page_options(opts)[1]
 
 
 def check_pair(image: np.ndarray | None, mask: np.ndarray | None) -> str | None:
@@ -195,14 +196,11 @@ def run_direct(inpainter, image: np.ndarray, mask: np.ndarray, opts: dict) -> tu
     if inpainter is None:
         return None, "The local model is not loaded."
     try:
-        from gpu_job.inpaint import InpaintOptions
         from shared.preview import heatmap
 
-        label = opts.get("label") or None
+        o, _ = page_options(opts)
+        label = o.label
         inpainter.label_index(label)  # ValueError names the classes
-        o = InpaintOptions(steps=int(opts.get("steps", DEFAULT_STEPS)), seed=int(opts.get("seed", 0)), label=label,
-                           samples=int(opts.get("samples", DEFAULT_SAMPLES)), combine=opts.get("combine", DEFAULT_COMBINE),
-                           texture=bool(opts.get("texture", DEFAULT_TEXTURE)))
         t0 = time.time()
         res = inpainter.inpaint(image, mask, o)
         info = {"mode": "direct", "seconds": round(time.time() - t0, 2), "steps": o.steps, "seed": o.seed,
@@ -258,11 +256,12 @@ def check_pair_name(name: str) -> str | None:
 
 
 def sidecar(opts: dict) -> dict:
-    """The options the pipeline reads from incoming/<name>.json."""
-    doc = {"steps": int(opts.get("steps", DEFAULT_STEPS)), "seed": int(opts.get("seed", 0)), "samples": int(opts.get("samples", DEFAULT_SAMPLES))}
-    doc["label"] = opts.get("label") or "none"
-    doc["combine"] = opts.get("combine", DEFAULT_COMBINE)
-    doc["texture"] = bool(opts.get("texture", DEFAULT_TEXTURE))
+    """The options the pipeline reads from incoming/<name>.json: what the page chose."""
+    o, err = page_options(opts)
+    if err:
+        raise ValueError(err)
+    doc = {k: getattr(o, k) for k in PAGE_OPTIONS}
+    doc["label"] = doc["label"] or "none"
     return doc
 
 
@@ -287,24 +286,13 @@ def upload_pair(s3, bucket: str, name: str, image: np.ndarray, mask: np.ndarray,
     """Put incoming/<name>.json (first, so it is there when the pair completes), .mask.png and .png.
     Raises botocore errors; run_pipeline turns them into messages."""
     keys = []
-    side = f"incoming/{name}.json"
+    side = f"{INCOMING}{name}.json"
     s3.put_object(Bucket=bucket, Key=side, Body=json.dumps(sidecar(opts)).encode(), ContentType="application/json")
     keys.append(side)
-    for key, body in ((f"incoming/{name}.mask.png", mask_png(mask)), (f"incoming/{name}.png", png_bytes(image))):
+    for key, body in ((f"{INCOMING}{name}.mask.png", mask_png(mask)), (f"{INCOMING}{name}.png", png_bytes(image))):
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="image/png")
         keys.append(key)
     return keys
-
-
-def _get_or_none(s3, bucket: str, key: str) -> bytes | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-            return None
-        raise
 
 
 def _decode_png(data: bytes, key: str) -> np.ndarray:
@@ -313,13 +301,13 @@ def _decode_png(data: bytes, key: str) -> np.ndarray:
 
 def fetch_result(s3, bucket: str, name: str, doc: dict) -> Restored:
     outputs = doc.get("outputs") or {}
-    key = outputs.get("inpainted") or f"results/{name}/inpainted.png"
-    data = _get_or_none(s3, bucket, key)
+    key = outputs.get("inpainted") or result_key(name, "inpainted.png")
+    data = get_or_none(s3, bucket, key)
     if data is None:
         raise InputError(f"s3://{bucket}/{key}", "result.json is there but the inpainted image is missing")
     image = _decode_png(data, f"s3://{bucket}/{key}")
-    ukey = outputs.get("uncertainty") or f"results/{name}/uncertainty.png"
-    udata = _get_or_none(s3, bucket, ukey)
+    ukey = outputs.get("uncertainty") or result_key(name, "uncertainty.png")
+    udata = get_or_none(s3, bucket, ukey)
     unc = _decode_png(udata, f"s3://{bucket}/{ukey}") if udata is not None else None
     info = {"mode": "pipeline", "pair": name, **{k: doc[k] for k in ("job_id", "steps", "seed", "label", "samples", "device", "timings") if k in doc}}
     return Restored(image, unc, info)
@@ -331,7 +319,7 @@ def poll(s3, bucket: str, name: str, timeout_s: float = 900.0, interval_s: float
     poll and ends with done, failed or timeout."""
     start = clock()
     while True:
-        doc = _get_or_none(s3, bucket, f"results/{name}/result.json")
+        doc = get_or_none(s3, bucket, result_key(name))
         if doc is not None:
             try:
                 parsed = json.loads(doc)
@@ -340,7 +328,7 @@ def poll(s3, bucket: str, name: str, timeout_s: float = 900.0, interval_s: float
             result = fetch_result(s3, bucket, name, parsed)
             yield Stage("done", f"result written: s3://{bucket}/results/{name}/", result)
             return
-        err = _get_or_none(s3, bucket, f"failed/{name}/error.json")
+        err = get_or_none(s3, bucket, error_key(name))
         if err is not None:
             try:
                 parsed = json.loads(err)

@@ -20,6 +20,7 @@ import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 from cellpaint.ui import logic
+from shared.options import COMBINE_CHOICES, OPTIONS
 
 st.set_page_config(page_title="cellpaint: restore a cell", layout="wide")
 
@@ -32,9 +33,9 @@ def _inpainter(weights: str | None):
 def _labels(inpainter) -> list[str]:
     if inpainter is not None:
         return ["none", *inpainter.classes]
-    from shared.validate import PBC_LABELS
+    from shared.options import LABELS
 
-    return ["none", *PBC_LABELS]
+    return ["none", *LABELS]
 
 
 def _choose_image():
@@ -66,15 +67,15 @@ def _choose_image():
 
 def _options(inpainter_labels: list[str]) -> dict:
     st.sidebar.header("4. Options")
-    steps = st.sidebar.number_input("Steps (DDIM)", min_value=1, max_value=logic.MAX_STEPS, value=logic.DEFAULT_STEPS, step=1, key="steps")
+    steps = st.sidebar.number_input("Steps (DDIM)", min_value=1, max_value=int(OPTIONS["steps"].high), value=OPTIONS["steps"].default, step=1, key="steps")
     seed = st.sidebar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed")
     label = st.sidebar.selectbox("Cell class", inpainter_labels, index=0, key="label",
                                  help="Condition the model on a class, or none")
-    samples = st.sidebar.number_input("Samples", min_value=1, max_value=logic.MAX_SAMPLES, value=logic.DEFAULT_SAMPLES, step=1, key="samples",
+    samples = st.sidebar.number_input("Samples", min_value=1, max_value=int(OPTIONS["samples"].high), value=OPTIONS["samples"].default, step=1, key="samples",
                                       help="More than 1 also gives an uncertainty map (the spread between samples)")
-    combine = st.sidebar.radio("Result", logic.COMBINE_CHOICES, index=logic.COMBINE_CHOICES.index(logic.DEFAULT_COMBINE), key="combine",
+    combine = st.sidebar.radio("Result", COMBINE_CHOICES, index=COMBINE_CHOICES.index(OPTIONS["combine"].default), key="combine",
                                format_func={"mean": "mean of the samples (closest on average)", "first": "one sample (sharper texture)"}.get)
-    texture = st.sidebar.checkbox("Texture at full size", value=logic.DEFAULT_TEXTURE, key="texture",
+    texture = st.sidebar.checkbox("Texture at full size", value=OPTIONS["texture"].default, key="texture",
                                   help="Redraw the restored region at the image's own resolution with the texture stage (BENCHMARKS.md)")
     return {"steps": int(steps), "seed": int(seed), "label": None if label == "none" else label, "samples": int(samples),
             "combine": combine, "texture": bool(texture)}

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared import ingest
+from shared.s3 import client
 from shared.s3events import object_events
 from shared.validate import Limits
 
@@ -23,7 +24,7 @@ JOB_DEFINITION = os.environ["JOB_DEFINITION"]
 LIMITS = Limits(max_bytes=int(os.environ["MAX_UPLOAD_BYTES"]), max_pixels=int(os.environ["MAX_PIXELS"]))
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
-S3, BATCH = ingest.client("s3"), ingest.client("batch")
+S3, BATCH = client("s3"), client("batch")
 
 
 @tracer.capture_method
@@ -48,18 +49,8 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     with processor(records=event["Records"], handler=record_handler):
         results = processor.process()
-    ready = [(rec["messageId"], o) for status, outcomes, rec in results if status == "success"
-             for o in outcomes if o.status == "ready"]
-    failures = processor.response()["batchItemFailures"]
-    if ready:
-        try:
-            job = ingest.submit_job(S3, BATCH, BUCKET, JOB_QUEUE, JOB_DEFINITION, [o.job for _, o in ready])
-        except Exception:
-            logger.exception("job submission failed; releasing the claims so the messages are retried")
-            for _, o in ready:
-                ingest.release(S3, BUCKET, o.claim_key)
-            failures += [{"itemIdentifier": mid} for mid in dict.fromkeys(mid for mid, _ in ready)]
-        else:
-            logger.info("job submitted", extra={"job_id": job.job_id, "batch_job_id": job.batch_job_id, "pairs": job.pairs})
-            metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
-    return {"batchItemFailures": failures}
+    ready = [(rec["messageId"], o) for status, outcomes, rec in results if status == "success" for o in outcomes if o.status == "ready"]
+    retry = ingest.submit_ready(S3, BATCH, BUCKET, JOB_QUEUE, JOB_DEFINITION, ready, logger)
+    if ready and not retry:
+        metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
+    return {"batchItemFailures": processor.response()["batchItemFailures"] + [{"itemIdentifier": mid} for mid in retry]}

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from shared.images import InputError
-from shared.s3events import classify, failed_prefix_for_key, object_events
+from shared.s3 import classify, failed_prefix_for_key
+from shared.s3events import object_events
 from shared.validate import Limits, validate_image, validate_mask, validate_pair, validate_sidecar
 
 EXAMPLES = int(os.environ.get("CELLPAINT_FUZZ_EXAMPLES", "200"))

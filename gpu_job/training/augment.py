@@ -56,7 +56,7 @@ def turn(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img[:, ::-1] if rng.random() < 0.5 else img
 
 
-def reframe(field: np.ndarray, size: int, scale: float, dx: float, dy: float) -> np.ndarray:
+def reframe(field: np.ndarray, size: int, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
     """(F, F, 3) field -> (size, size, 3): cells `scale` times their size, the view's centre
     moved by (dx, dy) of the view. Beyond the field, the field is mirrored."""
     f = field.shape[0]

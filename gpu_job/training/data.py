@@ -6,16 +6,19 @@ ignored folder (`.cache/`), keyed by the folder, its file list and the resolutio
 from __future__ import annotations
 
 import hashlib
+import io
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
 import warnings
 
-from shared.images import IMAGE_SUFFIXES, InputError, load_image
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from shared.images import InputError, load_image
+from shared.pairs import IMAGE_SUFFIXES
 from shared.preprocess import preprocess
 
 
@@ -51,9 +54,7 @@ def _load(args: tuple[str, int]) -> np.ndarray | str:
 
 def load_cellset(root: str | Path, size: int = 64, cache_dir: str | Path | None = ".cache", workers: int = 2) -> CellSet:
     root = Path(root)
-    if root.is_file():  # a pack made by gpu_job.pack
-        from .pack import unpack
-
+    if root.is_file():  # a pack made by pack.py
         return unpack(root)
     files, classes = list_images(root)
     names = [str(f.relative_to(root)) for f in files]
@@ -78,10 +79,8 @@ def load_cellset(root: str | Path, size: int = 64, cache_dir: str | Path | None 
     return CellSet(images, labels, classes, names)
 
 
-def augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random flips and 90-degree rotations: cells have no preferred orientation. (B, S, S, 3)."""
-    out = np.empty_like(batch)
-    for i, img in enumerate(batch):
-        img = np.rot90(img, rng.integers(4))
-        out[i] = img[:, ::-1] if rng.random() < 0.5 else img
-    return out
+def unpack(path: str | Path) -> CellSet:
+    with np.load(path) as z:
+        data, off = z["jpeg"], z["offsets"]
+        images = np.stack([np.asarray(Image.open(io.BytesIO(data[a:b].tobytes())).convert("RGB")) for a, b in zip(off[:-1], off[1:])])
+        return CellSet(images, z["labels"].astype(np.int64), [str(c) for c in z["classes"]], [str(n) for n in z["names"]])

@@ -1,6 +1,6 @@
 """Training as a Batch job: data, initial weights and the run folder may live in S3.
 
-`--data s3://B/training/train.npz` (a pack from gpu_job.pack; one file, so one GET) and `--init`
+`--data s3://B/training/train.npz` (a pack from pack.py; one file, so one GET) and `--init`
 are downloaded once. `--out s3://B/training/runs/NAME` trains into a local folder that mirrors
 that prefix: it is filled from S3 at the start (so a Spot reclaim resumes from the last
 checkpoint) and every checkpoint's files are uploaded as they are written. boto3 is imported here
@@ -10,18 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from urllib.parse import urlparse
 
 
 def is_s3(uri: str | None) -> bool:
     return bool(uri) and uri.startswith("s3://")
-
-
-def parse_s3(uri: str) -> tuple[str, str]:
-    u = urlparse(uri)
-    if u.scheme != "s3" or not u.netloc or not u.path.strip("/"):
-        raise ValueError(f"{uri}: expected s3://BUCKET/KEY")
-    return u.netloc, u.path.lstrip("/")
 
 
 def _client():
@@ -32,14 +24,9 @@ def _client():
 
 def fetch(uri: str, folder: str | Path = ".cache/s3") -> str:
     """A local copy of s3://BUCKET/KEY (and of KEY's .json beside it for .safetensors weights)."""
-    bucket, key = parse_s3(uri)
-    s3 = _client()
-    local = Path(folder) / bucket / key
-    local.parent.mkdir(parents=True, exist_ok=True)
-    s3.download_file(bucket, key, str(local))
-    if key.endswith(".safetensors"):
-        s3.download_file(bucket, key[: -len(".safetensors")] + ".json", str(local.with_suffix(".json")))
-    return str(local)
+    from shared.s3 import download
+
+    return download(uri, str(folder))
 
 
 def local_run_dir(uri: str) -> Path:
@@ -49,7 +36,9 @@ def local_run_dir(uri: str) -> Path:
 
 def download_run(uri: str, folder: Path) -> int:
     """Copy every object under the run prefix into `folder` (resume). Returns how many."""
-    bucket, prefix = parse_s3(uri.rstrip("/"))
+    from shared.s3 import parse_uri
+
+    bucket, prefix = parse_uri(uri.rstrip("/"))
     s3 = _client()
     folder.mkdir(parents=True, exist_ok=True)
     n = 0
@@ -65,7 +54,9 @@ def download_run(uri: str, folder: Path) -> int:
 def upload_run(folder: Path, uri: str, names: list[str]) -> None:
     """Upload these files of the run folder; ckpt.pt last, so a resume never sees a checkpoint
     newer than the weights and log beside it."""
-    bucket, prefix = parse_s3(uri.rstrip("/"))
+    from shared.s3 import parse_uri
+
+    bucket, prefix = parse_uri(uri.rstrip("/"))
     s3 = _client()
     for name in sorted(names, key=lambda n: n == "ckpt.pt"):
         path = folder / name

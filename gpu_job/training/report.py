@@ -13,7 +13,8 @@ import torch  # noqa: E402
 from shared.images import save_png  # noqa: E402
 from shared.preview import grid, overlay  # noqa: E402
 
-from .sampler import sample  # noqa: E402
+from gpu_job.sampler import sample  # noqa: E402
+from gpu_job.tensors import to_uint8  # noqa: E402
 
 GRID_STEPS = 25  # DDIM steps for checkpoint grids: cheap enough to run every checkpoint
 
@@ -53,18 +54,6 @@ def plot_history(history: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def from_uint8(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(B,H,W,3) uint8 -> (B,3,H,W) float in [-1,1]: the model's image range (to_uint8 undoes it).
-    A tensor is converted where it is (training copies uint8 to the GPU, then converts there)."""
-    t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
-    return t.permute(0, 3, 1, 2).float().div(127.5).sub(1)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 @torch.no_grad()

@@ -1,0 +1,74 @@
+"""The training commands' flags, parsed into the stages' configs. `cellpaint train` and
+`python -m gpu_job train` (the job image as a Batch training job) both use these. No boto3
+unless a path is s3:// (a plain GPU box trains without AWS libraries)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_train_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--data", required=True, help="folder of class subfolders (like pbc/train), or a pack file; s3:// too")
+    sp.add_argument("--val-data", help="val folder (like pbc/val); picks the best weights")
+    sp.add_argument("--out", default="runs/train", help="run folder (or s3://BUCKET/PREFIX); an existing ckpt.pt there is resumed")
+    sp.add_argument("--init", help="start from these weights instead of scratch")
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--lr", type=float, default=3e-4)
+    sp.add_argument("--max-steps", type=int, default=1_000_000)
+    sp.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
+    sp.add_argument("--ckpt-minutes", type=float, default=15.0)
+    sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sp.add_argument("--compile", action="store_true", help="torch.compile the model")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--mask-bank", type=int, default=0, help="draw masks from N pre-made ones (for a GPU; 0 = make each)")
+    sp.add_argument("--min-snr", type=float, default=0.0, metavar="GAMMA",
+                    help="min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice; 0 = off)")
+    sp.add_argument("--augment", default="domain", choices=["domain", "flips"],
+                    help="domain (default): cells drawn as other microscopes would show them (scale, position, stain, blur, noise, JPEG); flips: turns and flips only")
+    sp.set_defaults(func=run_train)
+
+
+def add_texture_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--data", required=True, help="folder of class subfolders of full-size images (like pbc/train)")
+    sp.add_argument("--val-data", help="val folder (like pbc/val); picks the best weights")
+    sp.add_argument("--out", default="runs/texture", help="run folder; an existing ckpt.pt there is resumed")
+    sp.add_argument("--init", help="start from these texture-stage weights instead of scratch")
+    sp.add_argument("--max-images", type=int, default=4000, help="full-size images held in memory (0.8 MB each)")
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--lr", type=float, default=2e-4)
+    sp.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
+    sp.add_argument("--ckpt-minutes", type=float, default=10.0)
+    sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=run_train_texture)
+
+
+def run_train(a) -> None:
+    from . import remote
+    from .first_stage import TrainConfig, train
+
+    # s3:// inputs (a Batch training job) are downloaded once; an s3:// --out is mirrored (remote.py).
+    data, val_data, init = (remote.fetch(x) if remote.is_s3(x) else x for x in (a.data, a.val_data or None, a.init))
+    for given, path in ((a.data, data), (a.val_data, val_data)):
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"{given}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.training.pack)")
+    mirror = a.out if remote.is_s3(a.out) else None
+    out = str(remote.local_run_dir(a.out)) if mirror else a.out
+    cfg = TrainConfig(data=data, val_data=val_data, out=out, init=init, batch_size=a.batch_size, lr=a.lr,
+                      max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
+                      device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
+                      min_snr=a.min_snr, augment=a.augment)
+    print(train(cfg))
+
+
+def run_train_texture(a) -> None:
+    from .texture_stage import TextureConfig, train_texture
+
+    for path in (a.data, a.val_data):
+        if path and not Path(path).is_dir():
+            raise FileNotFoundError(f"{path}: not found (expected a folder DATA/<class>/*.jpg of full-size images)")
+    cfg = TextureConfig(data=a.data, val_data=a.val_data, out=a.out, init=a.init, max_images=a.max_images, batch_size=a.batch_size, lr=a.lr,
+                        max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads, device=a.device, seed=a.seed)
+    print(train_texture(cfg))

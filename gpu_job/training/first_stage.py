@@ -1,0 +1,159 @@
+"""Training the first stage, the 64x64 inpainter: its batches, val set and checkpoint (the loop is loop.py).
+
+Each checkpoint writes `ckpt.pt` (everything needed to resume), `loss.png`, `log.jsonl`,
+`generated-<step>.png` (whole cells: shareable), `inpaint-<step>.png` (val examples: not shareable),
+`last.safetensors`, and, when the val loss improves, `best.safetensors` + `best.json` (the
+shippable weights).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpu_job.diffusion import training_loss
+from gpu_job.sampler import sample
+from gpu_job.tensors import from_uint8, to_uint8
+from gpu_job.weights import save_weights
+from shared.masks import random_mask
+
+from ..evaluation.metrics import masked_metrics
+from .augment import FIELD, domain_augment, reframe, turn
+from .data import CellSet, load_cellset
+from .loop import RunConfig, fixed_loss, train_loop
+from .report import sample_grid
+
+METRIC_IMAGES = 48  # val cells inpainted at each checkpoint (~5 s on 2 CPU cores)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    full_mask_prob: float = 0.10  # whole image masked: phase-1 generation from the same weights
+    label_drop_prob: float = 0.15  # label -> "none", so the weights work with and without one
+    mask_bank: int = 0  # >0: draw masks from this many pre-made ones (x8 by rotation/flip); keeps a GPU fed
+    min_snr: float = 0.0  # >0: min-SNR-gamma loss weighting (diffusion.training_loss); val loss stays unweighted
+    augment: str = "domain"  # "domain": other microscopes' scale, stain, blur, noise (augment.py); "flips": turns and flips only
+
+
+def make_masks(rng: np.random.Generator, n: int, size: int, full_prob: float) -> np.ndarray:
+    """(n, size, size) bool: random boxes, ellipses and strokes; full masks with `full_prob`."""
+    return np.stack([random_mask(rng, size, size, "full" if rng.random() < full_prob else None) for _ in range(n)])
+
+
+def draw_masks(bank: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """n masks from a pre-made bank, each turned by a random rotation and flip (8 variants per mask)."""
+    return np.stack([turn(bank[j], rng) for j in rng.integers(0, len(bank), n)])
+
+
+def to_device(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A training batch on `device`: uint8 images travel (4x fewer bytes than float) and are scaled
+    there. On CUDA from pinned memory without blocking: a copy from pageable memory waits for the
+    GPU to finish the step before, so the next batch could not be drawn while the GPU works."""
+    cpu = (torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(masks[:, None]), torch.from_numpy(labels))
+    if device.type == "cuda":
+        cpu = tuple(t.pin_memory() for t in cpu)
+    x, m, lab = (t.to(device, non_blocking=True) for t in cpu)
+    return from_uint8(x), m.float(), lab
+
+
+def train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx, min_snr: float = 0.0) -> torch.Tensor:
+    """One optimiser step on a batch, as the loop takes it (scripts/bench_train_step.py times this)."""
+    with autocast_ctx():
+        loss = training_loss(fwd, diff, x, m, labels, min_snr=min_snr)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
+class ValSet:
+    """A fixed val batch: fixed masks, timesteps and noise, so val loss is comparable across steps."""
+
+    def __init__(self, cells: CellSet, cfg: TrainConfig, device):
+        rng = np.random.default_rng(1234)
+        idx = rng.choice(len(cells.images), min(cfg.val_images, len(cells.images)), replace=False)
+        masks = make_masks(rng, len(idx), cfg.unet.image_size, cfg.full_mask_prob)
+        self.x, self.m, self.labels = to_device(cells.images[idx], masks, cells.labels[idx], device)
+        g = torch.Generator().manual_seed(99)
+        self.t = torch.randint(0, cfg.diffusion.timesteps, (len(idx),), generator=g).to(device)
+        self.noise = torch.randn(self.x.shape, generator=g).to(device)
+        self.images, self.classes = cells.images[idx], cells.classes
+
+    def loss(self, model, diff, autocast_ctx) -> float:
+        return fixed_loss(model, diff, autocast_ctx, self.x, self.m, self.labels, self.t, self.noise)
+
+    @torch.no_grad()
+    def inpaint_metrics(self, model, diff, n: int = METRIC_IMAGES) -> dict[str, float]:
+        """Masked PSNR/SSIM of DDIM-10 inpainting on the first `n` partly-masked val cells, fixed seeds.
+
+        Val loss is an average over all t; this is what users see, so checkpoints track both.
+        At 64x64 it is not the full-size `cellpaint evaluate` number, but it moves with it."""
+        part = (self.m[:, 0].flatten(1).mean(1) < 0.99).nonzero()[:n, 0]
+        x, m = self.x[part], self.m[part]
+        out = to_uint8(sample(model, diff, known=x * (1 - m), mask=m, labels=None, seeds=list(range(len(part))), steps=10,
+                              autocast=x.device.type == "cpu"))
+        ref, ms = to_uint8(x), m[:, 0].cpu().numpy() > 0.5
+        rows = [masked_metrics(r, o, k) for r, o, k in zip(ref, out, ms)]
+        return {k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}
+
+
+class FirstStage:
+    """Cells at 64x64 with random masks; a tenth wholly masked (generation) and labels dropped at
+    random (so the weights work with and without one)."""
+    name = "train"
+
+    def __init__(self, cfg: TrainConfig, device):
+        if cfg.augment not in ("domain", "flips"):
+            raise ValueError(f"augment must be domain or flips, got {cfg.augment!r}")
+        self.cfg, self.device = cfg, device
+        # Domain augmentation reframes cells, from a field at twice the model's size so that zooming
+        # in keeps detail (a pack has the size it was made at, pack.py --size; a smaller one works, softer).
+        self.domain = cfg.augment == "domain"
+        self.cells = load_cellset(cfg.data, FIELD if self.domain else cfg.unet.image_size)
+        self.val = ValSet(load_cellset(cfg.val_data, cfg.unet.image_size), cfg, device) if cfg.val_data else None
+        if self.cells.classes and len(self.cells.classes) != cfg.unet.num_classes:
+            cfg.unet.num_classes = len(self.cells.classes)
+        # Python mask drawing costs ~10 ms per 128: nothing on 2 CPU cores at ~1 s/step, half the step on a GPU.
+        self.bank = make_masks(np.random.default_rng(cfg.seed), cfg.mask_bank, cfg.unet.image_size, cfg.full_mask_prob) if cfg.mask_bank else None
+        print(f"{len(self.cells.images)} train images")
+
+    def batch(self, rng: np.random.Generator) -> tuple:
+        cfg, size = self.cfg, self.cfg.unet.image_size
+        idx = rng.integers(0, len(self.cells.images), cfg.batch_size)
+        masks = draw_masks(self.bank, rng, cfg.batch_size) if self.bank is not None else make_masks(rng, cfg.batch_size, size, cfg.full_mask_prob)
+        fields = self.cells.images[idx]
+        images = domain_augment(fields, rng, size) if self.domain else np.stack([turn(reframe(f, size) if len(f) != size else f, rng) for f in fields])
+        labels = np.where(rng.random(cfg.batch_size) < cfg.label_drop_prob, cfg.unet.num_classes, self.cells.labels[idx])
+        return to_device(images, masks, labels, self.device)
+
+    def loss(self, fwd, diff, batch) -> torch.Tensor:
+        x, m, labels = batch
+        return training_loss(fwd, diff, x, m, labels, min_snr=self.cfg.min_snr)
+
+    def val_loss(self, ema, diff, autocast_ctx) -> float:
+        return self.val.loss(ema, diff, autocast_ctx) if self.val else float("nan")
+
+    def val_metrics(self, ema, diff) -> dict[str, float]:
+        return self.val.inpaint_metrics(ema, diff) if self.val else {}
+
+    def save(self, out: Path, ema, diff, meta: dict, metrics: dict, improved: bool, step: int) -> list[str]:
+        cells = self.cells
+        meta["training"].update(train_images=len(cells.images), class_counts={c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)})
+        meta["val"].update({f"ddim10_64px_{k}": round(v, 4) for k, v in metrics.items()})
+        written = ["last.safetensors", "last.json"]
+        if improved:
+            save_weights(out / "best.safetensors", ema, diff.cfg, cells.classes, meta)
+            written += ["best.safetensors", "best.json"]
+        save_weights(out / "last.safetensors", ema, diff.cfg, cells.classes, meta)
+        if self.val is not None:
+            grids = [f"generated-{step:07d}.png", f"inpaint-{step:07d}.png"]
+            sample_grid(ema, diff, self.val, out / grids[0], out / grids[1])
+            written += grids
+        return written
+
+
+def train(cfg: TrainConfig) -> Path:
+    return train_loop(cfg, FirstStage)

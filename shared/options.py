@@ -1,0 +1,153 @@
+"""Every inpainting option in one table: type, range, default, and what to tell a person.
+
+The sidecar (shared/validate.py), the GPU job, the CLI, the UI and `InpaintOptions` all read it,
+so a new option is one entry here plus the code that uses it. Standard library only: the
+Lambdas, the UI and `--help` read it without torch.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, make_dataclass
+
+# The classes of the shipped weights (PBC, Acevedo et al. 2020); "none" = no label.
+LABELS = ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet")
+SAMPLERS = ("ddim", "ddpm")
+COMBINE_CHOICES = ("mean", "first")
+
+
+class OptionError(ValueError):
+    """An option value a person gave that cannot be used; the message says what it must be."""
+
+    def __init__(self, name: str, value, what: str, words: str = ""):
+        super().__init__(f"{name} must be {what}, got {value!r}")
+        self.name, self.value, self.what, self.words = name, value, what, words or what
+
+    def __reduce__(self):
+        return (type(self), (self.name, self.value, self.what, self.words))
+
+    def in_document(self) -> str:
+        """As a sidecar's reader needs it: the value as written in the JSON, and what to write."""
+        return f"option {self.name!r} is {json.dumps(self.value, default=str)[:60]}; it must be {self.words}"
+
+
+class UnknownOptions(ValueError):
+    def __init__(self, unknown: list[str], allowed: tuple[str, ...]):
+        super().__init__(f"unknown option(s) {', '.join(map(repr, unknown))}; the options are {', '.join(allowed)}")
+
+    def in_document(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type  # int | float | bool | str
+    default: object
+    help: str  # one line, for --help and the UI
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    sidecar: bool = True  # a pair's NAME.json may set it
+    words: str = ""  # what a valid value is, in a person's words, where the choices alone say too little
+    # On a person's own machine (the CLI) the upper bound and the choices do not apply: any class
+    # of their own weights, any number of samples. Uploads are bounded: they cost the stack.
+    local_open: bool = False
+
+    def what(self, local: bool = False) -> str:
+        """What a valid value is, in words: the end of every error message."""
+        if self.kind is bool:
+            return "true or false"
+        if self.choices and not (local and self.local_open):
+            return "one of " + ", ".join(self.choices)
+        noun = {int: "an integer", float: "a number", str: "a string"}[self.kind]
+        high = None if local and self.local_open else self.high
+        if self.low is not None and high is not None:
+            return f"{noun} from {self.low:g} to {high:g}"
+        return f"{noun} >= {self.low:g}" if self.low is not None else noun
+
+    def check(self, value, local: bool = False):
+        """`value` if it is valid, else OptionError. JSON true/false are not integers, 50.0 is not
+        an integer, and an integer is a number."""
+        ok = isinstance(value, self.kind) and not (isinstance(value, bool) and self.kind is not bool)
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, value = True, float(value)
+        if ok and self.kind is not bool:
+            open_ = local and self.local_open
+            ok = ((self.low is None or value >= self.low) and (open_ or self.high is None or value <= self.high)
+                  and (open_ or not self.choices or value in self.choices))
+        if not ok:
+            raise OptionError(self.name, value, self.what(local), self.words)
+        return value
+
+
+# Why each default is what it is: BENCHMARKS.md has the measurements.
+OPTIONS = {o.name: o for o in (
+    # 5 DDIM steps with the mean of 8 samples score as well as 10 on val, at half the model calls.
+    Option("steps", int, 5, "sampler steps (DDPM: up to 1000)", low=1, high=1000),
+    # The mean of 8 ancestral samples scored 0.1 dB higher, better on some kinds and worse on others.
+    Option("sampler", str, "ddim", "ddim (deterministic from its noise) or ddpm (ancestral)", choices=SAMPLERS, words="ddim or ddpm"),
+    Option("seed", int, 0, "seed of the sampler's noise", low=0),
+    Option("label", str, None, "the cell's class, or none", choices=LABELS + ("none",), local_open=True,
+           words="one of " + ", ".join(LABELS) + " or none"),
+    # The mean of 8 samples: +0.95 dB PSNR over one DDIM-5 sample on val; K > 1 also gives the uncertainty map.
+    Option("samples", int, 8, "samples per window; more than one also gives an uncertainty map", low=1, high=8, local_open=True),
+    Option("combine", str, "mean", "mean (of the samples: closest to the truth on average) or first (one sharp sample)",
+           choices=COMBINE_CHOICES, words="mean (of the samples) or first (one sample)"),
+    # The texture stage: fine detail 0.25 -> 0.57 of the truth's, for 0.06 dB inside the mask.
+    Option("texture", bool, True, "redraw the fill at full resolution with the texture stage"),
+    Option("guidance", float, 1.0, "classifier-free guidance scale with a label (1 = plain conditional)", low=0.0, sidecar=False),
+    Option("feather", int, 0, "px inside the mask edge blended toward the original", low=0, sidecar=False),
+    Option("seam", bool, True, "correct the patch's low frequencies to meet the original without a seam", sidecar=False),
+    # The PBC images' field of view: cells reach the model at the scale it learned. <= 0: the whole image.
+    Option("window", int, 360, "source px per model field for large images (0 = the whole image)", sidecar=False),
+)}
+SIDECAR = tuple(n for n, o in OPTIONS.items() if o.sidecar)
+
+
+def _check(self, local: bool = False) -> "InpaintOptions":
+    """Every field valid (a None label means no label), else OptionError."""
+    for name, o in OPTIONS.items():
+        value = getattr(self, name)
+        if not (value is None and o.default is None):
+            setattr(self, name, o.check(value, local))
+    return self
+
+
+def _from_dict(cls, doc: dict, local: bool = False) -> "InpaintOptions":
+    """Options as a sidecar or the UI gives them (missing keys take their defaults), checked."""
+    unknown = sorted(set(doc) - set(OPTIONS))
+    if unknown:
+        raise UnknownOptions(unknown, tuple(OPTIONS))
+    return cls(**doc).check(local)
+
+
+def _to_dict(self) -> dict:
+    return asdict(self)
+
+
+# The options as one typed record, a field per entry of OPTIONS (so it never lags behind them).
+InpaintOptions = make_dataclass(
+    "InpaintOptions", [(n, o.kind | None if o.default is None else o.kind, field(default=o.default)) for n, o in OPTIONS.items()],
+    namespace={"check": _check, "from_dict": classmethod(_from_dict), "to_dict": _to_dict,
+               "__doc__": "The options of one inpainting: a field for each entry of shared.options.OPTIONS."})
+InpaintOptions.__module__ = __name__
+
+
+def parse(doc: dict, allowed: tuple[str, ...] = SIDECAR) -> dict:
+    """The options a document gives (a sidecar's JSON object), each checked; defaults not filled
+    in. OptionError for an unknown key or a bad value."""
+    unknown = sorted(set(doc) - set(allowed))
+    if unknown:
+        raise UnknownOptions(unknown, allowed)
+    return {k: OPTIONS[k].check(v) for k, v in doc.items()}
+
+
+# ---- Whole-cell generation (`cellpaint sample`) ----------------------------------------------------
+# One sample with nothing known to clamp to: more steps than inpainting.
+GENERATE_STEPS = 25
+# Guidance 5 with the ancestral sampler: a classifier trained on real cells names the requested
+# class for every generated cell of every class (24 a class), against 79 % at 1. Two model calls a step.
+GENERATE_GUIDANCE = 5.0
+# Ancestral: deterministic DDIM left coloured speckle on about a third of generated cells; the
+# fresh noise of ancestral steps is denoised away again (1 % speckled, as many as real cells).
+GENERATE_SAMPLER = "ddpm"
