@@ -79,6 +79,7 @@ def cmd_inpaint(a) -> None:
         for i in tqdm(range(0, len(loaded), chunk), desc="inpainting", unit="batch"):
             part = loaded[i : i + chunk]
             for (img_path, _), res in zip(part, inp.inpaint_many([p for _, p in part], opts)):
+                _warn_unlike(img_path, res)
                 stem = img_path.name[: -len(img_path.suffix)]
                 save_png(res.image, outdir / f"{stem}.png")
                 if res.std is not None:
@@ -93,12 +94,18 @@ def cmd_inpaint(a) -> None:
     if opts.texture:
         inp.texturer()
     res = inp.inpaint(image, mask, opts)
+    _warn_unlike(Path(a.image), res)
     out = Path(a.output)
     save_png(res.image, out)
     print(out)
     if res.std is not None:
         _save_std(res.std, out.with_name(out.stem + ".std.png"))
         print(out.with_name(out.stem + ".std.png"))
+
+
+def _warn_unlike(image: Path, res) -> None:
+    if res.ood and res.ood.get("unlike_training"):
+        print(f"warning: {image}: {res.ood['message']} (score {res.ood['score']}; above 1 = unlike)", file=sys.stderr)
 
 
 def _save_std(std, path: Path) -> None:
@@ -129,6 +136,13 @@ def cmd_evaluate(a) -> None:
 
     if not Path(a.data).exists():
         raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg)")
+    if a.domain_shift:
+        from gpu_job.evaluation.domain_shift import DomainConfig, evaluate_domain_shift, parse_variant
+
+        evaluate_domain_shift(DomainConfig(bccd=a.bccd, pbc=a.data, train=a.train_data, out=a.out, weights=a.weights, images=a.images,
+                                           per_class=a.per_class, shifts=tuple(a.shifts), variants=dict(map(parse_variant, a.variant)),
+                                           device=a.device, seed=a.seed))
+        return
     evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps), mean_of=a.mean_of,
                         ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, ddpm_steps=tuple(a.ddpm_steps), ddpm_mean_steps=tuple(a.ddpm_mean_steps), speed=not a.no_speed, device=a.device, seed=a.seed,
                         texture=a.texture, no_texture=a.no_texture, texture_starts=tuple(a.texture_start), texture_steps=a.texture_steps))
@@ -200,6 +214,14 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-texture", action="store_true", help="score the first stage alone")
     sp.add_argument("--texture-start", type=int, nargs="*", default=[], help="start levels for the texture stage (default: the one stored with its weights)")
     sp.add_argument("--texture-steps", type=int, default=10, help="texture-stage DDIM steps")
+    sp.add_argument("--domain-shift", action="store_true",
+                    help="score on images unlike the training set instead: --bccd smear photos, and --data cells with synthetic --shifts")
+    sp.add_argument("--bccd", default="../shared/data/bccd", help="with --domain-shift: BCCD photos with their VOC boxes")
+    sp.add_argument("--images", type=int, default=40, help="with --domain-shift: BCCD photos to use")
+    sp.add_argument("--shifts", nargs="*", default=["none", "stain", "scale", "blur"], help="with --domain-shift: shifts of --data cells")
+    sp.add_argument("--train-data", default="../shared/data/pbc/train", help="with --domain-shift: the class-kept classifier's training set")
+    sp.add_argument("--variant", action="append", default=[], metavar="NAME:OPT=V,...",
+                    help="with --domain-shift: also score the default with these options, e.g. first:combine=first,samples=1")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_evaluate)

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared import normalize
+from shared.guard import MAX_FOREIGN, guard
 from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, InpaintOptions
 from shared.preprocess import composite
 from shared.windows import Window, prepare
@@ -22,11 +24,35 @@ from .weights import load_weights
 BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
 
 
+def combine(per_sample: list[list[np.ndarray]], ws: list[Window], how: str) -> list[np.ndarray]:
+    """K samples of each window -> one prediction per window.
+
+    mean: the mean of the samples, an estimate of the posterior mean: closest to the truth on
+    average, and soft where the samples disagree (a nucleus's lobes become a haze). It is taken at
+    model resolution and pasted once: the seam fix is linear in the patch, so one fix of the mean
+    matches the mean of K fixes (to rounding) at 1/K of its cost.
+    first: sample 0, a sharp, committed fill.
+    nearest: the sample nearest the mean inside the window's mask: committed like one sample, and
+    the one closest to the average."""
+    if how == "first" or len(per_sample) == 1:
+        return per_sample[0]
+    means = [np.mean([s[j] for s in per_sample], axis=0, dtype=np.float32) for j in range(len(ws))]
+    if how == "mean":
+        return means
+    picks = []
+    for j, w in enumerate(ws):
+        m = w.prep.mask
+        picks.append(min((s[j] for s in per_sample), key=lambda x: float(((x - means[j])[m] ** 2).sum())))
+    return picks
+
+
 @dataclass
 class InpaintResult:
     image: np.ndarray  # (H, W, 3) uint8: sample 0 (or the samples' mean), composited at the input's size (and redrawn by the texture stage if asked)
     samples: list[np.ndarray] = field(default_factory=list)  # K > 1: each sample pasted as it is (no seam fix)
     std: np.ndarray | None = None  # (H, W) float32 per-pixel std over samples (0 outside the mask)
+    ood: dict | None = None  # is the image unlike the training images? (gpu_job/ood.py; None without its weights)
+    fell_back: int = 0  # windows whose fill the guard replaced with a classical fill (shared/guard.py)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -43,13 +69,16 @@ def item_seed(seed: int, sample: int, window: int) -> int:
 
 
 class Inpainter:
-    def __init__(self, weights=None, device: str = "auto", batch_size: int = BATCH, texture_weights=None):
+    def __init__(self, weights=None, device: str = "auto", batch_size: int = BATCH, texture_weights=None, ood_weights=None):
         self.device = pick_device(device)
         self.texture_weights = texture_weights  # None: the shipped texture weights, loaded when an option asks
         self._texturer = None
+        self.ood_weights = ood_weights  # None: the shipped out-of-distribution flag's, if they are there
+        self._ood = None
         self.model, self.diff, self.record = load_weights(weights, self.device)
         self.model.to(memory_format=torch.channels_last)
         self.classes: list[str] = self.record["classes"]
+        self.reference = self.record.get("normalize")  # the training set's colour statistics (shared/normalize.py)
         self.batch_size = batch_size
         self.size = self.model.cfg.image_size
 
@@ -62,6 +91,14 @@ class Inpainter:
                 raise ValueError(f"{path}: no texture-stage weights (train them with `cellpaint train-texture`)")
             self._texturer = Texturer(path, self.device)
         return self._texturer
+
+    def ood_scorer(self):
+        if self._ood is None:
+            from .ood import OODScorer, default_ood_weights
+
+            path = Path(self.ood_weights or default_ood_weights())
+            self._ood = OODScorer(path) if path.exists() else False
+        return self._ood or None
 
     def label_index(self, label: str | None) -> int:
         if label is None or label == "none":
@@ -91,47 +128,74 @@ class Inpainter:
         optlist = [o.check(local=True) for o in (opts if isinstance(opts, list) else [opts] * len(pairs))]
         if windows is None:
             windows = [prepare(img, m, o.window, self.size) for (img, m), o in zip(pairs, optlist)]
-        # Flatten (pair, sample, window) into rows; rows sharing sampler settings batch together.
+        # Each window's colours, moved to the training set's from its known pixels alone (or left as they are).
+        moves = {(p, j): normalize.fit(o.normalize, w.prep.image, ~w.prep.mask, self.reference)
+                 for p, (o, ws) in enumerate(zip(optlist, windows)) for j, w in enumerate(ws)}
+        preds = self._sample_windows(windows, optlist, moves)
+        results = [self._finish(image, mask, o, ws, [[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)])
+                   for p, ((image, mask), o, ws) in enumerate(zip(pairs, optlist, windows))]
+        scorer = self.ood_scorer()
+        for res, ws in zip(results, windows):
+            if scorer is not None:
+                res.ood = scorer.score(np.stack([w.prep.image for w in ws]), np.stack([~w.prep.mask for w in ws]))
+        return results
+
+    def _sample_windows(self, windows: list[list[Window]], optlist: list[InpaintOptions], moves: dict) -> dict:
+        """{(pair, sample, window): (S, S, 3) float32 prediction in the image's own colours}. Rows of
+        all pairs that share sampler settings go through the model in the same batches."""
         groups: dict[tuple, list[tuple[int, int, int]]] = {}
         for p, (o, ws) in enumerate(zip(optlist, windows)):
             for k in range(o.samples):
                 for j in range(len(ws)):
                     groups.setdefault((o.steps, o.sampler, o.guidance), []).append((p, k, j))
-        preds: dict[tuple[int, int, int], np.ndarray] = {}
+        preds = {}
         for (steps, sampler, guidance), rows in groups.items():
             o = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance)
-            known = np.stack([windows[p][j].prep.image for p, _, j in rows])
+            known = np.stack([normalize.to_uint8(moves[(p, j)].forward(windows[p][j].prep.image)) for p, _, j in rows])
             mask = np.stack([windows[p][j].prep.mask for p, _, j in rows])
             labels = [self.label_index(optlist[p].label) for p, _, _ in rows]
             seeds = [item_seed(optlist[p].seed, k, j) for p, k, j in rows]
-            for row, pred in zip(rows, self._run(known, mask, labels, seeds, o)):
-                preds[row] = pred
-        results = []
-        for p, ((image, mask), o, ws) in enumerate(zip(pairs, optlist, windows)):
-            def paste(window_preds: list[np.ndarray], seam: bool) -> np.ndarray:
-                out = image.copy()
-                for w, pred in zip(ws, window_preds):
-                    crop = w.box.crop(out)
-                    crop[...] = composite(crop, w.writes, pred, w.prep, o.feather, seam, w.box.crop(mask))
-                return out
+            for (p, k, j), pred in zip(rows, self._run(known, mask, labels, seeds, o)):
+                preds[(p, k, j)] = moves[(p, j)].inverse(pred).astype(np.float32)
+        return preds
 
-            per_sample = [[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)]
-            # The mean of K samples estimates the posterior mean: smoother, closer on average. It is
-            # taken at model resolution and pasted once: the seam fix is linear in the patch, so one
-            # fix of the mean matches the mean of K fixes (to rounding) at 1/K of its cost.
-            chosen = per_sample[0] if o.combine == "first" else [np.mean([s[j] for s in per_sample], axis=0, dtype=np.float32) for j in range(len(ws))]
-            image_out = paste(chosen, o.seam)
-            if o.texture:  # per window, as the first stage ran: a large image's scattered defects stay small crops
-                for j, w in enumerate(ws):
-                    crop = w.box.crop(image_out)
-                    crop[...] = self.texturer().refine(crop, w.writes, seed=item_seed(o.seed, 0, j))
-            samples, std = [image_out], None
-            if o.samples > 1:
-                samples = [paste(s, False) for s in per_sample]  # plain pastes: cheap, and enough for the spread
-                std = np.stack(samples).astype(np.float32).std(axis=0).mean(axis=-1)
-                std[~mask] = 0.0
-            results.append(InpaintResult(image_out, samples, std))
-        return results
+    def _finish(self, image: np.ndarray, mask: np.ndarray, o: InpaintOptions, ws: list[Window], per_sample: list[list[np.ndarray]]) -> InpaintResult:
+        """One pair's samples -> its result at full size: combined, pasted, seam-fixed, texture redrawn."""
+        def paste(window_preds: list[np.ndarray], seam: bool) -> np.ndarray:
+            out = image.copy()
+            for w, pred in zip(ws, window_preds):
+                crop = w.box.crop(out)
+                crop[...] = composite(crop, w.writes, pred, w.prep, o.feather, seam, w.box.crop(mask))
+            return out
+
+        image_out = paste(combine(per_sample, ws, o.combine), o.seam)
+        if o.texture:  # per window, as the first stage ran: a large image's scattered defects stay small crops
+            for j, w in enumerate(ws):
+                crop = w.box.crop(image_out)
+                crop[...] = self._texture(crop, w.writes, w.box.crop(mask), o, item_seed(o.seed, 0, j))
+        fell_back = 0
+        if o.guard:
+            for w in ws:
+                crop = w.box.crop(image_out)
+                crop[...], share = guard(crop, w.writes, w.box.crop(mask))
+                fell_back += share > MAX_FOREIGN
+        samples, std = [image_out], None
+        if o.samples > 1:
+            samples = [paste(s, False) for s in per_sample]  # plain pastes: cheap, and enough for the spread
+            std = np.stack(samples).astype(np.float32).std(axis=0).mean(axis=-1)
+            std[~mask] = 0.0
+        return InpaintResult(image_out, samples, std, fell_back=fell_back)
+
+    def _texture(self, crop: np.ndarray, writes: np.ndarray, unknown: np.ndarray, o: InpaintOptions, seed: int) -> np.ndarray:
+        """The texture stage on one window's crop, in the training set's colours when asked; only
+        `writes` changes."""
+        move = normalize.fit(o.normalize, crop, ~unknown, self.reference)
+        if move is normalize.IDENTITY:
+            return self.texturer().refine(crop, writes, seed=seed)
+        out = self.texturer().refine(normalize.to_uint8(move.forward(crop)), writes, seed=seed)
+        res = crop.copy()
+        res[writes] = normalize.to_uint8(move.inverse(out[writes]))
+        return res
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, opts: InpaintOptions | None = None) -> InpaintResult:
         return self.inpaint_many([(image, mask)], opts or InpaintOptions())[0]

@@ -6,7 +6,8 @@
 Runs started with `--init` from this code on record their lineage themselves (weights.lineage).
 `--before` is for runs that did not: the records of the weights that came before this run, oldest
 first; each one's own lineage is kept. `--data` counts the train set's classes for
-`cellpaint sample --label any` when the record has no counts. Ship only weights that beat the
+`cellpaint sample --label any` when the record has no counts, and gives its colour statistics
+(shared/normalize.py) when the record has none. Ship only weights that beat the
 shipped ones on val (BENCHMARKS.md says how that is measured).
 """
 from __future__ import annotations
@@ -32,6 +33,11 @@ def shipped_record(src: Path, before: list[Path], data: str | None) -> dict:
 
         files, classes = list_images(Path(data))
         t["class_counts"] = {c: sum(f.parent.name == c for f in files) for c in classes}
+    if "normalize" not in rec and data and rec.get("stage") != "texture":  # weights trained before colour statistics were recorded
+        from gpu_job.training.data import load_cellset
+        from gpu_job.training.first_stage import colour_reference
+
+        rec["normalize"] = colour_reference(load_cellset(data, rec["unet"]["image_size"]).images)
     if t.get("class_counts") and list(t["class_counts"]) != rec["classes"]:
         raise SystemExit(f"{data or src}: classes {list(t['class_counts'])} differ from the weights' {rec['classes']}")
     return rec

@@ -33,6 +33,7 @@ class Notice:
     link_expires_in: int | None = None  # seconds
     timings: dict = field(default_factory=dict)
     job: dict = field(default_factory=dict)  # job_id, batch_job_id, status_reason, ...
+    ood: dict | None = None  # the job's "unlike the training images" flag (gpu_job/ood.py)
     dedupe: str = ""  # what makes this notice unique (not sent)
 
     def body(self) -> dict:
@@ -54,7 +55,8 @@ def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version:
     keys.update({k: v for k, v in outputs.items() if isinstance(v, str) and k not in keys})  # e.g. uncertainty
     job = {k: doc[k] for k in ("job_id", "model", "sampler", "steps", "seed", "label", "samples", "combine") if k in doc}
     timings = doc.get("timings") if isinstance(doc.get("timings"), dict) else {}
-    return Notice("succeeded", pair, None, keys, bucket, link, expires_in, timings, job, dedupe=f"{key}@{version}")
+    ood = doc.get("ood") if isinstance(doc.get("ood"), dict) else None
+    return Notice("succeeded", pair, None, keys, bucket, link, expires_in, timings, job, ood=ood, dedupe=f"{key}@{version}")
 
 
 def from_error(s3: BaseClient, bucket: str, key: str, version: str | None = None) -> Notice:
@@ -113,6 +115,9 @@ def render(n: Notice) -> tuple[str, str]:
         subject = subject[: SUBJECT_MAX - 3] + "..."
     lines = [f"Pair: {n.pair or '(unknown)'}", f"Status: {n.status}"]
     if n.status == "succeeded":
+        if n.ood and n.ood.get("unlike_training"):
+            lines += ["", f"Warning: {n.ood.get('message') or 'this image is unlike the training images; check the result'}"
+                          f" (score {n.ood.get('score')}; above 1 = unlike)", ""]
         lines += [f"Restored image ({_expiry(n.link_expires_in)}): {n.link}",
                   f"In the bucket: s3://{n.bucket}/{n.keys.get('inpainted')}",
                   f"Preview: s3://{n.bucket}/{n.keys.get('preview')}"]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, make_dataclass
 # The classes of the shipped weights (PBC, Acevedo et al. 2020); "none" = no label.
 LABELS = ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet")
 SAMPLERS = ("ddim", "ddpm")
-COMBINE_CHOICES = ("mean", "first")
+COMBINE_CHOICES = ("mean", "first", "nearest")
 
 
 class OptionError(ValueError):
@@ -91,15 +91,23 @@ OPTIONS = {o.name: o for o in (
            words="one of " + ", ".join(LABELS) + " or none"),
     # The mean of 8 samples: +0.95 dB PSNR over one DDIM-5 sample on val; K > 1 also gives the uncertainty map.
     Option("samples", int, 8, "samples per window; more than one also gives an uncertainty map", low=1, high=8, local_open=True),
-    Option("combine", str, "mean", "mean (of the samples: closest to the truth on average) or first (one sharp sample)",
-           choices=COMBINE_CHOICES, words="mean (of the samples) or first (one sample)"),
+    Option("combine", str, "mean", "mean (of the samples: closest to the truth on average), first (one sharp sample) "
+           "or nearest (the sample nearest their mean)", choices=COMBINE_CHOICES,
+           words="mean (of the samples) or first (one sample), or nearest (the sample nearest their mean)"),
     # The texture stage: fine detail 0.25 -> 0.57 of the truth's, for 0.06 dB inside the mask.
     Option("texture", bool, True, "redraw the fill at full resolution with the texture stage"),
+    # A fill whose colours appear nowhere around it falls back to a classical fill (shared/guard.py).
+    Option("guard", bool, False, "fall back to a classical fill where the fill's colours appear nowhere around it"),
     Option("guidance", float, 1.0, "classifier-free guidance scale with a label (1 = plain conditional)", low=0.0, sidecar=False),
     Option("feather", int, 0, "px inside the mask edge blended toward the original", low=0, sidecar=False),
     Option("seam", bool, True, "correct the patch's low frequencies to meet the original without a seam", sidecar=False),
-    # The PBC images' field of view: cells reach the model at the scale it learned. <= 0: the whole image.
-    Option("window", int, 360, "source px per model field for large images (0 = the whole image)", sidecar=False),
+    # None: the PBC field of view scaled by the image's cell size (shared/scale.py), so cells reach the
+    # model at the scale it learned; a number overrides it; <= 0: the whole image as one field.
+    Option("window", int, None, "source px per model field for large images (default: from the image's cell size; 0 = the whole image)",
+           sidecar=False),
+    # Colours and stains of another lab moved to the training set's around the model (shared/normalize.py).
+    Option("normalize", str, "none", "match the image's colours to the training set's around the model: none, auto (Reinhard, "
+           "as far as the slide's light is unlike the training set's), reinhard or macenko", choices=("none", "auto", "reinhard", "macenko")),
 )}
 SIDECAR = tuple(n for n, o in OPTIONS.items() if o.sidecar)
 

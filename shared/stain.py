@@ -14,15 +14,15 @@ RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 
 
-def rgb_to_od(rgb: np.ndarray) -> np.ndarray:
-    """(..., 3) uint8 or float 0..255 -> optical density -ln(I / I0), with I0 = 256 so that a
-    pure black pixel stays finite (and 255 maps to a small positive density)."""
-    return -np.log((np.asarray(rgb, np.float64) + 1.0) / 256.0)
+def rgb_to_od(rgb: np.ndarray, white=255.0) -> np.ndarray:
+    """(..., 3) uint8 or float 0..255 -> optical density -ln((I + 1) / (I0 + 1)): the +1 keeps a
+    black pixel finite. `white` is I0, the light through an empty slide (per channel, or 255)."""
+    return -np.log((np.asarray(rgb, np.float64) + 1.0) / (np.asarray(white, np.float64) + 1.0))
 
 
-def od_to_rgb(od: np.ndarray) -> np.ndarray:
+def od_to_rgb(od: np.ndarray, white=255.0) -> np.ndarray:
     """The inverse of rgb_to_od, as float 0..255 (not rounded, not clipped)."""
-    return 256.0 * np.exp(-od) - 1.0
+    return (np.asarray(white, np.float64) + 1.0) * np.exp(-od) - 1.0
 
 
 def rgb_to_hed(rgb: np.ndarray) -> np.ndarray:

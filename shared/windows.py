@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .components import coarse_regions
 from .preprocess import MODEL_SIZE, Prepared, preprocess
-
-DEFAULT_WINDOW = 360  # the PBC training images' field of view, in source pixels
+from .scale import DEFAULT_WINDOW, auto_window
 
 
 @dataclass(frozen=True)
@@ -36,48 +36,6 @@ class Window:
     box: Box
     prep: Prepared  # the crop, preprocessed for the model (the full mask inside the crop)
     writes: np.ndarray  # (box.height, box.width) bool: the pixels this window restores (its region's)
-
-
-def coarse_regions(coarse: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of a small bool grid: (labels, -1 outside; count). Union-find with
-    numpy over the grid's cells, so the cost grows with the cells, never with cells x regions."""
-    gh, gw = coarse.shape
-    on = coarse.ravel()
-    idx = np.arange(gh * gw).reshape(gh, gw)
-    parent = idx.ravel().copy()
-
-    def root(a: np.ndarray) -> np.ndarray:
-        while True:
-            up = parent[a]
-            if np.array_equal(up, a):
-                return a
-            parent[a] = parent[up]  # path halving
-            a = parent[a]
-
-    # Each cell is joined to its right, lower, lower-right and lower-left neighbours when both are on.
-    a_parts, b_parts = [], []
-    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        lo, hi = max(0, -dx), gw - max(0, dx)
-        a, b = idx[: gh - dy, lo:hi].ravel(), idx[dy:, lo + dx : hi + dx].ravel()
-        both = on[a] & on[b]
-        a_parts.append(a[both])
-        b_parts.append(b[both])
-    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
-    while len(a):  # link the larger root of every joined pair to the smaller, until they agree
-        ra, rb = root(a), root(b)
-        differ = ra != rb
-        if not differ.any():
-            break
-        np.minimum.at(parent, np.maximum(ra[differ], rb[differ]), np.minimum(ra[differ], rb[differ]))
-        a, b = a[differ], b[differ]
-    roots = root(np.arange(gh * gw))[on]
-    # Regions are numbered in raster order of their first cell: the plan does not depend on the merges.
-    uniq, first = np.unique(roots, return_index=True)
-    rank = np.empty(len(uniq), np.int32)
-    rank[np.argsort(first)] = np.arange(len(uniq), dtype=np.int32)
-    labels = np.full(gh * gw, -1, np.int32)
-    labels[on] = rank[np.searchsorted(uniq, roots)]
-    return labels.reshape(gh, gw), len(uniq)
 
 
 def _cells(mask: np.ndarray, cell: int) -> np.ndarray:
@@ -139,11 +97,12 @@ def region_mask(mask: np.ndarray, labels: np.ndarray, box: Box) -> np.ndarray:
     return crop if box.region < 0 else box.crop(labels) == box.region
 
 
-def prepare(image: np.ndarray, mask: np.ndarray, window: int = DEFAULT_WINDOW, size: int = MODEL_SIZE) -> list[Window]:
+def prepare(image: np.ndarray, mask: np.ndarray, window: int | None = None, size: int = MODEL_SIZE) -> list[Window]:
     """Everything the model needs for one image/mask pair: the plan, and each window's crop
     preprocessed. The crop's model mask is the *whole* mask inside the crop, so damaged pixels
-    of a neighbouring region are never read as known."""
-    boxes, labels = plan_windows(mask, window)
+    of a neighbouring region are never read as known. window None: sized by the image's cells
+    (shared/scale.py)."""
+    boxes, labels = plan_windows(mask, auto_window(image, mask) if window is None else window)
     return [Window(b, preprocess(b.crop(image), b.crop(mask), size), region_mask(mask, labels, b)) for b in boxes]
 
 

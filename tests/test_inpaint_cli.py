@@ -170,7 +170,7 @@ def test_combine_mean_and_first(tiny_weights, rng):
     avg = np.stack(mean.samples).astype(np.float32).mean(0)[mask]
     err = lambda a: np.abs(a[mask].astype(np.float32) - avg).mean()  # noqa: E731
     assert err(inp.inpaint(img, mask, InpaintOptions(**plain)).image) < 0.25 * min(err(s) for s in mean.samples)
-    with pytest.raises(ValueError, match="combine must be one of mean, first, got 'median'"):
+    with pytest.raises(ValueError, match="combine must be one of mean, first, nearest, got 'median'"):
         inp.inpaint(img, mask, InpaintOptions(steps=3, samples=2, combine="median"))
 
 

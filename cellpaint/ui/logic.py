@@ -187,6 +187,13 @@ class Restored:
     uncertainty: np.ndarray | None = None  # (H, W, 3) uint8 heat map when samples > 1
     info: dict = field(default_factory=dict)
 
+    @property
+    def warning(self) -> str | None:
+        """What the page says above the result when the image is unlike the training images."""
+        ood = self.info.get("ood") or {}
+        return f"{ood.get('message', 'this image is unlike the training images; check the result').capitalize()} (score {ood.get('score')})." \
+            if ood.get("unlike_training") else None
+
 
 def run_direct(inpainter, image: np.ndarray, mask: np.ndarray, opts: dict) -> tuple[Restored | None, str | None]:
     """Restore with the local model. opts: steps, seed, label ("none" or a class), samples."""
@@ -204,7 +211,8 @@ def run_direct(inpainter, image: np.ndarray, mask: np.ndarray, opts: dict) -> tu
         t0 = time.time()
         res = inpainter.inpaint(image, mask, o)
         info = {"mode": "direct", "seconds": round(time.time() - t0, 2), "steps": o.steps, "seed": o.seed,
-                "label": label or "none", "samples": o.samples, "combine": o.combine, "texture": o.texture, "device": str(inpainter.device)}
+                "label": label or "none", "samples": o.samples, "combine": o.combine, "texture": o.texture, "device": str(inpainter.device),
+                **({"ood": res.ood} if res.ood else {})}
         return Restored(res.image, heatmap(res.std) if res.std is not None else None, info), None
     except ValueError as exc:
         return None, str(exc)
@@ -309,7 +317,7 @@ def fetch_result(s3, bucket: str, name: str, doc: dict) -> Restored:
     ukey = outputs.get("uncertainty") or result_key(name, "uncertainty.png")
     udata = get_or_none(s3, bucket, ukey)
     unc = _decode_png(udata, f"s3://{bucket}/{ukey}") if udata is not None else None
-    info = {"mode": "pipeline", "pair": name, **{k: doc[k] for k in ("job_id", "steps", "seed", "label", "samples", "device", "timings") if k in doc}}
+    info = {"mode": "pipeline", "pair": name, **{k: doc[k] for k in ("job_id", "steps", "seed", "label", "samples", "device", "timings", "ood") if k in doc}}
     return Restored(image, unc, info)
 
 

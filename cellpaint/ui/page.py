@@ -83,6 +83,8 @@ def _options(inpainter_labels: list[str]) -> dict:
 
 def _show_result(image: np.ndarray, mask: np.ndarray, restored: logic.Restored) -> None:
     st.subheader("Result")
+    if restored.warning:
+        st.warning(restored.warning)
     titles = ["Original", "Mask (white = restore)", "Result"] + (["Uncertainty (std over samples)"] if restored.uncertainty is not None else [])
     pics = [image, (mask.astype(np.uint8) * 255), restored.image] + ([restored.uncertainty] if restored.uncertainty is not None else [])
     for col, title, pic in zip(st.columns(len(pics)), titles, pics):

@@ -1,27 +1,22 @@
-"""A small CNN cell classifier trained on PBC train at 64x64: a measuring tool (is a generated or
-restored cell still recognisably its class?), never part of the inpainting. Its accuracy on
-real val cells says how far to trust it."""
+"""Training the small CNN cell classifier (its architecture is gpu_job/ood.py's) on PBC train at
+64x64: a measuring tool (is a generated or restored cell still recognisably its class?) and the
+feature extractor of the out-of-distribution flag. Its accuracy on real val cells says how far to
+trust it."""
 from __future__ import annotations
 
+import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from gpu_job.ood import classifier
 from gpu_job.tensors import from_uint8
 
 from ..training.augment import turn
-
-
-def classifier(n: int) -> nn.Module:
-    def block(i, o):
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1),
-                             nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
-
-    return nn.Sequential(block(3, 32), block(32, 64), block(64, 128), block(128, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Dropout(0.2), nn.Linear(128, n))
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, n: int, epochs: int = 4, seed: int = 0) -> tuple[nn.Module, float]:
@@ -30,7 +25,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, n: int, epochs: int
     rng = np.random.default_rng(seed)
     net = classifier(n)
     opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
-    steps = epochs * len(images) // 64
+    steps = max(1, epochs * len(images) // 64)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
     t0 = time.time()
     net.train()
@@ -50,3 +45,20 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, n: int, epochs: int
 def predict(net: nn.Module, images: np.ndarray) -> np.ndarray:
     net.eval()
     return np.concatenate([net(from_uint8(images[i : i + 256])).argmax(1).numpy() for i in range(0, len(images), 256)])
+
+
+def load_or_train_classifier(train: str | Path, cache: str | Path = ".cache", epochs: int = 4) -> nn.Module:
+    """The classifier trained on `train` (64-px cells), from the cache if this very set trained it before."""
+    from gpu_job.training.data import load_cellset
+
+    cells = load_cellset(train)
+    key = hashlib.sha1(f"{Path(train).resolve()}|{len(cells.names)}|{'|'.join(cells.names[:50])}|{epochs}".encode()).hexdigest()[:12]
+    path = Path(cache) / f"classifier-{key}.pt"
+    net = classifier(len(cells.classes))
+    if path.exists():
+        net.load_state_dict(torch.load(path, map_location="cpu"))
+        return net.eval()
+    net, _ = train_classifier(cells.images, cells.labels, len(cells.classes), epochs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return net

@@ -97,13 +97,14 @@ def degrade(img: np.ndarray, rng: np.random.Generator, a: DomainAug) -> np.ndarr
     return img
 
 
-def domain_augment(fields: np.ndarray, rng: np.random.Generator, size: int, a: DomainAug | None = None) -> np.ndarray:
+def domain_augment(fields: np.ndarray, rng: np.random.Generator, size: int, a: DomainAug | None = None,
+                   clean: np.ndarray | None = None) -> np.ndarray:
     """(B, F, F, 3) uint8 fields -> (B, size, size, 3) uint8 cells, each drawn through another
-    microscope at random (or left as it is, with probability `a.clean`)."""
+    microscope at random (or left as it is, with probability `a.clean`, and always where `clean`)."""
     a = a or DomainAug()
     out = np.empty((len(fields), size, size, 3), np.uint8)
     for i, f in enumerate(fields):
-        if rng.random() < a.clean:
+        if rng.random() < a.clean or (clean is not None and clean[i]):
             out[i] = turn(reframe(f, size, 1.0, 0.0, 0.0), rng)
             continue
         scale = float(np.exp(rng.uniform(*np.log(a.scale)))) if rng.random() < a.p_scale else 1.0

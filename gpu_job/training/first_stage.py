@@ -17,6 +17,7 @@ from gpu_job.diffusion import training_loss
 from gpu_job.sampler import sample
 from gpu_job.tensors import from_uint8, to_uint8
 from gpu_job.weights import save_weights
+from shared import normalize
 from shared.masks import random_mask
 
 from ..evaluation.metrics import masked_metrics
@@ -35,6 +36,13 @@ class TrainConfig(RunConfig):
     mask_bank: int = 0  # >0: draw masks from this many pre-made ones (x8 by rotation/flip); keeps a GPU fed
     min_snr: float = 0.0  # >0: min-SNR-gamma loss weighting (diffusion.training_loss); val loss stays unweighted
     augment: str = "domain"  # "domain": other microscopes' scale, stain, blur, noise (augment.py); "flips": turns and flips only
+
+
+def colour_reference(images: np.ndarray, n: int = 2000, seed: int = 0) -> dict:
+    """The training set's colour and stain statistics (shared/normalize.py), from up to n cells:
+    what inference moves another lab's colours to. Stored in the weights record."""
+    pick = np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False)
+    return normalize.reference(images[np.sort(pick)])
 
 
 def make_masks(rng: np.random.Generator, n: int, size: int, full_prob: float) -> np.ndarray:
@@ -116,6 +124,7 @@ class FirstStage:
         self.val = ValSet(load_cellset(cfg.val_data, cfg.unet.image_size), cfg, device) if cfg.val_data else None
         if self.cells.classes and len(self.cells.classes) != cfg.unet.num_classes:
             cfg.unet.num_classes = len(self.cells.classes)
+        self.reference = colour_reference(self.cells.images)
         # Python mask drawing costs ~10 ms per 128: nothing on 2 CPU cores at ~1 s/step, half the step on a GPU.
         self.bank = make_masks(np.random.default_rng(cfg.seed), cfg.mask_bank, cfg.unet.image_size, cfg.full_mask_prob) if cfg.mask_bank else None
         print(f"{len(self.cells.images)} train images")
@@ -125,7 +134,10 @@ class FirstStage:
         idx = rng.integers(0, len(self.cells.images), cfg.batch_size)
         masks = draw_masks(self.bank, rng, cfg.batch_size) if self.bank is not None else make_masks(rng, cfg.batch_size, size, cfg.full_mask_prob)
         fields = self.cells.images[idx]
-        images = domain_augment(fields, rng, size) if self.domain else np.stack([turn(reframe(f, size) if len(f) != size else f, rng) for f in fields])
+        # Wholly masked rows teach generation (`cellpaint sample`): they stay PBC cells. With nothing
+        # known there is no other microscope to adapt to, and generated cells should look like the training set's.
+        images = (domain_augment(fields, rng, size, clean=masks.reshape(len(masks), -1).all(1)) if self.domain
+                  else np.stack([turn(reframe(f, size) if len(f) != size else f, rng) for f in fields]))
         labels = np.where(rng.random(cfg.batch_size) < cfg.label_drop_prob, cfg.unet.num_classes, self.cells.labels[idx])
         return to_device(images, masks, labels, self.device)
 
@@ -142,6 +154,7 @@ class FirstStage:
     def save(self, out: Path, ema, diff, meta: dict, metrics: dict, improved: bool, step: int) -> list[str]:
         cells = self.cells
         meta["training"].update(train_images=len(cells.images), class_counts={c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)})
+        meta["normalize"] = self.reference
         meta["val"].update({f"ddim10_64px_{k}": round(v, 4) for k, v in metrics.items()})
         written = ["last.safetensors", "last.json"]
         if improved:

@@ -1,0 +1,90 @@
+"""`cellpaint evaluate --domain-shift` and the out-of-distribution flag, on inputs made here: a
+folder of smear 'photos' with VOC boxes, and class folders of synthetic cells."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gpu_job.evaluation.domain_shift import INVENTED, kid, nucleus_share, parse_variant, shift
+from tests.conftest import synthetic_cell
+
+
+def smear(rng, h=300, w=400):
+    """A whole-field photo: a grey-blue background, red cells, one white cell with a blue-violet nucleus."""
+    img = np.full((h, w, 3), (215, 218, 222), np.float32)
+    yy, xx = np.mgrid[:h, :w]
+    boxes = []
+    for _ in range(14):
+        cy, cx, r = rng.uniform(30, h - 30), rng.uniform(30, w - 30), rng.uniform(24, 30)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (200, 140, 140)
+        boxes.append(("RBC", int(cx - r), int(cy - r), int(cx + r), int(cy + r)))
+    cy, cx = h / 2, w / 2
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 < 45**2] = (190, 170, 200)
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 < 25**2] = (100, 90, 200)
+    boxes.append(("WBC", int(cx - 45), int(cy - 45), int(cx + 45), int(cy + 45)))
+    img += rng.normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), boxes
+
+
+def write_voc(path, boxes, h, w):
+    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
+                   for n, a, b, c, d in boxes)
+    path.write_text(f"<annotation><size><width>{w}</width><height>{h}</height></size>{objs}</annotation>")
+
+
+@pytest.fixture
+def folders(tmp_path, rng):
+    (tmp_path / "bccd").mkdir()
+    for i in range(2):
+        img, boxes = smear(rng)
+        Image.fromarray(img).save(tmp_path / "bccd" / f"BloodImage_{i:05d}.jpg", quality=95)
+        write_voc(tmp_path / "bccd" / f"BloodImage_{i:05d}.xml", boxes, *img.shape[:2])
+    for split, n in (("train", 6), ("val", 1)):
+        for c in ("alpha", "beta"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(synthetic_cell(rng, 120, 124)).save(tmp_path / split / c / f"{i}.jpg", quality=95)
+    return tmp_path
+
+
+def test_nucleus_colour_and_the_kernel_distance(rng):
+    img, _ = smear(rng)
+    region = np.zeros(img.shape[:2], bool)
+    region[140:160, 190:210] = True  # inside the nucleus
+    assert nucleus_share(img, region) > 0.9
+    region[:] = False
+    region[5:25, 5:25] = True  # background
+    assert nucleus_share(img, region) < INVENTED
+    a, b = rng.normal(0, 1, (60, 16)), rng.normal(0, 1, (60, 16))
+    assert abs(kid(a, b)) < kid(a, b + 1.5)  # one distribution ~0; a shifted one clearly more
+
+
+def test_shifts_change_what_they_should(rng):
+    img = synthetic_cell(rng, 60, 64)
+    assert np.array_equal(shift(img, "none", rng), img)
+    assert shift(img, "scale", rng).shape == (90, 96, 3)
+    assert shift(img, "stain", rng).shape == img.shape and not np.array_equal(shift(img, "stain", rng), img)
+    assert np.abs(np.diff(shift(img, "blur", rng).astype(float), axis=1)).mean() < np.abs(np.diff(img.astype(float), axis=1)).mean()
+    assert parse_variant("one:combine=first,samples=1,texture=false,window=auto") == ("one", {"combine": "first", "samples": 1, "texture": False, "window": None})
+    with pytest.raises(ValueError, match="unknown option 'colour'"):
+        parse_variant("x:colour=red")
+
+
+def test_domain_shift_report(folders, tiny_weights, monkeypatch):
+    from cellpaint.cli import main
+
+    monkeypatch.chdir(folders)  # the classifier's cache goes to ./.cache
+    out = folders / "report"
+    assert main(["evaluate", "--domain-shift", "--data", str(folders / "val"), "--bccd", str(folders / "bccd"), "--train-data", str(folders / "train"),
+                 "--images", "2", "--per-class", "1", "--shifts", "none", "blur", "--variant", "one:samples=1,combine=first,texture=false",
+                 "--weights", str(tiny_weights), "--out", str(out), "--device", "cpu"]) == 0
+    rep = json.loads((out / "metrics.json").read_text())
+    s = rep["summary"]
+    assert set(s) == {"cellpaint default", "cellpaint one", "biharmonic", "OpenCV Telea"}
+    assert {"bccd background", "bccd wbc", "pbc wbc", "pbc (shifted) wbc"} <= set(s["biharmonic"])
+    rows = [r for r in rep["rows"] if "kind" in r]
+    assert all(0 < r["psnr"] < 100 and 0 <= r["fill_nucleus"] <= 1 for r in rows)
+    assert all(not r["below_biharmonic"] for r in rows if r["method"] == "biharmonic")  # itself, by definition
+    assert all("class_kept" in r for r in rows if r["kind"] == "wbc")
+    assert (out / "fills.png").exists() and "invented" in (out / "metrics.md").read_text()
