@@ -47,6 +47,12 @@ class Context:
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ingest"
     aws_request_id = "req-1"
 
+    def __init__(self, remaining_ms: int = 300_000):  # the ingest function's Timeout
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
 
 def load_handler(name: str):
     spec = importlib.util.spec_from_file_location(f"cellpaint_fn_{name}_{uuid.uuid4().hex}", ROOT / "functions" / name / "app.py")
@@ -61,7 +67,8 @@ def env(monkeypatch):
                  "AWS_SESSION_TOKEN": "testing", "POWERTOOLS_TRACE_DISABLED": "true",
                  "POWERTOOLS_SERVICE_NAME": "cellpaint", "POWERTOOLS_METRICS_NAMESPACE": "cellpaint",
                  "POWERTOOLS_DEV": "false", "BUCKET": BUCKET, "MAX_UPLOAD_BYTES": str(50 * 2**20),
-                 "MAX_PIXELS": "40000000", "LINK_EXPIRY_SECONDS": "3600"}.items():
+                 "MAX_PIXELS": "40000000", "MAX_WINDOWS": "64", "LINK_EXPIRY_SECONDS": "3600",
+                 "HALF_PAIR_SECONDS": "86400", "LEASE_GRACE_SECONDS": "10800"}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return monkeypatch

@@ -3,9 +3,13 @@ moto behind it); a fault that outlasts the retries fails only the affected messa
 claims, and the redelivery completes the work. Nothing is lost, nothing runs twice."""
 from __future__ import annotations
 
+import json
+
 from botocore.awsrequest import AWSResponse
 from moto.core.botocore_stubber import MockRawResponse
 from moto.core.models import botocore_stubber
+
+from shared.leases import expired, now_utc
 
 from .conftest import BUCKET, Context, good_pair, keys, upload
 
@@ -86,13 +90,19 @@ def test_persistent_submit_failure_is_redelivered_and_runs_once(stack, monkeypat
     inject(stack.ingest.BATCH, "SubmitJob", 503, "ServerException", times=9, json_body=True)  # all 9 attempts (8 retries)
     r = stack.ingest.lambda_handler(event, Context())
     assert r == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
-    assert keys(stack, "jobs/claims/") == [], "the claim is released for the retry"
+    [lease_key] = keys(stack, "jobs/claims/ingest/")
+    lease = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=lease_key)["Body"].read())
+    assert expired(lease, now_utc()), "the lease is released (expired now) for the retry"
+    assert lease["state"] == "submitting" and lease["manifest"].endswith("/manifest.json")  # kept: the retry submits it
     assert keys(stack, "failed/") == []
     # SQS redelivers the message; the service has recovered
     assert stack.ingest.lambda_handler(event, Context()) == {"batchItemFailures": []}
     assert stack.ingest.lambda_handler(event, Context()) == {"batchItemFailures": []}  # and once more
     assert len(stack.submits) == 2  # the failed call and the one that succeeded
-    assert len([k for k in keys(stack, "jobs/") if k.endswith("manifest.json")]) == 2  # one orphan, harmless
+    # the same manifest both times: had the failed call been applied after all, its job and this one
+    # would share one manifest, and only the first to take it would work (test_submitjob_applied_...)
+    assert len({s["parameters"]["manifest"] for s in stack.submits}) == 1
+    assert len([k for k in keys(stack, "jobs/") if k.endswith("manifest.json")]) == 1
     assert len(stack.batch.list_jobs(jobQueue=stack.job_queue, filters=[{"name": "JOB_NAME", "values": ["cellpaint-*"]}])["jobSummaryList"]) == 1
     for key, data in (("incoming/p.png", image), ("incoming/p.mask.png", mask)):
         assert stack.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
