@@ -5,7 +5,7 @@ anything is decoded, so a 40 kB PNG that claims 100 000 x 100 000 pixels costs n
 decoding itself goes through `images.load_image` / `load_mask`, the same functions the CLI and the
 GPU job use, so "valid here" means "readable there" (EXIF orientation, 16-bit, palette, CMYK,
 which frame of a multi-frame file). The work a mask asks of the GPU is bounded too: at most
-`Limits.max_windows` windows per image (`check_windows`).
+`Limits.max_windows` windows per image (`plan_mask`).
 
 The contract, which the fuzz test in tests/pipeline holds us to: for *any* bytes, these functions
 either return or raise `InputError` with a reason a person can act on. Pillow raises many other
@@ -24,6 +24,7 @@ from PIL import Image
 
 from .images import ALLOWED_FORMATS, InputError, check_frames, load_image, load_mask
 from .options import OptionError, UnknownOptions, parse
+from .windows import Box, plan_windows
 
 # (magic bytes, Pillow format): sniffed from the content, never from the file name.
 MAGIC = (
@@ -166,12 +167,14 @@ def validate_pair(image_bytes: bytes, mask_bytes: bytes, image_name: str, mask_n
     return image, mask
 
 
-def check_windows(windows: int, mask_name: str, limits: Limits = Limits()) -> None:
-    """The plan's window count (shared.windows.plan_windows: one per separate region) against the
-    cap, before any window is preprocessed."""
-    if windows > limits.max_windows:
-        raise InputError(mask_name, f"the mask has {windows:,} separate regions; at most {limits.max_windows} are "
+def plan_mask(mask: np.ndarray, mask_name: str, limits: Limits = Limits()) -> tuple[list[Box], np.ndarray]:
+    """The mask's windows (shared.windows.plan_windows: one per separate region, O(pixels)), or
+    InputError when there are more than `limits.max_windows`; checked before any window is prepared."""
+    plan = plan_windows(mask)
+    if len(plan[0]) > limits.max_windows:
+        raise InputError(mask_name, f"the mask has {len(plan[0]):,} separate regions; at most {limits.max_windows} are "
                                     "inpainted per image: join nearby regions or split the image")
+    return plan
 
 
 # ---- The sidecar: NAME.json, per-pair options --------------------------------------------------
