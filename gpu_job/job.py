@@ -5,10 +5,16 @@ planned windows in shared batches, composites at full size and writes results/<p
 inpainted.png, preview.png, [uncertainty.png] and last result.json, the completion signal. A pair
 that fails gets failed/<pair>/error.json and the others go on. A retried job skips pairs whose
 result.json exists, so a spot reclaim never produces a second result.
+
+One job does the work of one manifest: at start the job takes it (jobs/<id>/taken.json, a
+conditional write naming its AWS_BATCH_JOB_ID, shared/leases.py). Another attempt of the same Batch
+job may take it again; any other job for the same manifest (a SubmitJob that Batch applied but
+answered with an error, and that was retried) logs that it is a duplicate and exits 0, writing nothing.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from datetime import datetime, timezone
@@ -21,13 +27,18 @@ from shared.images import InputError, load_image, load_mask, png_bytes
 from shared.manifest import PairJob, read_manifest, window_from_dict
 from shared.options import InpaintOptions, OptionError
 from shared.preview import before_after, heatmap
-from shared.s3 import download, get_bytes, get_json, parse_uri, put_json, result_key, write_error, written_by
+from shared.leases import acquire
+from shared.s3 import download, get_bytes, get_json, parse_uri, put_json, result_key, take_key, write_error, written_by
 from shared.windows import reprepare
 
 from .inpaint import Inpainter, InpaintResult
 from .weights import default_weights
 
 EXIT_BAD_MANIFEST = 2  # input error: the job definition's retry strategy exits, never retries
+# Who this job is: Batch sets AWS_BATCH_JOB_ID in every job's container, the same for all its
+# attempts. Run by hand (or by a test) without it, every run is the same "local" job.
+LOCAL_JOB = "local"
+log = logging.getLogger("gpu_job")
 _RETRY = Config(retries={"max_attempts": 8, "mode": "adaptive"})  # throttling and 5xx
 
 
@@ -76,14 +87,20 @@ def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: In
         "time": datetime.now(timezone.utc).isoformat()}, indent=2)
 
 
-def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto") -> dict:
-    """Runs one manifest; returns {pair: "succeeded" | "failed" | "skipped"}."""
+def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto",
+        batch_job_id: str | None = None) -> dict:
+    """Runs one manifest; returns {pair: "succeeded" | "failed" | "skipped" | "duplicate"}."""
     t_start = time.time()
     s3 = s3 or boto3.client("s3", config=_RETRY)
     bucket, key = parse_uri(manifest_uri)
     doc = get_json(s3, bucket, key)
     pairs = read_manifest(doc)
     job_id = doc["job_id"]
+    me = batch_job_id or os.environ.get("AWS_BATCH_JOB_ID") or LOCAL_JOB
+    if acquire(s3, bucket, take_key(key), {"manifest": key}, None, owner=me) is None:  # before the weights: a duplicate costs seconds
+        owner = get_json(s3, bucket, take_key(key)).get("owner")
+        log.warning("duplicate: %s is taken by Batch job %s; this job (%s) exits without writing anything", key, owner, me)
+        return {p.pair: "duplicate" for p in pairs}
     weights = fetch_weights(s3, os.environ.get("MODEL_URI"))
     inpainter = inpainter or Inpainter(weights, device)
     rec = inpainter.record

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Coverage-guided fuzzing (atheris / libFuzzer) of what ingest does with untrusted input.
 
-The contract (shared/validate.py): for ANY bytes, validate_image / validate_mask / validate_sidecar
-return or raise InputError with a non-empty reason, and for ANY key, shared.s3events.object_events
+The contract (shared/validate.py): for ANY bytes, validate_image / validate_mask (then the window
+plan under its cap, as ingest does) / validate_sidecar return or raise InputError with a non-empty
+reason within BUDGET_S seconds (a slow input is a finding: an upload built to stall the ingest), and for ANY key, shared.s3events.object_events
 + classify + failed_prefix_for_key return, raise InputError, or give a failed/ prefix. Anything
 else escaping (TypeError, struct.error, MemoryError, ...) is a crash: libFuzzer stops and writes
 the input to .cache/fuzz/crashes/crash-<sha1>. Keep every one as a regression case in
@@ -42,26 +43,37 @@ with atheris.instrument_imports(include=["PIL", "shared"]):
     from shared.images import InputError
     from shared.s3 import classify, failed_prefix_for_key
     from shared.s3events import object_events
-    from shared.validate import Limits, validate_image, validate_mask, validate_pair, validate_sidecar
+    from shared.validate import Limits, plan_mask, validate_image, validate_mask, validate_pair, validate_sidecar
 
 # Small limits keep each execution cheap; the checks themselves do not depend on the numbers.
 LIMITS = Limits(max_bytes=1 << 20, max_pixels=1 << 20, max_sidecar_bytes=16 << 10)
+# Seconds one input may take (1 Mpx decodes and plans in ~0.1 s); libFuzzer's -timeout only
+# catches hangs, this catches inputs that are merely slow.
+BUDGET_S = float(os.environ.get("CELLPAINT_FUZZ_BUDGET_S", "2"))
 
 
 def _only_input_error(fn, *args) -> None:
+    t0 = time.perf_counter()
     try:
         fn(*args)
     except InputError as exc:
         if not (isinstance(exc.reason, str) and exc.reason.strip()):
             raise AssertionError(f"InputError without a reason: {exc!r}") from exc
+    took = time.perf_counter() - t0
+    if took > BUDGET_S:
+        raise AssertionError(f"{fn.__name__} took {took:.2f} s on one input (budget {BUDGET_S} s)")
 
 
 def _image(data: bytes) -> None:
     _only_input_error(validate_image, data, "incoming/x.png", LIMITS)
 
 
+def _mask_and_plan(data: bytes, name: str, limits: Limits):
+    return plan_mask(validate_mask(data, name, limits), name, limits)
+
+
 def _mask(data: bytes) -> None:
-    _only_input_error(validate_mask, data, "incoming/x.mask.png", LIMITS)
+    _only_input_error(_mask_and_plan, data, "incoming/x.mask.png", LIMITS)
 
 
 def _pair(data: bytes) -> None:

@@ -2,7 +2,7 @@
 
 Everything that reads a user's file goes through `load_image` / `load_mask`, so the CLI,
 the Lambda and the GPU job agree on what a file means (EXIF orientation, 16-bit, palette,
-CMYK, multi-frame).
+CMYK, which frame of a multi-frame file, alpha).
 """
 from __future__ import annotations
 
@@ -20,6 +20,20 @@ Source = Union[str, Path, bytes, BinaryIO]
 
 # Formats we accept; anything else is refused before decoding.
 ALLOWED_FORMATS = {"PNG", "JPEG", "TIFF"}
+# What Pillow reports for files of an allowed format. A multi-picture JPEG (MPO: stereo and
+# phone cameras write one, with a depth map or preview after the photo) is a JPEG whose first
+# picture is the photo; Pillow names it MPO.
+FORMAT_OF = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "TIFF": "TIFF"}
+
+
+def check_frames(fmt: str, frames: int, name: str) -> None:
+    """Which frame is the image, decided once (validate.py checks the header with this too).
+    JPEG (MPO) and PNG (APNG): the first frame is the picture every viewer shows. A TIFF with
+    several pages is a stack (z-planes, channels, a series) and no page is *the* image: refused,
+    rather than silently restoring page 1."""
+    if fmt == "TIFF" and frames > 1:
+        raise InputError(name, f"the TIFF has {frames} pages (a stack or series); cellpaint restores one picture per "
+                               "file: save the page you want as its own TIFF or PNG and upload it again")
 
 
 def _open(src: Source, name: str) -> Image.Image:
@@ -30,9 +44,10 @@ def _open(src: Source, name: str) -> Image.Image:
             # A decompression-bomb *warning* becomes an error: we never want half-trusted decodes.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(src)
-            if img.format not in ALLOWED_FORMATS:
+            if img.format not in FORMAT_OF:
                 raise InputError(name, f"format {img.format or 'unknown'} is not one of PNG, JPEG, TIFF")
-            img.seek(0)  # multi-frame files (TIFF stacks, APNG): the first frame is the image
+            check_frames(FORMAT_OF[img.format], int(getattr(img, "n_frames", 1) or 1), name)
+            img.seek(0)  # MPO, APNG: the first frame is the picture
             img.load()
             return img
     except InputError:
@@ -86,7 +101,11 @@ def load_image(src: Source, name: str | None = None) -> np.ndarray:
 def load_mask(src: Source, name: str | None = None) -> np.ndarray:
     """(H, W) bool, True = restore. White (>127) means restore, black means keep.
 
-    Colour masks are read by luminance; an alpha channel counts as transparent = keep.
+    Colour masks are read by luminance; an alpha channel counts as transparent = keep (the mask
+    as it looks on black). A mask whose drawing is *only* in the alpha channel is refused: an
+    opaque stroke on a transparent layer means "restore here", but so does a hole erased out of
+    an opaque layer, and the two are the same bytes with opposite meanings. Guessing would
+    restore the wrong pixels with no error; refusing costs the user one re-export.
     """
     name = name or str(src if not isinstance(src, (bytes, io.IOBase)) else "mask")
     img = _open(src, name)
@@ -96,8 +115,16 @@ def load_mask(src: Source, name: str | None = None) -> np.ndarray:
         if "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info):
             rgba = np.asarray(img.convert("RGBA"))
             lum = np.asarray(Image.fromarray(rgba[..., :3]).convert("L"))
-            return (lum > 127) & (rgba[..., 3] > 127)
+            opaque = rgba[..., 3] > 127
+            visible = (lum > 127) & opaque
+            if not visible.any() and opaque.any() and not opaque.all():
+                raise InputError(name, "the mask has no white pixels: its drawing is only in the alpha channel "
+                                       "(transparency), which can mean restore or keep; save it without alpha, "
+                                       "white (>127) = restore and black = keep, and upload it again")
+            return visible
         return binarise(np.asarray(img.convert("L")))
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(name, f"could not read mask ({type(exc).__name__}: {exc})") from exc
 

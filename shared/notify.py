@@ -2,22 +2,31 @@
 webhook (MessageStructure="json": "default"/"email" text, "http"/"https" a JSON body).
 
 Triggers (all arrive on the notify queue): results/<pair>/result.json (success, written last by
-the GPU job), failed/<pair>/error.json (ingest or GPU job), and Batch "Job State Change" FAILED
-(a job that died before writing anything: every pair of its manifest without an output).
+the GPU job), failed/<pair>/error.json (ingest, GPU job or sweeper), and Batch "Job State Change"
+FAILED (a job that died before writing anything, or was cancelled for want of GPU capacity: every
+pair of its manifest without an output).
+
+One message per notice: each is leased (shared/leases.py) under jobs/claims/notify/ before it is
+published, and the lease is final once SNS has the message. A notify invocation that dies after
+the lease and before publishing leaves a lease that expires, and the redelivery publishes.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from urllib.parse import urlparse
 
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from .s3 import CLAIMS, claim, digest, error_key, get_json, pair_from_output_key, release, result_key, written_by
+from .leases import DEFAULT_LEASE_S, acquire, finish, lease_key, now_utc, release_quietly
+from .s3 import NOTIFY_CLAIMS, error_key, get_json, pair_from_output_key, result_key, take_key, written_by
 from .s3events import object_events
 
+# What Batch puts in statusReason when the job queue's JobStateTimeLimitActions cancels a job that
+# sat RUNNABLE too long (template.yaml, RunnableTimeoutSeconds): no instance could be had for it.
+RUNNABLE_CANCELLED = "Canceled by JobStateTimeLimit action"
 MAX_REASON = 2000  # characters: SNS allows 256 KB, an email should stay readable
 SUBJECT_MAX = 100  # SNS's limit
 
@@ -74,12 +83,23 @@ def from_error(s3: BaseClient, bucket: str, key: str, version: str | None = None
 
 def from_batch_failure(s3: BaseClient, detail: dict) -> list[Notice]:
     """A Batch job that FAILED: one notice per pair of its manifest that has neither result.json
-    nor error.json (the job may have finished some pairs before it died)."""
+    nor error.json (the job may have finished some pairs before it died).
+
+    Only the job that took the manifest speaks for its pairs (gpu_job/job.py takes it at start).
+    The failure of a second job for the same manifest (a SubmitJob retried after a lost answer)
+    says nothing about them: the first one is doing the work. A job that failed before it
+    started (cancelled in RUNNABLE, image never pulled) takes the manifest here, in its own name,
+    so that a copy of it still queued exits as a duplicate instead of restoring after we said failed."""
     reason = detail.get("statusReason") or "no reason given"
     exit_code = (detail.get("container") or {}).get("exitCode")
     job = {"batch_job_id": detail.get("jobId"), "job_name": detail.get("jobName"), "status_reason": reason,
            "exit_code": exit_code, "attempts": len(detail.get("attempts") or [])}
-    why = f"the GPU job {detail.get('jobName')} failed: {reason}" + (f" (exit code {exit_code})" if exit_code is not None else "")
+    if reason.startswith(RUNNABLE_CANCELLED):
+        why = (f"no GPU capacity: the GPU job {detail.get('jobName')} waited in the queue longer than the stack allows "
+               f"and was cancelled before it started ({reason}); nothing was restored. Upload the pair again later; "
+               "if this keeps happening, the stack needs more GPU instance types, Spot off, or a higher EC2 quota")
+    else:
+        why = f"the GPU job {detail.get('jobName')} failed: {reason}" + (f" (exit code {exit_code})" if exit_code is not None else "")
     uri = (detail.get("parameters") or {}).get("manifest", "")
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.path.strip("/"):
@@ -91,6 +111,8 @@ def from_batch_failure(s3: BaseClient, detail: dict) -> list[Notice]:
     except ClientError as exc:
         return [Notice("failed", None, f"{why}; its manifest {uri} cannot be read ({exc.response['Error'].get('Code')})",
                        {"manifest": manifest_key}, bucket, job=job, dedupe=f"batch@{detail.get('jobId')}")]
+    if detail.get("jobId") and acquire(s3, bucket, take_key(manifest_key), {"failed": reason}, None, owner=detail["jobId"]) is None:
+        return []  # another job took this manifest: it does (or did) the work, and reports it
     job["job_id"] = doc.get("job_id")
     notices = []
     for p in doc.get("pairs", []):
@@ -145,20 +167,27 @@ def _expiry(seconds: int | None) -> str:
 
 
 def publish(sns: BaseClient, s3: BaseClient, bucket: str, topic_arn: str, n: Notice,
-            now: datetime | None = None) -> str | None:
-    """Publish once per notice (claimed in jobs/claims/), returning the MessageId, or None for a
-    duplicate delivery. The claim is released if publishing fails, so the retry publishes."""
-    now = now or datetime.now(timezone.utc)
-    claim_key = f"{CLAIMS}notify-{digest(n.dedupe or json.dumps(n.body(), sort_keys=True, default=str))}.json"
-    if not claim(s3, bucket, claim_key, {"notice": n.dedupe, "claimed": now.isoformat()}):
+            now: datetime | None = None, lease_s: float = DEFAULT_LEASE_S, logger=None) -> str | None:
+    """Publish once per notice (leased in jobs/claims/notify/), returning the MessageId, or None
+    for a duplicate delivery. The lease is released if publishing fails, so the retry publishes."""
+    now = now or now_utc()
+    key = lease_key(NOTIFY_CLAIMS, n.dedupe or json.dumps(n.body(), sort_keys=True, default=str))
+    lease = acquire(s3, bucket, key, {"notice": n.dedupe, "claimed": now.isoformat()}, lease_s, now=now)
+    if lease is None:
         return None
     try:
         subject, message = render(n)
-        return sns.publish(TopicArn=topic_arn, Subject=subject, Message=message, MessageStructure="json",
-                           MessageAttributes={"status": {"DataType": "String", "StringValue": n.status}})["MessageId"]
-    except BaseException:
-        release(s3, bucket, claim_key)
+        message_id = sns.publish(TopicArn=topic_arn, Subject=subject, Message=message, MessageStructure="json",
+                                 MessageAttributes={"status": {"DataType": "String", "StringValue": n.status}})["MessageId"]
+    except Exception:
+        release_quietly(s3, bucket, lease, logger)
         raise
+    try:
+        finish(s3, bucket, lease, message_id=message_id)
+    except Exception:  # noqa: BLE001 - published; raising would redeliver and publish twice
+        if logger:
+            logger.exception("published, but could not mark the lease done", extra={"lease": key})
+    return message_id
 
 
 def notices_for(s3: BaseClient, bucket: str, body: dict, expires_in: int, logger=None) -> list[Notice]:

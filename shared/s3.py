@@ -5,7 +5,8 @@ the UI and the local stack use these, never their own copies).
     incoming/[FOLDER/]NAME.mask.png
     incoming/[FOLDER/]NAME.json                       optional options (the sidecar)
     jobs/<job-id>/manifest.json                       ingest -> GPU job
-    jobs/claims/<sha256>.json                         exactly-once claims (conditional writes)
+    jobs/<job-id>/taken.json                          the Batch job that does the manifest's work
+    jobs/claims/{ingest,notify,sweep}/<sha256>.json   leases, one prefix per function (shared/leases.py)
     results/<pair>/{inpainted.png,preview.png,result.json}   GPU job; result.json last
     failed/<pair>/error.json                          ingest or GPU job
 
@@ -17,7 +18,6 @@ import hashlib
 import json
 import os
 import tempfile
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlparse
@@ -33,6 +33,10 @@ from .pairs import IMAGE_SUFFIXES, MASK_SUFFIX, split_name
 INCOMING = "incoming/"
 JOBS = "jobs/"
 CLAIMS = "jobs/claims/"
+# One prefix per function, so each function's IAM policy writes only its own (template.yaml).
+INGEST_CLAIMS = f"{CLAIMS}ingest/"
+NOTIFY_CLAIMS = f"{CLAIMS}notify/"
+SWEEP_CLAIMS = f"{CLAIMS}sweep/"
 RESULTS = "results/"
 FAILED = "failed/"
 MAX_KEY_BYTES = 1024  # S3's own limit
@@ -115,6 +119,12 @@ def manifest_key(job_id: str) -> str:
     return f"{JOBS}{job_id}/manifest.json"
 
 
+def take_key(manifest: str) -> str:
+    """jobs/<id>/manifest.json -> jobs/<id>/taken.json: which Batch job does that manifest's work."""
+    assert manifest.startswith(JOBS) and manifest.endswith("/manifest.json"), manifest
+    return manifest[: -len("manifest.json")] + "taken.json"
+
+
 def pair_from_output_key(key: str) -> tuple[str, str] | None:
     """results/<pair>/result.json -> (pair, "succeeded"); failed/<pair>/error.json -> (pair, "failed")."""
     for prefix, leaf, status in ((RESULTS, "/result.json", "succeeded"), (FAILED, "/error.json", "failed")):
@@ -188,34 +198,6 @@ def write_error(s3: BaseClient, bucket: str, pair: str | None, reason: str, *, s
            "keys": keys, "time": (now or datetime.now(timezone.utc)).isoformat()}
     put_json(s3, bucket, key, doc)
     return key
-
-
-def claim(s3: BaseClient, bucket: str, key: str, body: dict) -> bool:
-    """True if this caller wrote `key` first (a conditional write, `If-None-Match: *`); False if
-    it already existed (412).
-
-    A write that S3 applied but answered with a 5xx is retried by botocore and then meets 412; the
-    owner token written in the claim tells that case (ours) from a real duplicate (someone else's)."""
-    owner = uuid.uuid4().hex
-    try:
-        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({**body, "owner": owner}).encode(),
-                      IfNoneMatch="*", ContentType="application/json")
-        return True
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412") and \
-                exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 412:
-            raise
-    try:
-        existing = get_json(s3, bucket, key)
-    except (ClientError, ValueError):
-        return False
-    return existing.get("owner") == owner
-
-
-def release(s3: BaseClient, bucket: str, key: str) -> None:
-    """Give a claim back; only ever called on jobs/claims/ keys."""
-    assert key.startswith(CLAIMS), key
-    s3.delete_object(Bucket=bucket, Key=key)
 
 
 def download(uri: str, folder: str | None = None, s3: BaseClient | None = None) -> str:

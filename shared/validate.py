@@ -4,7 +4,8 @@ Every check that can be done from the header (format, byte count, pixel count) i
 anything is decoded, so a 40 kB PNG that claims 100 000 x 100 000 pixels costs nothing. The
 decoding itself goes through `images.load_image` / `load_mask`, the same functions the CLI and the
 GPU job use, so "valid here" means "readable there" (EXIF orientation, 16-bit, palette, CMYK,
-multi-frame).
+which frame of a multi-frame file). The work a mask asks of the GPU is bounded too: at most
+`Limits.max_windows` windows per image (`plan_mask`).
 
 The contract, which the fuzz test in tests/pipeline holds us to: for *any* bytes, these functions
 either return or raise `InputError` with a reason a person can act on. Pillow raises many other
@@ -21,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .images import ALLOWED_FORMATS, InputError, load_image, load_mask
+from .images import ALLOWED_FORMATS, InputError, check_frames, load_image, load_mask
 from .options import OptionError, UnknownOptions, parse
+from .windows import DEFAULT_WINDOW, Box, plan_windows
 
 # (magic bytes, Pillow format): sniffed from the content, never from the file name.
 MAGIC = (
@@ -42,6 +44,11 @@ class Limits:
     max_bytes: int = 50 * 2**20  # per file; aws s3 cp of a 50 MB TIFF still takes seconds
     max_pixels: int = 40_000_000  # e.g. 8000 x 5000; a smear photo is rarely above 24 Mpx
     max_sidecar_bytes: int = 16 * 2**10
+    # Windows (one per separate mask region, shared/windows.py) per image. Each window is sampled
+    # on its own (samples x steps model calls) and carries ~10-20 kB of base64 PNGs in the manifest:
+    # 64 covers a heavily scratched smear; 10,000 specks would be a manifest of 100+ MB and a job
+    # far longer than any real mask needs. The ingest function reads it from MAX_WINDOWS.
+    max_windows: int = 64
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ def read_header(data: bytes, name: str, limits: Limits) -> Header:
                 frames = int(getattr(img, "n_frames", 1) or 1) if fmt == "TIFF" else 1
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad headers
         raise InputError(name, f"the {fmt} header is damaged ({_describe(exc)}); export the file again") from exc
+    check_frames(fmt, frames, name)
     if width < 1 or height < 1:
         raise InputError(name, f"the image has no pixels ({width}x{height})")
     if width * height > limits.max_pixels:
@@ -157,6 +165,16 @@ def validate_pair(image_bytes: bytes, mask_bytes: bytes, image_name: str, mask_n
         raise InputError(mask_name, f"the mask is {mw}x{mh} pixels but the image is {iw}x{ih} "
                                     f"(after EXIF orientation){turned}; draw the mask on the image itself")
     return image, mask
+
+
+def plan_mask(mask: np.ndarray, mask_name: str, limits: Limits = Limits(), window: int = DEFAULT_WINDOW) -> tuple[list[Box], np.ndarray]:
+    """The mask's windows (shared.windows.plan_windows: one per separate region, O(pixels)), or
+    InputError when there are more than `limits.max_windows`; checked before any window is prepared."""
+    plan = plan_windows(mask, window)
+    if len(plan[0]) > limits.max_windows:
+        raise InputError(mask_name, f"the mask has {len(plan[0]):,} separate regions; at most {limits.max_windows} are "
+                                    "inpainted per image: join nearby regions or split the image")
+    return plan
 
 
 # ---- The sidecar: NAME.json, per-pair options --------------------------------------------------

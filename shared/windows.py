@@ -97,12 +97,13 @@ def region_mask(mask: np.ndarray, labels: np.ndarray, box: Box) -> np.ndarray:
     return crop if box.region < 0 else box.crop(labels) == box.region
 
 
-def prepare(image: np.ndarray, mask: np.ndarray, window: int | None = None, size: int = MODEL_SIZE) -> list[Window]:
-    """Everything the model needs for one image/mask pair: the plan, and each window's crop
-    preprocessed. The crop's model mask is the *whole* mask inside the crop, so damaged pixels
-    of a neighbouring region are never read as known. window None: sized by the image's cells
-    (shared/scale.py)."""
-    boxes, labels = plan_windows(mask, auto_window(image, mask) if window is None else window)
+def prepare(image: np.ndarray, mask: np.ndarray, window: int | None = None, size: int = MODEL_SIZE,
+            plan: tuple[list[Box], np.ndarray] | None = None) -> list[Window]:
+    """Everything the model needs for one image/mask pair: the plan (or `plan`, made already by
+    `plan_windows`), and each window's crop preprocessed. The crop's model mask is the *whole*
+    mask inside the crop, so damaged pixels of a neighbouring region are never read as known.
+    window None: sized by the image's cells (shared/scale.py)."""
+    boxes, labels = plan or plan_windows(mask, auto_window(image, mask) if window is None else window)
     return [Window(b, preprocess(b.crop(image), b.crop(mask), size), region_mask(mask, labels, b)) for b in boxes]
 
 

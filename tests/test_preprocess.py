@@ -99,8 +99,12 @@ def test_modes_16bit_palette_cmyk_multiframe():
     assert rgb.shape == (6, 8, 3) and rgb[0, 0, 0] > 200 and rgb[0, 0, 1] < 60
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
     buf = io.BytesIO()
-    frames[0].save(buf, format="TIFF", save_all=True, append_images=frames[1:])
-    assert tuple(load_image(buf.getvalue(), "m.tif")[0, 0]) == (255, 0, 0)
+    frames[0].save(buf, format="PNG", save_all=True, append_images=frames[1:])  # APNG: the first frame is the picture
+    assert tuple(load_image(buf.getvalue(), "m.png")[0, 0]) == (255, 0, 0)
+    buf = io.BytesIO()
+    frames[0].save(buf, format="TIFF", save_all=True, append_images=frames[1:])  # a stack: no page is the picture
+    with pytest.raises(InputError, match="m.tif: the TIFF has 2 pages"):
+        load_image(buf.getvalue(), "m.tif")
 
 
 def test_bad_files_name_file_and_reason(tmp_path):

@@ -5,9 +5,12 @@
   function's own `lambda_handler`, in this process, with the SQS event Lambda would build.
   Messages it did not report as failed are deleted; the others come back after the queue's
   visibility timeout, and go to the dead-letter queue after maxReceiveCount (moto's SQS).
+- EventBridge schedules: a function with a `Schedule` event (the sweeper, `rate(1 hour)`) is
+  called with a Scheduled Event at that rate, the first time one period after the stack starts.
 - Batch: jobs submitted to the moto job queue are found with ListJobs/DescribeJobs, and the job
   definition's command (`Ref::` parameters filled in) runs as a subprocess on CPU, with its
-  environment and AWS_ENDPOINT_URL pointing at moto; its retry strategy and attempt timeout apply.
+  environment, AWS_BATCH_JOB_ID (the same for all its attempts, as in Batch) and AWS_ENDPOINT_URL
+  pointing at moto; its retry strategy and attempt timeout apply.
   A job that fails for good sends the "Batch Job State Change" FAILED event to EventBridge (moto),
   whose rule from the template routes it to the notify queue.
 """
@@ -152,6 +155,26 @@ class SqsEventSource(threading.Thread):
                 self.console.say("error written", key)
 
 
+class ScheduleSource(threading.Thread):
+    """One EventBridge schedule -> function: the Scheduled Event, every `seconds`."""
+
+    def __init__(self, stack: Stack, spec: FunctionSpec, seconds: int, console: Console, stop: threading.Event):
+        super().__init__(name=f"schedule-{spec.logical_id}", daemon=True)
+        self.stack, self.spec, self.seconds, self.console, self.stop = stack, spec, seconds, console, stop
+        self.handler = load_handler(spec)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.seconds):
+            event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+                     "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "region": self.stack.region, "resources": [], "detail": {}}
+            try:
+                out = self.handler(event, Context(self.spec, self.stack.region, "123456789012")) or {}
+                self.console.say("swept", f"{self.spec.logical_id}: {len(out.get('reported', []))} reported")
+            except Exception as exc:  # EventBridge retries; the next period comes anyway
+                self.console.say("function error", f"{self.spec.logical_id}: {exc!r} (see logs/lambda.log)")
+
+
 class BatchRunner(threading.Thread):
     """Runs the jobs of the stack's job queue one at a time (this machine is the compute environment)."""
 
@@ -194,7 +217,8 @@ class BatchRunner(threading.Thread):
         pairs = self.announce(job, params)
         if command[0] == "python":  # the container's python is this venv's
             command[0] = sys.executable
-        env = {**os.environ, **{e["name"]: e["value"] for e in jobdef["containerProperties"].get("environment", [])}}
+        env = {**os.environ, **{e["name"]: e["value"] for e in jobdef["containerProperties"].get("environment", [])},
+               "AWS_BATCH_JOB_ID": job["jobId"]}
         timeout = (job.get("timeout") or jobdef.get("timeout") or {}).get("attemptDurationSeconds")
         strategy = jobdef.get("retryStrategy", {})
         attempts = []

@@ -8,7 +8,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from .runner import BatchRunner, Console, SqsEventSource
+from .runner import BatchRunner, Console, ScheduleSource, SqsEventSource
 from .stack import client_env, create_stack, start_moto, use_embedded_aws
 from .state import BucketMirror
 from .template import samconfig
@@ -46,6 +46,8 @@ class LocalStack:
             warnings.formatwarning(message, category, filename, lineno, line))
         self.sources = [SqsEventSource(self.stack, spec, src, self.console, self.stop_event)
                         for spec in self.stack.functions for src in spec.sqs_sources]
+        self.sources += [ScheduleSource(self.stack, spec, seconds, self.console, self.stop_event)
+                         for spec in self.stack.functions for seconds in spec.schedules]
         self.batch = BatchRunner(self.stack, self.console, self.stop_event, self.state / "logs")
         self.threads = [*self.sources, self.batch]
         if self.mirror:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class FunctionSpec:
     environment: dict
     timeout: int
     sqs_sources: list = field(default_factory=list)  # [{"arn", "url", "batch_size", "window", "partial"}]
+    schedules: list = field(default_factory=list)  # [seconds between invocations], from Schedule events
 
 
 @dataclass
@@ -172,6 +174,8 @@ def create_stack(endpoint: str, webhook_url: str, restore=None, template_path: P
                 spec.sqs_sources.append({"arn": q["Queue"], "url": url, "batch_size": int(q.get("BatchSize", 10)),
                                          "window": int(q.get("MaximumBatchingWindowInSeconds", 0)),
                                          "partial": "ReportBatchItemFailures" in q.get("FunctionResponseTypes", [])})
+            elif ev["Type"] == "Schedule":
+                spec.schedules.append(rate_seconds(ev["Properties"]["Schedule"]))
         stack.functions.append(spec)
         t.register(lid, name(lid), Arn=arn("lambda", f"function:{name(lid)}"))
 
@@ -202,6 +206,14 @@ def create_stack(endpoint: str, webhook_url: str, restore=None, template_path: P
         todo = waiting
     stack.topic_arn = next(t.refs[lid] for lid in t.resources if t.resources[lid]["Type"] == "AWS::SNS::Topic")
     return stack
+
+
+def rate_seconds(expression: str) -> int:
+    """EventBridge's rate(N minute|minutes|hour|hours|day|days) in seconds (cron is not stood in)."""
+    m = re.fullmatch(r"rate\((\d+) (minute|hour|day)s?\)", expression.strip())
+    if not m:
+        raise ValueError(f"{expression}: the local stack stands in for rate(...) schedules only")
+    return int(m.group(1)) * {"minute": 60, "hour": 3600, "day": 86400}[m.group(2)]
 
 
 def client_env(endpoint: str, region: str) -> dict:

@@ -74,7 +74,8 @@ def _options(inpainter_labels: list[str]) -> dict:
     samples = st.sidebar.number_input("Samples", min_value=1, max_value=int(OPTIONS["samples"].high), value=OPTIONS["samples"].default, step=1, key="samples",
                                       help="More than 1 also gives an uncertainty map (the spread between samples)")
     combine = st.sidebar.radio("Result", COMBINE_CHOICES, index=COMBINE_CHOICES.index(OPTIONS["combine"].default), key="combine",
-                               format_func={"mean": "mean of the samples (closest on average)", "first": "one sample (sharper texture)"}.get)
+                               format_func={"mean": "mean of the samples (closest on average)", "first": "one sample (sharper texture)",
+                                            "nearest": "the sample nearest their mean (sharp, close to the average)"}.get)
     texture = st.sidebar.checkbox("Texture at full size", value=OPTIONS["texture"].default, key="texture",
                                   help="Redraw the restored region at the image's own resolution with the texture stage (BENCHMARKS.md)")
     return {"steps": int(steps), "seed": int(seed), "label": None if label == "none" else label, "samples": int(samples),

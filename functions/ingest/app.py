@@ -1,6 +1,5 @@
-"""Ingest: S3 (incoming/) -> SQS -> here. Validates and claims each pair that became complete,
+"""Ingest: S3 (incoming/) -> SQS -> here. Validates and leases each pair that became complete,
 writes failed/<pair>/error.json for bad input, and submits ONE Batch job for all ready pairs.
-
 The logic is in shared/ingest.py; this file only wires AWS, Powertools and the batch response.
 """
 from __future__ import annotations
@@ -14,6 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared import ingest
+from shared.leases import seconds_left
 from shared.s3 import client
 from shared.s3events import object_events
 from shared.validate import Limits
@@ -21,21 +21,24 @@ from shared.validate import Limits
 BUCKET = os.environ["BUCKET"]
 JOB_QUEUE = os.environ["JOB_QUEUE"]
 JOB_DEFINITION = os.environ["JOB_DEFINITION"]
-LIMITS = Limits(max_bytes=int(os.environ["MAX_UPLOAD_BYTES"]), max_pixels=int(os.environ["MAX_PIXELS"]))
+LIMITS = Limits(max_bytes=int(os.environ["MAX_UPLOAD_BYTES"]), max_pixels=int(os.environ["MAX_PIXELS"]),
+                max_windows=int(os.environ["MAX_WINDOWS"]))
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 S3, BATCH = client("s3"), client("batch")
 
 
 @tracer.capture_method
-def record_handler(record: SQSRecord) -> list[ingest.Outcome]:
-    """Every object event in one SQS message; raising fails (and redelivers) only this message."""
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> list[ingest.Outcome]:
+    """Every object event in one SQS message; raising fails (and redelivers) only this message,
+    and so does too little time left to start it."""
+    ingest.check_time(lambda_context.get_remaining_time_in_millis())
     outcomes = []
     for ev in object_events(record.json_body):
         if ev.bucket != BUCKET:
             logger.warning("event for another bucket ignored", extra={"bucket": ev.bucket, "key": ev.key})
             continue
-        outcome = ingest.ingest_object(S3, BUCKET, ev.key, ev.version, LIMITS)
+        outcome = ingest.ingest_object(S3, BUCKET, ev.key, ev.version, LIMITS, lease_s=seconds_left(lambda_context))
         logger.info(outcome.detail or outcome.status, extra={"status": outcome.status, "key": ev.key, "pair": outcome.pair})
         metrics.add_metric(name=f"Pairs{outcome.status.capitalize()}", unit=MetricUnit.Count, value=1)
         outcomes.append(outcome)
@@ -47,9 +50,9 @@ def record_handler(record: SQSRecord) -> list[ingest.Outcome]:
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    with processor(records=event["Records"], handler=record_handler):
+    with processor(records=event["Records"], handler=record_handler, lambda_context=context):
         results = processor.process()
-    ready = [(rec["messageId"], o) for status, outcomes, rec in results if status == "success" for o in outcomes if o.status == "ready"]
+    ready = [(rec["messageId"], o) for ok, outs, rec in results if ok == "success" for o in outs if o.status in ("ready", "resubmit")]
     retry = ingest.submit_ready(S3, BATCH, BUCKET, JOB_QUEUE, JOB_DEFINITION, ready, logger)
     if ready and not retry:
         metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared import notify
+from shared.leases import seconds_left
 from shared.s3 import client
 
 BUCKET = os.environ["BUCKET"]
@@ -26,9 +27,9 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @tracer.capture_method
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     for n in notify.notices_for(S3, BUCKET, record.json_body, LINK_EXPIRY_SECONDS, logger):
-        message_id = notify.publish(SNS, S3, BUCKET, TOPIC_ARN, n)
+        message_id = notify.publish(SNS, S3, BUCKET, TOPIC_ARN, n, lease_s=seconds_left(lambda_context), logger=logger)
         logger.info("published" if message_id else "duplicate; already published",
                     extra={"pair": n.pair, "status": n.status, "message_id": message_id})
         if message_id:

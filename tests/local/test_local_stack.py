@@ -140,8 +140,8 @@ def test_upload_to_notification(tmp_path, tiny_weights, pair_files):
         assert [m["body"]["status"] for m in notes] == ["succeeded", "succeeded"]
         assert json.loads(stack.get("results/good/result.json"))["job_id"] != result["job_id"]
 
-        # The webhook received every notification the notify function published (one claim each).
-        published = stack.keys("jobs/claims/notify-")
+        # The webhook received every notification the notify function published (one lease each).
+        published = stack.keys("jobs/claims/notify/")
         assert len(stack.notifications()) == len(published) == 3
         assert {m["message_id"] for m in stack.notifications()} and all(m["body"]["bucket"] == stack.bucket
                                                                        for m in stack.notifications())

@@ -47,6 +47,12 @@ class Context:
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ingest"
     aws_request_id = "req-1"
 
+    def __init__(self, remaining_ms: int = 300_000):  # the ingest function's Timeout
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
 
 def load_handler(name: str):
     spec = importlib.util.spec_from_file_location(f"cellpaint_fn_{name}_{uuid.uuid4().hex}", ROOT / "functions" / name / "app.py")
@@ -61,7 +67,8 @@ def env(monkeypatch):
                  "AWS_SESSION_TOKEN": "testing", "POWERTOOLS_TRACE_DISABLED": "true",
                  "POWERTOOLS_SERVICE_NAME": "cellpaint", "POWERTOOLS_METRICS_NAMESPACE": "cellpaint",
                  "POWERTOOLS_DEV": "false", "BUCKET": BUCKET, "MAX_UPLOAD_BYTES": str(50 * 2**20),
-                 "MAX_PIXELS": "40000000", "LINK_EXPIRY_SECONDS": "3600"}.items():
+                 "MAX_PIXELS": "40000000", "MAX_WINDOWS": "64", "LINK_EXPIRY_SECONDS": "3600",
+                 "HALF_PAIR_SECONDS": "86400", "LEASE_GRACE_SECONDS": "10800"}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return monkeypatch
@@ -189,3 +196,68 @@ def notify_outputs(st: Stack) -> dict:
     stack's S3 notification would."""
     outs = [k for k in keys(st, "results/") + keys(st, "failed/") if k.endswith(("/result.json", "/error.json"))]
     return st.notify.lambda_handler(sqs_event(*map(s3_body, outs)), Context()) if outs else {"batchItemFailures": []}
+
+
+# ---- faults and time ----------------------------------------------------------------------------
+
+class Crash(BaseException):
+    """The invocation dies here (a Lambda timeout or out-of-memory kill): no except clause and no
+    cleanup of ours runs, exactly as when the process is frozen and dropped."""
+
+
+def crash_on(client, operation: str, when=lambda params: True, after: bool = False) -> dict:
+    """Raise Crash the first time `operation` is called with API params for which `when` holds:
+    before the request is sent, or (`after`) once the service has applied it and answered."""
+    state = {"crashed": 0, "params": {}}
+    svc = client.meta.service_model.service_id.hyphenize()
+
+    def maybe_crash(params):
+        if not state["crashed"] and when(params):
+            state["crashed"] += 1
+            raise Crash(f"{operation} {'applied' if after else 'not sent'}")
+
+    def before(params, **kwargs):
+        state["params"] = dict(params)
+        if not after:
+            maybe_crash(params)
+
+    client.meta.events.register(f"before-parameter-build.{svc}.{operation}", before)
+    if after:
+        client.meta.events.register(f"after-call.{svc}.{operation}", lambda **kwargs: maybe_crash(state["params"]))
+    return state
+
+
+def later(monkeypatch, seconds: float) -> None:
+    """Move the lease clock `seconds` into the future (every module that reads it)."""
+    from datetime import timedelta
+
+    import shared.ingest
+    import shared.leases
+    import shared.notify
+    import shared.sweep
+
+    now = shared.leases.now_utc() + timedelta(seconds=seconds)
+    for mod in (shared.leases, shared.ingest, shared.notify, shared.sweep):
+        monkeypatch.setattr(mod, "now_utc", lambda: now)
+
+
+def batch_jobs(st: Stack) -> list[dict]:
+    """Every job submitted to the moto queue, oldest first: {"jobId", "manifest"}."""
+    listed = st.batch.list_jobs(jobQueue=st.job_queue, filters=[{"name": "JOB_NAME", "values": ["cellpaint-*"]}])["jobSummaryList"]
+    ids = [j["jobId"] for j in sorted(listed, key=lambda j: j.get("createdAt", 0))]
+    jobs = st.batch.describe_jobs(jobs=ids)["jobs"] if ids else []
+    return [{"jobId": j["jobId"], "manifest": j["parameters"]["manifest"]} for j in jobs]
+
+
+def run_jobs(st: Stack, inpainter) -> list[dict]:
+    """Run every submitted Batch job once, as Batch would (each with its own AWS_BATCH_JOB_ID):
+    [{pair: status} per job]."""
+    from gpu_job.job import run
+
+    return [run(j["manifest"], s3=st.s3, inpainter=inpainter, batch_job_id=j["jobId"]) for j in batch_jobs(st)]
+
+
+@pytest.fixture
+def inpainter(tiny_weights):
+    from gpu_job.inpaint import Inpainter
+    return Inpainter(tiny_weights, "cpu")

@@ -49,6 +49,22 @@ def multi_frame_tiff(h=48, w=64) -> bytes:
     return buf.getvalue()
 
 
+def mpo(h=48, w=64) -> bytes:
+    """A multi-picture JPEG as stereo and phone cameras write it: the photo, then a second picture."""
+    frames = [Image.fromarray(cell_image(h, w, seed=i)) for i in range(2)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="MPO", save_all=True, append_images=frames[1:])
+    assert Image.open(io.BytesIO(buf.getvalue())).format == "MPO"
+    return buf.getvalue()
+
+
+def alpha_only_mask(h=48, w=64) -> bytes:
+    """Black everywhere; the drawing is only in the alpha channel (opaque where painted)."""
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., 3] = disc_mask(h, w)
+    return encode(Image.fromarray(rgba, "RGBA"), "PNG")
+
+
 def palette_png(h=48, w=64) -> bytes:
     return encode(Image.fromarray(cell_image(h, w)).convert("P", palette=Image.Palette.ADAPTIVE), "PNG")
 
@@ -94,6 +110,8 @@ BAD = {
     "sidecar-number-texture": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"texture": 1}'}, "true or false"),
     "sidecar-bad-combine": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"combine": "median"}'}, "mean (of the samples) or first"),
     "two-images": ({".png": IMAGE, ".tif": encode(cell_image(), "TIFF"), ".mask.png": MASK}, "more than one image"),
+    "multi-page-tiff": ({".tif": multi_frame_tiff(), ".mask.png": MASK}, "the TIFF has 3 pages"),
+    "alpha-only-mask": ({".png": IMAGE, ".mask.png": alpha_only_mask()}, "alpha channel"),
     "too-many-bytes": ({".tif": encode(cell_image(400, 400), "TIFF"), ".mask.png": encode(disc_mask(400, 400))}, "over the limit"),
 }
 
@@ -112,7 +130,7 @@ GOOD = {
     "sixteen-bit-tiff": {".tif": sixteen_bit_tiff(), ".mask.png": MASK},
     "cmyk-jpeg": {".jpeg": cmyk(), ".mask.png": MASK},
     "cmyk-tiff": {".tiff": cmyk(fmt="TIFF"), ".mask.png": MASK},
-    "multi-frame-tiff": {".tif": multi_frame_tiff(), ".mask.png": MASK},
+    "mpo-camera-jpeg": {".jpg": mpo(), ".mask.png": MASK},
     "animated-png": {".png": apng(), ".mask.png": MASK},
     "palette-png": {".png": palette_png(), ".mask.png": encode(Image.fromarray(disc_mask()).convert("P"))},
     "rgba-png": {".png": rgba_png(), ".mask.png": MASK},

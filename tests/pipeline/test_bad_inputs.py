@@ -1,5 +1,5 @@
 """Every kind of bad upload gets failed/<pair>/error.json and a notification; the upload stays as
-it was. Unusual but valid files (16-bit, CMYK, multi-frame, palette, EXIF) are accepted."""
+it was. Unusual but valid files (16-bit, CMYK, multi-picture JPEG, APNG, palette, EXIF) are accepted."""
 from __future__ import annotations
 
 import json

@@ -79,12 +79,6 @@ def batch_failed_event(manifest_uri: str) -> dict:
     return ev
 
 
-@pytest.fixture
-def inpainter(tiny_weights):
-    from gpu_job.inpaint import Inpainter
-    return Inpainter(tiny_weights, "cpu")
-
-
 @pytest.fixture(scope="module")
 def weights_without_platelet(tmp_path_factory):
     """Tiny weights trained without the 'platelet' class, as a MODEL_URI model could be: ingest

@@ -1,4 +1,6 @@
-"""Fuzzing the validator: for any bytes and any key, only InputError may escape.
+"""Fuzzing the validator: for any bytes and any key, only InputError may escape, and no input
+takes longer than BUDGET_S (a slow input is a finding too: an upload built to stall the ingest).
+A mask that validates is also planned into windows and held to the window cap, as ingest does.
 
 CI runs ~200 examples per target (HYPOTHESIS_PROFILE=ci, the default); a long run sets
 CELLPAINT_FUZZ_EXAMPLES. Every crash found is kept below as a regression case (REGRESSIONS).
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 
 import numpy as np
 import pytest
@@ -17,12 +20,15 @@ from PIL import Image
 from shared.images import InputError
 from shared.s3 import classify, failed_prefix_for_key
 from shared.s3events import object_events
-from shared.validate import Limits, validate_image, validate_mask, validate_pair, validate_sidecar
+from shared.validate import Limits, plan_mask, validate_image, validate_mask, validate_pair, validate_sidecar
 
 EXAMPLES = int(os.environ.get("CELLPAINT_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 200,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 LIMITS = Limits(max_bytes=1 << 20, max_pixels=1 << 20)
+# Seconds one input may take. LIMITS allow 1 Mpx, which decodes and plans in ~0.1 s here; 2 s
+# leaves room for a loaded CI machine and still catches anything that scales badly.
+BUDGET_S = float(os.environ.get("CELLPAINT_FUZZ_BUDGET_S", "2"))
 
 
 def _seed(fmt: str, mode: str) -> bytes:
@@ -71,16 +77,44 @@ image_bytes = st.one_of(st.binary(max_size=512), mutated(),
 
 
 def only_input_error(fn, *args):
+    t0 = time.perf_counter()
     try:
-        fn(*args)
+        out = fn(*args)
     except InputError as exc:
         assert exc.reason and isinstance(exc.reason, str)
+        out = None
+    took = time.perf_counter() - t0
+    assert took < BUDGET_S, f"{fn.__name__} took {took:.2f} s on one input of {len(args[0])} bytes (budget {BUDGET_S} s)"
+    return out
+
+
+def mask_and_plan(data: bytes, name: str, limits: Limits):
+    """What ingest does with a mask: validate it, then plan its windows under the cap."""
+    mask = validate_mask(data, name, limits)
+    return plan_mask(mask, name, limits)
 
 
 @pytest.mark.parametrize("data", REGRESSIONS + SEEDS)
 def test_regressions_and_seeds(data):
     only_input_error(validate_image, data, "x.png", LIMITS)
-    only_input_error(validate_mask, data, "x.mask.png", LIMITS)
+    only_input_error(mask_and_plan, data, "x.mask.png", LIMITS)
+
+
+def test_the_budget_catches_a_slow_input(monkeypatch):
+    monkeypatch.setitem(globals(), "BUDGET_S", 0.01)
+    with pytest.raises(AssertionError, match="took"):
+        only_input_error(lambda data: time.sleep(0.05), b"slow")
+
+
+def test_many_regions_are_refused_within_the_budget():
+    dots = np.zeros((2000, 2000), np.uint8)
+    dots[10::20, 10::20] = 255  # 10,000 separate one-pixel regions, a PNG of a few kB
+    buf = io.BytesIO()
+    Image.fromarray(dots).save(buf, format="PNG")
+    limits = Limits(max_bytes=1 << 20, max_pixels=4_000_000)
+    with pytest.raises(InputError, match="the mask has 10,000 separate regions; at most 64"):
+        mask_and_plan(buf.getvalue(), "x.mask.png", limits)
+    only_input_error(mask_and_plan, buf.getvalue(), "x.mask.png", limits)
 
 
 @FUZZ
@@ -92,7 +126,7 @@ def test_image_bytes(data):
 @FUZZ
 @given(image_bytes)
 def test_mask_bytes(data):
-    only_input_error(validate_mask, data, "x.mask.png", LIMITS)
+    only_input_error(mask_and_plan, data, "x.mask.png", LIMITS)
 
 
 @FUZZ
