@@ -145,3 +145,14 @@ def test_log_groups_are_encrypted_with_the_stacks_key():
     for lid in ("IngestLogGroup", "NotifyLogGroup"):
         assert t.resources[lid]["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["LogKey", "Arn"]}
     assert t.resources["LogKey"]["Properties"]["EnableKeyRotation"] is True
+
+
+# ---- the scan's skip list ------------------------------------------------------------------------
+
+def test_every_checkov_skip_has_a_reason_and_names_resources_that_exist():
+    skips = script("checkov_scan").load_skips()
+    assert skips
+    resources = set(template().resources)
+    for check, entry in skips.items():
+        assert len(entry["why"]) > 40, check
+        assert entry["resources"] is None or entry["resources"] <= resources, (check, entry["resources"] - resources)
