@@ -1,5 +1,6 @@
 """`cellpaint ui` as a user starts it: the server listens on loopback only unless --host opens it,
-and then it says so. The listening sockets are read from the kernel (/proc/net/tcp, tcp6)."""
+and then it says so. The process's listening sockets are read from the kernel (its /proc/PID/fd
+and /proc/net/tcp, tcp6), and a non-loopback address of this machine is tried too."""
 from __future__ import annotations
 
 import importlib.util
@@ -23,17 +24,25 @@ def _address(hex_addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(raw)
 
 
-def listening(port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """The local addresses of every TCP socket in LISTEN state on `port`."""
+def listening(pid: int) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+    """(address, port) of every TCP socket the process `pid` holds in LISTEN state."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
     found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         if not os.path.exists(table):
             continue
         for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            addr, port_hex = local.split(":")
-            if state == "0A" and int(port_hex, 16) == port:
-                found.append(_address(addr))
+            fields = line.split()
+            addr, port_hex = fields[1].split(":")
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append((_address(addr), int(port_hex, 16)))
     return found
 
 
@@ -48,12 +57,13 @@ def _reaches(host: str, port: int) -> bool:
 def test_ui_listens_on_loopback_only_by_default(tmp_path):
     ui = Ui(tmp_path / "ui.log")
     try:
-        addrs = listening(ui.port)
+        sockets = listening(ui.proc.pid)  # `cellpaint ui` becomes the server (exec), so this is its pid
         other = other_address()
         reached = other is not None and _reaches(other, ui.port)
     finally:
         ui.stop()
-    assert addrs and all(a.is_loopback for a in addrs), addrs
+    assert ui.port in {port for _, port in sockets}, sockets
+    assert all(addr.is_loopback for addr, _ in sockets), sockets
     assert not reached, f"the page answered on {other}"
     assert "warning" not in ui.output()
 
@@ -61,11 +71,11 @@ def test_ui_listens_on_loopback_only_by_default(tmp_path):
 def test_ui_host_opens_it_wider_and_warns(tmp_path):
     ui = Ui(tmp_path / "ui.log", "--host", "0.0.0.0")
     try:
-        addrs = listening(ui.port)
+        sockets = listening(ui.proc.pid)
         other = other_address()
         reached = other is None or _reaches(other, ui.port)
     finally:
         ui.stop()
-    assert ipaddress.ip_address("0.0.0.0") in addrs, addrs
+    assert (ipaddress.ip_address("0.0.0.0"), ui.port) in sockets, sockets
     assert reached
     assert "warning: listening on 0.0.0.0, not only on this machine" in ui.output()
