@@ -135,7 +135,7 @@ def test_paint_and_restore_direct(page, tmp_path):
     expect(page.get_by_text(re.compile(r"Mask: [1-9]\d* px to restore"))).to_be_visible()
 
     page.get_by_role("button", name="Restore").click()
-    expect(page.get_by_role("heading", name="Result")).to_be_visible()
+    expect(page.get_by_role("heading", name="Result")).to_be_visible(timeout=TIMEOUT_MS)  # restoring on a busy 2-core machine
     result = page.locator('[data-testid="stImage"]').filter(has_text=re.compile(r"^Result$"))
     expect(result).to_have_count(1)
     expect(result.locator("img")).to_be_visible()
