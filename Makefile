@@ -29,4 +29,4 @@ ui: setup
 	$(BIN)/cellpaint ui
 
 clean:
-	rm -rf $(VENV) out .cache .pytest_cache
+	rm -rf $(VENV) .venv-checkov out .cache .pytest_cache

@@ -150,18 +150,29 @@ def cmd_evaluate(a) -> None:
 
 def cmd_ui(a) -> None:
     import importlib.util
-    import subprocess
+    import os
 
     from cellpaint.ui import PAGE
+    from cellpaint.endpoints import is_loopback, origin
+    from cellpaint.ui.logic import LIMITS
 
+    for url in a.allow_endpoint:
+        if origin(url, bare=True) is None:
+            raise UsageError(f"--allow-endpoint {url!r}: give http(s)://host[:port], like http://10.0.0.5:4566")
     if importlib.util.find_spec("streamlit") is None:
         raise UsageError("the UI needs streamlit: pip install -r requirements-ui.txt")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.port", str(a.port), "--server.headless", "true",
-           "--client.toolbarMode", "viewer", "--browser.gatherUsageStats", "false"]
-    try:
-        raise SystemExit(subprocess.call(cmd))
-    except KeyboardInterrupt:
-        raise SystemExit(0)
+    if not is_loopback(a.host):
+        print(f"cellpaint ui: warning: listening on {a.host}, not only on this machine: anyone who can reach port {a.port} "
+              "can use the page, and in pipeline mode upload to the bucket with this machine's AWS credentials",
+              file=sys.stderr, flush=True)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.address", a.host, "--server.port", str(a.port),
+           "--server.headless", "true", "--client.toolbarMode", "viewer", "--browser.gatherUsageStats", "false",
+           # Streamlit counts in MiB; the page checks each file against the same limit again
+           "--server.maxUploadSize", str(LIMITS.max_bytes // 2**20),
+           "--", *[arg for url in a.allow_endpoint for arg in ("--allow-endpoint", url)]]
+    # Streamlit takes this process's place, so Ctrl-C and SIGTERM reach the server itself (a child
+    # would outlive a terminated parent, still listening).
+    os.execv(sys.executable, cmd)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -234,6 +245,10 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("ui", help="the browser UI (Streamlit): paint a mask, restore (needs requirements-ui.txt)")
     sp.add_argument("--port", type=int, default=8501)
+    sp.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, this machine only); 0.0.0.0 opens the page to the network")
+    sp.add_argument("--allow-endpoint", action="append", default=[], metavar="URL",
+                    help="also let the page's pipeline mode use this S3 endpoint (besides this machine's and AWS's own); repeatable")
     sp.set_defaults(func=cmd_ui)
     return p
 

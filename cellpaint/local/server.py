@@ -33,9 +33,10 @@ class LocalStack:
         self.server, self.endpoint = start_moto(self.port)
         self.region = samconfig()["region"]
         use_embedded_aws(self.endpoint, self.region)  # the handlers' and the jobs' boto3 clients
-        self.receiver = Receiver(self.state / "notifications.jsonl", on_message=self.show).start()
+        self.receiver = Receiver(self.state / "notifications.jsonl", self.endpoint, on_message=self.show).start()
         self.mirror = BucketMirror(self.state) if self.keep else None
         self.stack = create_stack(self.endpoint, self.receiver.url, restore=self.mirror.restore if self.mirror else None)
+        self.receiver.expect_topic(self.stack.topic_arn)
         # The functions' logs and metrics (Powertools writes both to stdout) go where CloudWatch would have them.
         self.saved_stdout, self.lambda_log = sys.stdout, (self.state / "logs" / "lambda.log").open("a", buffering=1)
         sys.stdout = self.lambda_log

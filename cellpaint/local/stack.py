@@ -49,6 +49,18 @@ class Stack:
         return self.template.resolve(self.template.doc["Outputs"][name]["Value"])
 
 
+class StoodIn(dict):
+    """The attributes of a resource moto does not hold: its Arn, and a placeholder for any other
+    (GpuLaunchTemplate.LatestVersionNumber, say), since nothing here reads them."""
+
+    def __init__(self, name: str, known: dict):
+        super().__init__(known)
+        self.name = name
+
+    def __missing__(self, attr: str) -> str:
+        return f"{self.name}.{attr}"
+
+
 def start_moto(port: int):
     """moto server on 127.0.0.1:port (threaded, in this process). Batch without Docker."""
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -88,7 +100,9 @@ def create_stack(endpoint: str, webhook_url: str, restore=None, template_path: P
     restored objects trigger nothing."""
     cfg = samconfig()
     # The parameters `sam deploy --guided` would ask for; the EC2 ones only name what the runner stands in for.
-    local = {"WebhookUrl": webhook_url, "ImageUri": "cellpaint:local", "SubnetIds": "subnet-local", "VpcId": "vpc-local"}
+    # The receiver is on loopback, so plain http stays on this machine.
+    local = {"WebhookUrl": webhook_url, "AllowInsecureWebhook": "true", "ImageUri": "cellpaint:local", "SubnetIds": "subnet-local",
+             "VpcId": "vpc-local"}
     t = Template(template_path, local,
                  cfg["stack_name"], cfg["region"], ACCOUNT)
     stack = Stack(endpoint, cfg["region"], t, "", "", "", [], [])
@@ -190,6 +204,7 @@ def create_stack(endpoint: str, webhook_url: str, restore=None, template_path: P
             iam_path = {"AWS::IAM::Role": "role/", "AWS::IAM::InstanceProfile": "instance-profile/"}.get(kind)
             t.register(lid, name(lid), Arn=f"arn:aws:iam::{ACCOUNT}:{iam_path}{name(lid)}" if iam_path
                        else arn(kind.split("::")[1].lower(), name(lid)))
+            t.atts[lid] = StoodIn(name(lid), t.atts[lid])
             stack.stood_in.append(f"{lid} ({kind})")
     todo = [lid for lid in todo if t.resources[lid]["Type"] in creators]
     while todo:  # in dependency order: a resource whose references do not resolve yet waits a round

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -19,9 +20,15 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from shared.images import InputError, load_image, load_mask, png_bytes
+from cellpaint.endpoints import is_loopback, origin
+from shared.images import InputError, png_bytes
 from shared.options import OPTIONS, InpaintOptions, OptionError, UnknownOptions
 from shared.s3 import INCOMING, error_key, get_or_none, result_key
+from shared.validate import Limits, validate_image, validate_mask
+
+# What one upload may cost: the pipeline's own limits (bytes and pixels per file), so a file the
+# page takes is one the pipeline takes too.
+LIMITS = Limits()
 
 # Said plainly on the page (the model's working size and the mask convention).
 MODEL_SIZE_NOTE = (
@@ -49,27 +56,21 @@ PAGE_OPTIONS = ("steps", "seed", "label", "samples", "combine", "texture")
 # ---- Inputs --------------------------------------------------------------------------------------
 
 def decode_upload(data: bytes | None, name: str) -> tuple[np.ndarray | None, str | None]:
-    """An uploaded image file -> ((H, W, 3) uint8, None), or (None, message)."""
-    if not data:
-        return None, f"{name}: the file is empty"
+    """An uploaded image file -> ((H, W, 3) uint8, None), or (None, message). Bounded and checked
+    as the pipeline checks an upload (shared/validate.py)."""
     try:
-        return load_image(bytes(data), name), None
+        return validate_image(bytes(data or b""), name, LIMITS), None
     except InputError as exc:
         return None, str(exc)
-    except Exception as exc:  # never a traceback on the page
-        return None, f"{name}: could not read the image ({type(exc).__name__}: {exc})"
 
 
 def decode_mask_upload(data: bytes | None, name: str, shape: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
-    """An uploaded mask file (white = restore) -> ((H, W) bool, None), or (None, message)."""
-    if not data:
-        return None, f"{name}: the file is empty"
+    """An uploaded mask file (white = restore) -> ((H, W) bool, None), or (None, message). All-black
+    and all-white masks are refused with the pipeline's messages."""
     try:
-        mask = load_mask(bytes(data), name)
+        mask = validate_mask(bytes(data or b""), name, LIMITS)
     except InputError as exc:
         return None, str(exc)
-    except Exception as exc:
-        return None, f"{name}: could not read the mask ({type(exc).__name__}: {exc})"
     if mask.shape != tuple(shape):
         return None, (f"{name}: mask is {mask.shape[1]}x{mask.shape[0]}, the image is {shape[1]}x{shape[0]}; "
                       "they must be the same size")
@@ -159,10 +160,14 @@ def check_options(opts: dict) -> str | None:
 def check_pair(image: np.ndarray | None, mask: np.ndarray | None) -> str | None:
     if image is None:
         return "Choose an image first: upload one or take the shipped example."
-    if mask is None or not mask.any():
-        return "The mask is empty: paint (white) over the part of the cell to restore."
+    if mask is None:
+        return "Paint (white) over the part of the cell to restore."
     if mask.shape != image.shape[:2]:
         return f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}."
+    try:  # the painted mask as the pipeline will read it: the same refusals, in the same words
+        validate_mask(mask_png(mask), "the painted mask", LIMITS)
+    except InputError as exc:
+        return str(exc)
     return None
 
 
@@ -231,21 +236,90 @@ class Stage:
     result: Restored | None = None
 
 
+def default_region(region: str | None = None) -> str:
+    return (region or "").strip() or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
 def s3_client(region: str | None, endpoint_url: str | None = None):
     """A boto3 S3 client. With an endpoint (the local stack) and no AWS credentials around, the
-    local stack's dummy credentials are used."""
+    local stack's dummy credentials are used. Check the target (check_target) first."""
     import boto3
     from botocore.config import Config
 
-    region = (region or "").strip() or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     endpoint_url = (endpoint_url or "").strip() or None
-    kw: dict[str, Any] = {"region_name": region, "config": Config(retries={"max_attempts": 3, "mode": "standard"},
-                                                                 connect_timeout=5, read_timeout=30)}
+    kw: dict[str, Any] = {"region_name": default_region(region),
+                          "config": Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)}
     if endpoint_url:
         kw["endpoint_url"] = endpoint_url
         if boto3.session.Session().get_credentials() is None:
             kw.update(aws_access_key_id="test", aws_secret_access_key="test")
     return boto3.client("s3", **kw)
+
+
+# ---- Where the page may send requests ----------------------------------------------------------
+# The page signs its requests with the operator's AWS credentials, and a visitor types the endpoint,
+# region and bucket: unchecked, they would send signed requests to any host (the instance metadata
+# address, say). So the endpoint is this machine or S3 itself, unless the operator allowed another.
+
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")  # us-east-1, us-gov-west-1, eu-isoe-west-1
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+BUCKET_RESERVED = (("xn--", "sthree-", "amzn-s3-demo-"), ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"))
+
+
+def check_region(region: str) -> str | None:
+    if not REGION.fullmatch(region):
+        return f"Region {region!r} is not an AWS region name (like us-east-1)."
+    return None
+
+
+def check_bucket(bucket: str) -> str | None:
+    """S3's naming rules for a general purpose bucket."""
+    if not bucket:
+        return "Give the stack's bucket name."
+    starts, ends = BUCKET_RESERVED
+    if (not BUCKET.fullmatch(bucket) or ".." in bucket or bucket.startswith(starts) or bucket.endswith(ends)
+            or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket)):
+        return (f"Bucket {bucket!r} is not an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens, "
+                "starting and ending with a letter or digit.")
+    return None
+
+
+def s3_hosts(region: str) -> set[str]:
+    """S3's own endpoints for a region (regional, dual-stack, FIPS)."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    hosts = {f"{name}.{region}.{suffix}" for name in ("s3", "s3.dualstack", "s3-fips", "s3-fips.dualstack")}
+    return hosts | ({"s3.amazonaws.com"} if region == "us-east-1" else set())
+
+
+def check_endpoint(endpoint: str, region: str, allowed: tuple[str, ...] = ()) -> str | None:
+    """None if the page may send requests to endpoint: empty (boto3's own for the region), this
+    machine, S3 in the region, or an endpoint the operator allowed (`cellpaint ui --allow-endpoint`)."""
+    if not endpoint:
+        return None
+    where = origin(endpoint, bare=True)
+    if where is None:
+        return f"Endpoint {endpoint!r}: give only http(s)://host[:port], like http://127.0.0.1:4566."
+    scheme, host, port = where
+    if where in {origin(a, bare=True) for a in allowed} or is_loopback(host) or (scheme == "https" and host in s3_hosts(region)):
+        return None
+    return (f"Endpoint {endpoint!r} is neither this machine nor S3 in {region}: the page sends requests signed with "
+            f"this server's AWS credentials only there. To allow it, start `cellpaint ui --allow-endpoint {scheme}://{host}:{port}`.")
+
+
+def check_target(bucket: str, region: str, endpoint: str, allowed: tuple[str, ...] = ()) -> str | None:
+    """Every check on where the page sends its requests, before any request is made."""
+    return check_bucket(bucket) or check_region(region) or check_endpoint(endpoint, region, allowed)
+
+
+def own_output(pair: str, key: object, what: str) -> str:
+    """`key` if it lies under the pair's own results/<pair>/, else InputError: a result.json names
+    the objects the page then reads, and may not name any other object in the bucket."""
+    prefix = result_key(pair, "")
+    rest = key[len(prefix):] if isinstance(key, str) and key.startswith(prefix) else None
+    if not rest or any(part in ("", ".", "..") for part in rest.split("/")):
+        raise InputError(result_key(pair), f"outputs.{what} is {key!r}, not under {prefix}; "
+                                           "the page reads only the pair's own results")
+    return key
 
 
 def new_pair_name(prefix: str = "ui") -> str:
@@ -303,20 +377,17 @@ def upload_pair(s3, bucket: str, name: str, image: np.ndarray, mask: np.ndarray,
     return keys
 
 
-def _decode_png(data: bytes, key: str) -> np.ndarray:
-    return load_image(data, key)
-
-
 def fetch_result(s3, bucket: str, name: str, doc: dict) -> Restored:
+    """The images a result.json names, each under results/<name>/ and bounded as uploads are."""
     outputs = doc.get("outputs") or {}
-    key = outputs.get("inpainted") or result_key(name, "inpainted.png")
+    key = own_output(name, outputs.get("inpainted") or result_key(name, "inpainted.png"), "inpainted")
     data = get_or_none(s3, bucket, key)
     if data is None:
         raise InputError(f"s3://{bucket}/{key}", "result.json is there but the inpainted image is missing")
-    image = _decode_png(data, f"s3://{bucket}/{key}")
-    ukey = outputs.get("uncertainty") or result_key(name, "uncertainty.png")
+    image = validate_image(data, f"s3://{bucket}/{key}", LIMITS)
+    ukey = own_output(name, outputs.get("uncertainty") or result_key(name, "uncertainty.png"), "uncertainty")
     udata = get_or_none(s3, bucket, ukey)
-    unc = _decode_png(udata, f"s3://{bucket}/{ukey}") if udata is not None else None
+    unc = validate_image(udata, f"s3://{bucket}/{ukey}", LIMITS) if udata is not None else None
     info = {"mode": "pipeline", "pair": name, **{k: doc[k] for k in ("job_id", "steps", "seed", "label", "samples", "device", "timings", "ood") if k in doc}}
     return Restored(image, unc, info)
 
@@ -333,8 +404,8 @@ def poll(s3, bucket: str, name: str, timeout_s: float = 900.0, interval_s: float
                 parsed = json.loads(doc)
             except ValueError:
                 parsed = {}
-            result = fetch_result(s3, bucket, name, parsed)
-            yield Stage("done", f"result written: s3://{bucket}/results/{name}/", result)
+            result = fetch_result(s3, bucket, name, parsed if isinstance(parsed, dict) else {})
+            yield Stage("done", f"result written: s3://{bucket}/{result_key(name, '')}", result)
             return
         err = get_or_none(s3, bucket, error_key(name))
         if err is not None:
@@ -349,24 +420,25 @@ def poll(s3, bucket: str, name: str, timeout_s: float = 900.0, interval_s: float
             return
         elapsed = clock() - start
         if elapsed >= timeout_s:
-            yield Stage("timeout", f"no result after {elapsed:.0f} s (results/{name}/result.json); "
+            yield Stage("timeout", f"no result after {elapsed:.0f} s ({result_key(name)}); "
                                    "the job may still be queued: look in the bucket later")
             return
-        yield Stage("waiting", f"waiting for results/{name}/result.json ({elapsed:.0f} s)")
+        yield Stage("waiting", f"waiting for {result_key(name)} ({elapsed:.0f} s)")
         sleep(interval_s)
 
 
 def run_pipeline(image: np.ndarray | None, mask: np.ndarray | None, opts: dict, bucket: str, region: str | None = None,
                  endpoint_url: str | None = None, name: str | None = None, timeout_s: float = 900.0,
                  interval_s: float = 3.0, s3=None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> Iterator[Stage]:
+                 clock: Callable[[], float] = time.monotonic, allowed_endpoints: tuple[str, ...] = ()) -> Iterator[Stage]:
     """Upload the pair, then poll: yields uploaded, waiting..., and one of done / failed / timeout /
-    error. Never raises: every problem is an `error` stage with a message."""
-    bucket = (bucket or "").strip()
+    error. Never raises: every problem is an `error` stage with a message. Nothing is sent before
+    the bucket, region and endpoint pass check_target."""
+    bucket, endpoint_url = (bucket or "").strip(), (endpoint_url or "").strip()
+    region = default_region(region)
     name = name or new_pair_name()
-    err = check_pair(image, mask) or check_options(opts) or check_pair_name(name)
-    if not bucket:
-        err = err or "Give the stack's bucket name."
+    err = (check_pair(image, mask) or check_options(opts) or check_pair_name(name)
+           or check_target(bucket, region, endpoint_url, allowed_endpoints))
     if err:
         yield Stage("error", err)
         return

@@ -5,6 +5,7 @@ work is in logic.py; this file lays out widgets and shows messages, never traceb
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -23,6 +24,13 @@ from cellpaint.ui import logic
 from shared.options import COMBINE_CHOICES, OPTIONS
 
 st.set_page_config(page_title="cellpaint: restore a cell", layout="wide")
+
+
+def _allowed_endpoints() -> tuple[str, ...]:
+    """The endpoints `cellpaint ui --allow-endpoint` passed (`streamlit run page.py -- ...`)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--allow-endpoint", action="append", default=[])
+    return tuple(p.parse_known_args(sys.argv[1:])[0].allow_endpoint)
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -134,7 +142,8 @@ def main() -> None:
         if load_err:
             _error(load_err)
     else:
-        st.sidebar.caption("Local stack: the endpoint URL `cellpaint local up` prints. Real AWS: leave the endpoint empty.")
+        st.sidebar.caption("Local stack: the endpoint URL `cellpaint local up` prints. Real AWS: leave the endpoint empty. "
+                           "Other endpoints only if `cellpaint ui --allow-endpoint URL` allowed them.")
         bucket = st.sidebar.text_input("Bucket", value=os.environ.get("CELLPAINT_BUCKET", ""), key="bucket")
         region = st.sidebar.text_input("Region", value=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
                                        key="region")
@@ -190,7 +199,8 @@ def main() -> None:
             box = st.container(border=True)
             box.markdown(f"**Pipeline run, pair `{pair}`**")
             lines = box.empty()
-            for stage in logic.run_pipeline(image, mask, opts, bucket, region, endpoint, name=pair, timeout_s=float(timeout)):
+            for stage in logic.run_pipeline(image, mask, opts, bucket, region, endpoint, name=pair, timeout_s=float(timeout),
+                                            allowed_endpoints=_allowed_endpoints()):
                 line = f"{_STAGE_ICON.get(stage.kind, '•')} **{_STAGE_NAME.get(stage.kind, stage.kind)}**: {_md(stage.message)}"
                 if stage.kind == "waiting" and log and log[-1].startswith(_STAGE_ICON["waiting"]):
                     log[-1] = line  # one line that counts up

@@ -23,7 +23,9 @@ def res(t, lid):
 
 
 def statements(t, lid):
-    return [st for pol in res(t, lid)["Policies"] for st in pol["Statement"]]
+    """A function's policy statements, from the role written out for it (issue 17)."""
+    role = res(t, lid)["Role"]["Fn::GetAtt"][0]
+    return [st for pol in res(t, role)["Policies"] for st in pol["PolicyDocument"]["Statement"]]
 
 
 def arns(st) -> list[str]:

@@ -1,4 +1,4 @@
-"""The browser UI in a real browser: `streamlit run` the page, drive Debian's headless Chromium
+"""The browser UI in a real browser: `cellpaint ui` serves the page, drive Debian's headless Chromium
 with Playwright, paint a stroke, restore in direct mode (tiny random model), and upload a bad file.
 
 Select with `-m browser`. Skips when /usr/bin/chromium, playwright, streamlit or
@@ -11,17 +11,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, synthetic_cell
+from tests.conftest import synthetic_cell
+from tests.ui.server import Ui
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -42,43 +39,16 @@ def _missing() -> str | None:
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tiny_weights, tmp_path_factory):
-    """The page under `streamlit run` on a free port, on the tiny random model."""
-    port = _free_port()
+    """The page under `cellpaint ui` (loopback, a free port), on the tiny random model."""
     weights = os.environ.get("CELLPAINT_UI_TEST_WEIGHTS") or str(tiny_weights)
-    env = dict(os.environ, CELLPAINT_WEIGHTS=weights, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "cellpaint" / "ui" / "page.py"), "--server.port", str(port),
-           "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    ui = Ui(tmp_path_factory.mktemp("streamlit") / "streamlit.log", timeout=60,
+            env={"CELLPAINT_WEIGHTS": weights, "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"})
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield url
+        yield ui.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        ui.stop()
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +135,7 @@ def test_paint_and_restore_direct(page, tmp_path):
     expect(page.get_by_text(re.compile(r"Mask: [1-9]\d* px to restore"))).to_be_visible()
 
     page.get_by_role("button", name="Restore").click()
-    expect(page.get_by_role("heading", name="Result")).to_be_visible()
+    expect(page.get_by_role("heading", name="Result")).to_be_visible(timeout=TIMEOUT_MS)  # restoring on a busy 2-core machine
     result = page.locator('[data-testid="stImage"]').filter(has_text=re.compile(r"^Result$"))
     expect(result).to_have_count(1)
     expect(result.locator("img")).to_be_visible()
@@ -192,6 +162,6 @@ def test_bad_upload_is_a_message(page, tmp_path):
     _upload(page, bad)
     alert = page.locator('[data-testid="stAlert"]').filter(has_text="broken.png")
     expect(alert).to_be_visible()
-    expect(alert).to_contain_text("not a readable image")
+    expect(alert).to_contain_text("not a PNG, JPEG or TIFF file")
     assert page.locator("canvas.upper-canvas").count() == 0
     _no_traceback(page)

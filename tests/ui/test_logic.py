@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -129,9 +130,11 @@ def test_mask_png_roundtrip():
 
 def test_checks():
     img = np.zeros((4, 4, 3), np.uint8)
+    some = np.zeros((4, 4), bool)
+    some[1:3, 1:3] = True
     assert "image" in logic.check_pair(None, None)
-    assert "empty" in logic.check_pair(img, np.zeros((4, 4), bool))
-    assert logic.check_pair(img, np.ones((4, 4), bool)) is None
+    assert "all black" in logic.check_pair(img, np.zeros((4, 4), bool))
+    assert logic.check_pair(img, some) is None
     assert "samples" in logic.check_options({"samples": 9})
     assert "steps" in logic.check_options({"steps": 0})
     assert "combine" in logic.check_options({"combine": "median"})
@@ -189,8 +192,12 @@ def test_run_direct_samples_give_uncertainty(inpainter, rng):
 def test_run_direct_errors_are_messages(inpainter, rng):
     img = synthetic_cell(rng, 32, 32)
     res, err = logic.run_direct(inpainter, img, np.zeros((32, 32), bool), {"steps": 2})
-    assert res is None and "empty" in err
-    res, err = logic.run_direct(inpainter, img, np.ones((32, 32), bool), {"steps": 2, "label": "martian"})
+    assert res is None and "all black" in err
+    res, err = logic.run_direct(inpainter, img, np.ones((32, 32), bool), {"steps": 2})
+    assert res is None and "all white" in err
+    some = np.zeros((32, 32), bool)
+    some[4:9, 4:9] = True
+    res, err = logic.run_direct(inpainter, img, some, {"steps": 2, "label": "martian"})
     assert res is None and "unknown label 'martian'" in err and "platelet" in err
 
 
@@ -307,7 +314,7 @@ def test_pipeline_missing_bucket_is_a_message(s3, rng):
 
 def test_pipeline_refuses_bad_inputs_before_uploading(s3, rng):
     img, mask = _pair(rng)
-    for args, words in (((img, np.zeros_like(mask), {}, BUCKET), "empty"), ((img, mask, {}, ""), "bucket"),
+    for args, words in (((img, np.zeros_like(mask), {}, BUCKET), "all black"), ((img, mask, {}, ""), "bucket"),
                         ((img, mask, {"samples": 20}, BUCKET), "samples")):
         stages = list(logic.run_pipeline(*args, name="ui-t6", s3=s3))
         assert [s.kind for s in stages] == ["error"] and words in stages[0].message
@@ -334,15 +341,15 @@ def test_cli_ui_starts_streamlit_on_the_page(monkeypatch):
     import importlib.util
 
     calls, find_spec = [], importlib.util.find_spec
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(os, "execv", lambda path, cmd: calls.append(cmd))
     # the command is built and run whether or not streamlit is installed here
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "streamlit" else find_spec(name, *a))
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["ui", "--port", "8599"])
-    assert exit_.value.code == 0
+    assert cli.main(["ui", "--port", "8599"]) == 0
     cmd = calls[0]
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == str(PAGE) and PAGE.is_file()
     assert cmd[cmd.index("--server.port") + 1] == "8599" and cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.maxUploadSize") + 1] == "50"  # MiB: shared.validate.Limits().max_bytes
 
 
 def test_cli_ui_without_streamlit_is_one_line(monkeypatch, capsys):
@@ -354,3 +361,164 @@ def test_cli_ui_without_streamlit_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "streamlit" else find_spec(name, *a))
     assert cli.main(["ui"]) == 2
     assert "requirements-ui.txt" in capsys.readouterr().err
+
+
+# ---- uploads are bounded as the pipeline bounds them ----------------------------------------------
+
+def test_uploads_have_the_pipelines_limits():
+    from shared.validate import Limits
+    from tests.pipeline.inputs import png_with_header
+
+    too_big = b"\x89PNG\r\n\x1a\n" + b"\0" * Limits().max_bytes
+    out, err = logic.decode_upload(too_big, "huge.png")
+    assert out is None and f"over the limit of {Limits().max_bytes} bytes" in err
+    out, err = logic.decode_upload(png_with_header(8000, 5001), "bomb.png")  # one row over 40 M pixels
+    assert out is None and f"over the limit of {Limits().max_pixels} pixels" in err
+    mask, err = logic.decode_mask_upload(png_with_header(8000, 5001), "bomb.mask.png", (5001, 8000))
+    assert mask is None and "pixels" in err
+
+
+@pytest.mark.parametrize("value, words", [(0, "the mask is all black"), (255, "the mask is all white")])
+def test_uniform_masks_are_refused_in_the_pipelines_words(value, words):
+    from shared.images import InputError
+    from shared.validate import validate_mask
+
+    data = _png(np.full((10, 12), value, np.uint8))
+    mask, err = logic.decode_mask_upload(data, "m.png", (10, 12))
+    with pytest.raises(InputError) as pipeline:
+        validate_mask(data, "m.png")
+    assert mask is None and err == str(pipeline.value) and words in err
+    painted = logic.check_pair(np.zeros((10, 12, 3), np.uint8), np.full((10, 12), bool(value)))
+    assert words in painted and painted.startswith("the painted mask: ")
+
+
+# ---- where pipeline mode may send requests ---------------------------------------------------------
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-central-2", "us-gov-west-1", "cn-north-1", "ap-southeast-5"])
+def test_regions_accepted(region):
+    assert logic.check_region(region) is None
+
+
+@pytest.mark.parametrize("region", ["", "US-EAST-1", "us-east-1.evil.com", "us-east-1/", "localhost", "us east 1"])
+def test_regions_refused(region):
+    assert repr(region) in logic.check_region(region)
+
+
+@pytest.mark.parametrize("bucket", ["cellpaint-123456789012-us-east-1", "abc", "a.b-c", "x" * 63])
+def test_buckets_accepted(bucket):
+    assert logic.check_bucket(bucket) is None
+
+
+@pytest.mark.parametrize("bucket", ["ab", "x" * 64, "Upper", "under_score", "-dash", "dot.", "a..b", "192.168.1.1",
+                                    "evil.com/x", "b?x=1", "xn--abc", "sthree-x", "x-s3alias", "a b"])
+def test_buckets_refused(bucket):
+    assert repr(bucket) in logic.check_bucket(bucket)
+
+
+@pytest.mark.parametrize("endpoint, region", [
+    ("", "us-east-1"), ("http://127.0.0.1:4566", "us-east-1"), ("http://localhost:4566/", "us-east-1"),
+    ("http://[::1]:4566", "us-east-1"), ("http://127.9.9.9", "us-east-1"), ("https://s3.eu-west-1.amazonaws.com", "eu-west-1"),
+    ("https://s3.dualstack.eu-west-1.amazonaws.com", "eu-west-1"), ("https://s3-fips.us-east-1.amazonaws.com/", "us-east-1"),
+    ("https://s3.cn-north-1.amazonaws.com.cn", "cn-north-1"),
+])
+def test_endpoints_accepted(endpoint, region):
+    assert logic.check_endpoint(endpoint, region) is None
+
+
+@pytest.mark.parametrize("endpoint, region", [
+    ("http://169.254.169.254", "us-east-1"),  # the instance metadata address
+    ("http://169.254.169.254/latest/meta-data/", "us-east-1"),
+    ("http://10.0.0.5:4566", "us-east-1"), ("https://evil.example", "us-east-1"),
+    ("https://s3.us-west-2.amazonaws.com", "us-east-1"),  # S3, but not the chosen region
+    ("http://s3.us-east-1.amazonaws.com", "us-east-1"),  # S3 in clear text
+    ("https://s3.us-east-1.amazonaws.com.evil.example", "us-east-1"),
+    ("http://127.0.0.1@evil.example", "us-east-1"), ("http://user:pw@127.0.0.1:4566", "us-east-1"),
+    ("file:///etc/passwd", "us-east-1"), ("ftp://127.0.0.1", "us-east-1"), ("127.0.0.1:4566", "us-east-1"),
+    ("http://127.0.0.1:4566/other/path", "us-east-1"), ("http://127.0.0.1:99999", "us-east-1"),
+    ("http://127.0.0.1:4566?x=1", "us-east-1"),
+])
+def test_endpoints_refused(endpoint, region):
+    assert repr(endpoint) in logic.check_endpoint(endpoint, region)
+
+
+def test_allowed_endpoint_is_matched_by_scheme_host_and_port():
+    allowed = ("http://10.0.0.5:4566/",)
+    assert logic.check_endpoint("http://10.0.0.5:4566", "us-east-1", allowed) is None
+    assert logic.check_endpoint("HTTP://10.0.0.5:4566", "us-east-1", allowed) is None
+    for other in ("https://10.0.0.5:4566", "http://10.0.0.5:4567", "http://10.0.0.6:4566", "http://10.0.0.5"):
+        assert "--allow-endpoint" in logic.check_endpoint(other, "us-east-1", allowed)
+    assert logic.check_endpoint("https://minio.lab:443", "us-east-1", ("https://minio.lab",)) is None
+
+
+@pytest.fixture
+def counting_server():
+    """An HTTP server on a non-loopback address of this machine that records the requests it gets."""
+    from tests.recorder import Recorder
+    from tests.ui.server import other_address
+
+    addr = other_address()
+    if addr is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    server = Recorder(addr, status=418)
+    try:
+        yield server.url, server.seen
+    finally:
+        server.close()
+
+
+def test_pipeline_sends_nothing_to_an_endpoint_not_allowed(rng, counting_server, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "operator-key")  # what would be signed with
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-secret")
+    url, seen = counting_server
+    img, mask = _pair(rng)
+    stages = list(logic.run_pipeline(img, mask, {"steps": 2}, BUCKET, "us-east-1", url, name="ui-e1", sleep=lambda s: None))
+    assert [s.kind for s in stages] == ["error"] and "neither this machine nor S3" in stages[0].message
+    bad_bucket = list(logic.run_pipeline(img, mask, {"steps": 2}, "Bad_Bucket", "us-east-1", url, name="ui-e2",
+                                         allowed_endpoints=(url,)))
+    bad_region = list(logic.run_pipeline(img, mask, {"steps": 2}, BUCKET, "x.evil", url, name="ui-e3", allowed_endpoints=(url,)))
+    assert "'Bad_Bucket'" in bad_bucket[0].message and "'x.evil'" in bad_region[0].message
+    assert seen == []
+    # the same run with the endpoint allowed does reach it: the refusal above is what kept it away
+    stages = list(logic.run_pipeline(img, mask, {"steps": 2}, BUCKET, "us-east-1", url, name="ui-e4", sleep=lambda s: None,
+                                     allowed_endpoints=(url,)))
+    assert stages[-1].kind == "error" and seen and seen[0][0] == "PUT"
+
+
+# ---- the page reads only the pair's own keys -------------------------------------------------------
+
+@pytest.mark.parametrize("which, key", [
+    ("inpainted", "incoming/someone-else.png"), ("inpainted", "results/ui-other/inpainted.png"),
+    ("inpainted", "results/ui-k/../ui-other/inpainted.png"), ("inpainted", "results/ui-k"),
+    ("inpainted", "results/ui-k/"), ("uncertainty", "jobs/claims/x.json"), ("inpainted", ["results/ui-k/inpainted.png"]),
+])
+def test_result_json_naming_another_key_is_refused(s3, rng, which, key):
+    img, mask = _pair(rng)
+    _fake_job(s3, "ui-k", img)
+    secret = _png(np.full((40, 44, 3), 200, np.uint8))
+    for other in ("incoming/someone-else.png", "results/ui-other/inpainted.png", "jobs/claims/x.json"):
+        s3.put_object(Bucket=BUCKET, Key=other, Body=secret)
+    doc = json.loads(s3.get_object(Bucket=BUCKET, Key="results/ui-k/result.json")["Body"].read())
+    doc["outputs"][which] = key
+    s3.put_object(Bucket=BUCKET, Key="results/ui-k/result.json", Body=json.dumps(doc).encode())
+    stages = list(logic.run_pipeline(img, mask, {"steps": 2}, BUCKET, name="ui-k", s3=s3, sleep=lambda s: None))
+    assert [s.kind for s in stages] == ["uploaded", "error"]
+    assert f"outputs.{which} is {key!r}, not under results/ui-k/" in stages[-1].message
+    assert all(s.result is None for s in stages)
+
+
+def test_result_image_is_bounded_like_an_upload(s3, rng):
+    from tests.pipeline.inputs import png_with_header
+
+    img, mask = _pair(rng)
+    _fake_job(s3, "ui-b", img)
+    s3.put_object(Bucket=BUCKET, Key="results/ui-b/inpainted.png", Body=png_with_header(30000, 30000))
+    stages = list(logic.run_pipeline(img, mask, {"steps": 2}, BUCKET, name="ui-b", s3=s3, sleep=lambda s: None))
+    assert stages[-1].kind == "error" and "s3://cellpaint-test/results/ui-b/inpainted.png" in stages[-1].message
+    assert "decompression bomb" in stages[-1].message
+
+
+def test_cli_ui_refuses_a_malformed_allow_endpoint(capsys):
+    from cellpaint import cli
+
+    assert cli.main(["ui", "--allow-endpoint", "file:///etc"]) == 2
+    assert "--allow-endpoint 'file:///etc'" in capsys.readouterr().err
