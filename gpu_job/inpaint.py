@@ -132,8 +132,12 @@ class Inpainter:
         moves = {(p, j): normalize.fit(o.normalize, w.prep.image, ~w.prep.mask, self.reference)
                  for p, (o, ws) in enumerate(zip(optlist, windows)) for j, w in enumerate(ws)}
         preds = self._sample_windows(windows, optlist, moves)
-        results = [self._finish(image, mask, o, ws, [[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)])
-                   for p, ((image, mask), o, ws) in enumerate(zip(pairs, optlist, windows))]
+        per_pair = [[[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)] for p, (o, ws) in enumerate(zip(optlist, windows))]
+        firsts = [self._paste(image, mask, o, ws, combine(per, ws, o.combine), o.seam)
+                  for (image, mask), o, ws, per in zip(pairs, optlist, windows, per_pair)]
+        firsts = self._texture_all(firsts, [m for _, m in pairs], optlist, windows)
+        results = [self._finish(image, mask, o, ws, per, out)
+                   for (image, mask), o, ws, per, out in zip(pairs, optlist, windows, per_pair, firsts)]
         scorer = self.ood_scorer()
         for res, ws in zip(results, windows):
             if scorer is not None:
@@ -159,20 +163,44 @@ class Inpainter:
                 preds[(p, k, j)] = moves[(p, j)].inverse(pred).astype(np.float32)
         return preds
 
-    def _finish(self, image: np.ndarray, mask: np.ndarray, o: InpaintOptions, ws: list[Window], per_sample: list[list[np.ndarray]]) -> InpaintResult:
-        """One pair's samples -> its result at full size: combined, pasted, seam-fixed, texture redrawn."""
-        def paste(window_preds: list[np.ndarray], seam: bool) -> np.ndarray:
-            out = image.copy()
-            for w, pred in zip(ws, window_preds):
-                crop = w.box.crop(out)
-                crop[...] = composite(crop, w.writes, pred, w.prep, o.feather, seam, w.box.crop(mask))
-            return out
+    @staticmethod
+    def _paste(image: np.ndarray, mask: np.ndarray, o: InpaintOptions, ws: list[Window], window_preds: list[np.ndarray], seam: bool) -> np.ndarray:
+        """One prediction per window -> the pair at full size (only the mask's pixels change)."""
+        out = image.copy()
+        for w, pred in zip(ws, window_preds):
+            crop = w.box.crop(out)
+            crop[...] = composite(crop, w.writes, pred, w.prep, o.feather, seam, w.box.crop(mask))
+        return out
 
-        image_out = paste(combine(per_sample, ws, o.combine), o.seam)
-        if o.texture:  # per window, as the first stage ran: a large image's scattered defects stay small crops
+    def _texture_all(self, images: list[np.ndarray], masks: list[np.ndarray], optlist: list[InpaintOptions],
+                     windows: list[list[Window]]) -> list[np.ndarray]:
+        """The texture stage on every window that asks for it, of every pair at once: their tiles
+        share model calls (gpu_job/texture.py). Per window, in the training set's colours when asked;
+        only each window's `writes` change."""
+        groups: dict[int, list[tuple[int, Window, object]]] = {}
+        items: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        seeds: dict[int, list[int]] = {}
+        for p, (o, ws) in enumerate(zip(optlist, windows)):
+            if not o.texture:
+                continue
             for j, w in enumerate(ws):
-                crop = w.box.crop(image_out)
-                crop[...] = self._texture(crop, w.writes, w.box.crop(mask), o, item_seed(o.seed, 0, j))
+                crop = w.box.crop(images[p])
+                move = normalize.fit(o.normalize, crop, ~w.box.crop(masks[p]), self.reference)
+                src = crop if move is normalize.IDENTITY else normalize.to_uint8(move.forward(crop))
+                groups.setdefault(o.texture_steps, []).append((p, w, move))
+                items.setdefault(o.texture_steps, []).append((src, w.writes))
+                seeds.setdefault(o.texture_steps, []).append(item_seed(o.seed, 0, j))
+        out = [im.copy() for im in images]
+        for steps, rows in groups.items():
+            for (p, w, move), red in zip(rows, self.texturer().refine_many(items[steps], seeds[steps], steps)):
+                crop = w.box.crop(out[p])
+                crop[w.writes] = red[w.writes] if move is normalize.IDENTITY else normalize.to_uint8(move.inverse(red[w.writes]))
+        return out
+
+    def _finish(self, image: np.ndarray, mask: np.ndarray, o: InpaintOptions, ws: list[Window], per_sample: list[list[np.ndarray]],
+                image_out: np.ndarray) -> InpaintResult:
+        """One pair's composited (and textured) result -> its InpaintResult: the guard, and the
+        samples' spread when there are several."""
         fell_back = 0
         if o.guard:
             for w in ws:
@@ -181,21 +209,10 @@ class Inpainter:
                 fell_back += share > MAX_FOREIGN
         samples, std = [image_out], None
         if o.samples > 1:
-            samples = [paste(s, False) for s in per_sample]  # plain pastes: cheap, and enough for the spread
+            samples = [self._paste(image, mask, o, ws, s, False) for s in per_sample]  # plain pastes: cheap, and enough for the spread
             std = np.stack(samples).astype(np.float32).std(axis=0).mean(axis=-1)
             std[~mask] = 0.0
         return InpaintResult(image_out, samples, std, fell_back=fell_back)
-
-    def _texture(self, crop: np.ndarray, writes: np.ndarray, unknown: np.ndarray, o: InpaintOptions, seed: int) -> np.ndarray:
-        """The texture stage on one window's crop, in the training set's colours when asked; only
-        `writes` changes."""
-        move = normalize.fit(o.normalize, crop, ~unknown, self.reference)
-        if move is normalize.IDENTITY:
-            return self.texturer().refine(crop, writes, seed=seed)
-        out = self.texturer().refine(normalize.to_uint8(move.forward(crop)), writes, seed=seed)
-        res = crop.copy()
-        res[writes] = normalize.to_uint8(move.inverse(out[writes]))
-        return res
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, opts: InpaintOptions | None = None) -> InpaintResult:
         return self.inpaint_many([(image, mask)], opts or InpaintOptions())[0]

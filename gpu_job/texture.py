@@ -24,7 +24,10 @@ from .weights import load_weights
 
 STAGE = "texture"
 DEFAULT_TEXTURE_WEIGHTS = Path(__file__).parent / "weights" / "texture.safetensors"
-MULTIPLE = 4  # crop sides the UNet takes: two 2x downsamplings
+
+
+TILE = 64  # the crop the stage was trained on: its GroupNorm statistics and its borders are the ones it knows
+TILE_BATCH = 64  # tiles per model call
 
 
 @torch.no_grad()
@@ -34,26 +37,57 @@ def refine_crops(model, diff, cond: torch.Tensor, mask: torch.Tensor, seeds: lis
     return sample(model, diff, known=cond, mask=mask, seeds=seeds, steps=steps, start=start, whole=True, autocast=autocast)
 
 
-def refine(model, diff, composite: np.ndarray, mask: np.ndarray, seed: int = 0, steps: int = 10, start: int = 200,
-           margin: int = 8) -> np.ndarray:
-    """composite: (H, W, 3) uint8, the first stage's full-size result; mask: (H, W) bool. Returns the
-    composite with the masked pixels redrawn; every pixel outside `mask` is left as it was."""
-    if not mask.any():
-        return composite.copy()
-    ys, xs = np.nonzero(mask)
-    y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, mask.shape[0])
-    x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, mask.shape[1])
-    ph, pw = -(y1 - y0) % MULTIPLE, -(x1 - x0) % MULTIPLE
-    # Pad the crop to a side the UNet takes; padded pixels count as known, and are cut off again.
-    c = np.pad(composite[y0:y1, x0:x1], ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(y1 - y0, x1 - x0) > max(ph, pw) else "edge")
-    m = np.pad(mask[y0:y1, x0:x1], ((0, ph), (0, pw)))
+def tiles(writes: np.ndarray, tile: int = TILE) -> list[tuple[int, int, int, int]]:
+    """The TILE x TILE tiles that cover `writes` (H, W >= tile): (top, left) of the tile and
+    (top, left) of the grid cell it writes. Cells step by `tile` from the mask's first pixel and
+    only cells holding a masked pixel are kept, so a stroke across the image costs the tiles it
+    crosses, not its bounding box. A cell past the image edge is served by a tile moved back
+    inside, overlapping its neighbour; it writes only its own cell."""
+    ys, xs = np.nonzero(writes)
+    h, w = writes.shape
+    out = []
+    for cy in range(int(ys.min()), int(ys.max()) + 1, tile):
+        for cx in range(int(xs.min()), int(xs.max()) + 1, tile):
+            if writes[cy : cy + tile, cx : cx + tile].any():
+                out.append((min(cy, h - tile), min(cx, w - tile), cy, cx))
+    return out
+
+
+def refine_many(model, diff, items: list[tuple[np.ndarray, np.ndarray]], seeds: list[int], steps: int = 10, start: int = 200,
+                batch: int = TILE_BATCH, progress=None) -> list[np.ndarray]:
+    """items: (composite (H, W, 3) uint8, writes (H, W) bool), the first stage's results. Returns
+    each composite with its `writes` pixels redrawn; every other pixel is left as it was. The
+    tiles of all items go through the model together, `batch` at a time."""
+    padded, jobs = [], []  # jobs: (item, tile top, tile left, cell top, cell left, seed)
+    for i, ((img, writes), seed) in enumerate(zip(items, seeds)):
+        # Images smaller than a tile are padded to one; padded pixels count as known and are cut off.
+        ph, pw = max(TILE - img.shape[0], 0), max(TILE - img.shape[1], 0)
+        img_p = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
+        wr_p = np.pad(writes, ((0, ph), (0, pw)))
+        padded.append((img_p, wr_p))
+        if writes.any():
+            jobs += [(i, *t, int(np.random.SeedSequence([seed, n]).generate_state(1)[0])) for n, t in enumerate(tiles(wr_p))]
+    outs = [p[0].copy() for p in padded]
     device = next(model.parameters()).device
-    cond = from_uint8(torch.from_numpy(c)[None]).to(device)
-    out = to_uint8(refine_crops(model, diff, cond, mask_tensor(m[None], device), [seed], steps, start, device.type == "cpu"))[0]
-    res = composite.copy()
-    region = res[y0:y1, x0:x1]
-    region[mask[y0:y1, x0:x1]] = out[: y1 - y0, : x1 - x0][mask[y0:y1, x0:x1]]
-    return res
+    for b in range(0, len(jobs), batch):
+        part = jobs[b : b + batch]
+        cond = np.stack([padded[i][0][ty : ty + TILE, tx : tx + TILE] for i, ty, tx, *_ in part])
+        m = np.stack([padded[i][1][ty : ty + TILE, tx : tx + TILE] for i, ty, tx, *_ in part])
+        x = refine_crops(model, diff, from_uint8(torch.from_numpy(cond)).to(device), mask_tensor(m, device),
+                         [j[-1] for j in part], steps, start, device.type == "cpu")
+        for (i, ty, tx, cy, cx, _), tile_out in zip(part, to_uint8(x)):
+            cell = (slice(cy, min(cy + TILE, ty + TILE)), slice(cx, min(cx + TILE, tx + TILE)))
+            local = (slice(cy - ty, cell[0].stop - ty), slice(cx - tx, cell[1].stop - tx))
+            wr = padded[i][1][cell]
+            outs[i][cell][wr] = tile_out[local][wr]
+        if progress is not None:
+            progress.update(len(part))
+    return [o[: img.shape[0], : img.shape[1]] for o, (img, _) in zip(outs, items)]
+
+
+def refine(model, diff, composite: np.ndarray, mask: np.ndarray, seed: int = 0, steps: int = 10, start: int = 200) -> np.ndarray:
+    """One composite: `refine_many` of one item."""
+    return refine_many(model, diff, [(composite, mask)], [seed], steps, start)[0]
 
 
 def default_texture_weights() -> Path:
@@ -72,4 +106,7 @@ class Texturer:
         self.start = int(self.record[STAGE]["start"])
 
     def refine(self, composite: np.ndarray, mask: np.ndarray, seed: int = 0, steps: int = 10, start: int | None = None) -> np.ndarray:
-        return refine(self.model, self.diff, composite, mask, seed, steps, self.start if start is None else start)
+        return self.refine_many([(composite, mask)], [seed], steps, start)[0]
+
+    def refine_many(self, items: list[tuple[np.ndarray, np.ndarray]], seeds: list[int], steps: int = 10, start: int | None = None) -> list[np.ndarray]:
+        return refine_many(self.model, self.diff, items, seeds, steps, self.start if start is None else start)

@@ -96,6 +96,7 @@ OPTIONS = {o.name: o for o in (
            words="mean (of the samples) or first (one sample), or nearest (the sample nearest their mean)"),
     # The texture stage: fine detail 0.25 -> 0.57 of the truth's, for 0.06 dB inside the mask.
     Option("texture", bool, True, "redraw the fill at full resolution with the texture stage"),
+    Option("texture_steps", int, 10, "texture-stage DDIM steps (from its start level)", low=1, high=200, sidecar=False),
     # A fill whose colours appear nowhere around it falls back to a classical fill (shared/guard.py).
     Option("guard", bool, False, "fall back to a classical fill where the fill's colours appear nowhere around it"),
     Option("guidance", float, 1.0, "classifier-free guidance scale with a label (1 = plain conditional)", low=0.0, sidecar=False),
