@@ -136,8 +136,9 @@ def cmd_evaluate(a) -> None:
 
     if not Path(a.data).exists():
         raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg)")
+    from gpu_job.evaluation.domain_shift import DomainConfig, evaluate_domain_shift, parse_variant
+
     if a.domain_shift:
-        from gpu_job.evaluation.domain_shift import DomainConfig, evaluate_domain_shift, parse_variant
 
         evaluate_domain_shift(DomainConfig(bccd=a.bccd, pbc=a.data, train=a.train_data, out=a.out, weights=a.weights, images=a.images,
                                            per_class=a.per_class, shifts=tuple(a.shifts), variants=dict(map(parse_variant, a.variant)),
@@ -145,7 +146,8 @@ def cmd_evaluate(a) -> None:
         return
     evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps), mean_of=a.mean_of,
                         ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, ddpm_steps=tuple(a.ddpm_steps), ddpm_mean_steps=tuple(a.ddpm_mean_steps), speed=not a.no_speed, device=a.device, seed=a.seed,
-                        texture=a.texture, no_texture=a.no_texture, texture_starts=tuple(a.texture_start), texture_steps=a.texture_steps))
+                        texture=a.texture, no_texture=a.no_texture,
+                        variants=dict(map(parse_variant, a.variant))))
 
 
 def cmd_ui(a) -> None:
@@ -221,10 +223,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--ddpm-steps", type=int, nargs="*", default=[], help="also score ancestral sampling strided to these step counts (every pair)")
     sp.add_argument("--ddpm-mean-steps", type=int, nargs="*", default=[], help="also score the mean of K ancestral samples at these step counts (every pair)")
     sp.add_argument("--no-speed", action="store_true", help="skip the speed benchmark")
-    sp.add_argument("--texture", metavar="WEIGHTS", help="texture-stage weights (default: the shipped ones): the default output is scored with and without them")
-    sp.add_argument("--no-texture", action="store_true", help="score the first stage alone")
-    sp.add_argument("--texture-start", type=int, nargs="*", default=[], help="start levels for the texture stage (default: the one stored with its weights)")
-    sp.add_argument("--texture-steps", type=int, default=10, help="texture-stage DDIM steps")
+    sp.add_argument("--texture", metavar="WEIGHTS", help="texture-stage weights for every row that uses it (default: the shipped ones)")
+    sp.add_argument("--no-texture", action="store_true", help="score the default without the texture stage")
     sp.add_argument("--domain-shift", action="store_true",
                     help="score on images unlike the training set instead: --bccd smear photos, and --data cells with synthetic --shifts")
     sp.add_argument("--bccd", default="../shared/data/bccd", help="with --domain-shift: BCCD photos with their VOC boxes")
@@ -232,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--shifts", nargs="*", default=["none", "stain", "scale", "blur"], help="with --domain-shift: shifts of --data cells")
     sp.add_argument("--train-data", default="../shared/data/pbc/train", help="with --domain-shift: the class-kept classifier's training set")
     sp.add_argument("--variant", action="append", default=[], metavar="NAME:OPT=V,...",
-                    help="with --domain-shift: also score the default with these options, e.g. first:combine=first,samples=1")
+                    help="also score the default with these options, e.g. first:combine=first,samples=1")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_evaluate)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from shared import normalize
+from shared.blend import keep_low_frequencies
 from shared.guard import MAX_FOREIGN, guard
 from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, InpaintOptions
 from shared.preprocess import composite
@@ -22,6 +23,8 @@ from .tensors import from_uint8, mask_tensor, to_uint8
 from .weights import load_weights
 
 BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
+import os
+KEEP_LOW = os.environ.get("CELLPAINT_KEEP_LOW", "1") == "1"  # A/B switch, temporary
 
 
 def combine(per_sample: list[list[np.ndarray]], ws: list[Window], how: str) -> list[np.ndarray]:
@@ -177,9 +180,9 @@ class Inpainter:
         """The texture stage on every window that asks for it, of every pair at once: their tiles
         share model calls (gpu_job/texture.py). Per window, in the training set's colours when asked;
         only each window's `writes` change."""
-        groups: dict[int, list[tuple[int, Window, object]]] = {}
-        items: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-        seeds: dict[int, list[int]] = {}
+        groups: dict[tuple, list[tuple[int, Window, object]]] = {}
+        items: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
+        seeds: dict[tuple, list[int]] = {}
         for p, (o, ws) in enumerate(zip(optlist, windows)):
             if not o.texture:
                 continue
@@ -187,14 +190,17 @@ class Inpainter:
                 crop = w.box.crop(images[p])
                 move = normalize.fit(o.normalize, crop, ~w.box.crop(masks[p]), self.reference)
                 src = crop if move is normalize.IDENTITY else normalize.to_uint8(move.forward(crop))
-                groups.setdefault(o.texture_steps, []).append((p, w, move))
-                items.setdefault(o.texture_steps, []).append((src, w.writes))
-                seeds.setdefault(o.texture_steps, []).append(item_seed(o.seed, 0, j))
+                key = (o.texture_steps, o.texture_start)
+                groups.setdefault(key, []).append((p, w, move))
+                items.setdefault(key, []).append((src, w.writes))
+                seeds.setdefault(key, []).append(item_seed(o.seed, 0, j))
         out = [im.copy() for im in images]
-        for steps, rows in groups.items():
-            for (p, w, move), red in zip(rows, self.texturer().refine_many(items[steps], seeds[steps], steps)):
+        for (steps, start), rows in groups.items():
+            for (p, w, move), red in zip(rows, self.texturer().refine_many(items[(steps, start)], seeds[(steps, start)], steps, start)):
                 crop = w.box.crop(out[p])
-                crop[w.writes] = red[w.writes] if move is normalize.IDENTITY else normalize.to_uint8(move.inverse(red[w.writes]))
+                redrawn = crop.copy()
+                redrawn[w.writes] = red[w.writes] if move is normalize.IDENTITY else normalize.to_uint8(move.inverse(red[w.writes]))
+                crop[...] = keep_low_frequencies(crop, redrawn, w.writes) if KEEP_LOW else redrawn
         return out
 
     def _finish(self, image: np.ndarray, mask: np.ndarray, o: InpaintOptions, ws: list[Window], per_sample: list[list[np.ndarray]],

@@ -2,8 +2,10 @@
 
 Two measures, each of the pair's windows as the model sees them (64x64, the restored region
 filled with the known pixels' mean colour, so the defect itself does not count):
-- colour: how far the known pixels' CIELAB mean and standard deviation lie from those of the
-  training cells, in units of the training cells' own spread (the largest of the six);
+- colour: how far the empty slide's light (the lightest quarter of the known pixels, CIELAB) lies
+  from the training images', in their own spread (shared/normalize.py: the same measure gates the
+  colour normalisation). A window's overall colour depends on what it shows; the slide's light
+  tells another microscope or stain from another crop;
 - features: the Mahalanobis distance of a small classifier's penultimate features (trained on PBC
   train, gpu_job/weights/ood.safetensors) from the training cells' feature distribution.
 
@@ -24,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from shared.stain import rgb_to_lab
+from shared.normalize import MIN_KNOWN, background_distance
 
 from .tensors import from_uint8
 
@@ -43,17 +45,12 @@ def classifier(n: int) -> nn.Module:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def features(net: nn.Module, images: np.ndarray) -> np.ndarray:
     """(N, 64, 64, 3) uint8 -> (N, 128) float64: the classifier's penultimate layer."""
     net.eval()
     body = net[:-1]  # all but the last Linear (Dropout is the identity in eval)
     return np.concatenate([body(from_uint8(images[i : i + 256])).double().numpy() for i in range(0, len(images), 256)])
-
-
-def colour_stats(image: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """(6,): the known pixels' CIELAB mean and standard deviation."""
-    lab = rgb_to_lab(image[known])
-    return np.concatenate([lab.mean(0), lab.std(0)])
 
 
 def blank_unknown(image: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -79,12 +76,11 @@ class OODScorer:
         self.net.eval()
         self.mean = tensors["stats.feature_mean"].double().numpy()
         self.precision = tensors["stats.feature_precision"].double().numpy()
-        c = self.record["colour"]
-        self.colour_mean, self.colour_spread = np.asarray(c["mean"]), np.asarray(c["spread"])
+        self.light = self.record["colour"]["background"]
 
     def distances(self, fields: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """fields: (N, 64, 64, 3) uint8 windows, known: (N, 64, 64) bool -> (colour, feature) distances."""
-        colour = np.array([np.abs((colour_stats(f, k) - self.colour_mean) / self.colour_spread).max() for f, k in zip(fields, known)])
+        colour = np.array([background_distance(f[k], self.light) if k.sum() >= MIN_KNOWN else 0.0 for f, k in zip(fields, known)])
         d = features(self.net, np.stack([blank_unknown(f, k) for f, k in zip(fields, known)])) - self.mean
         return colour, np.sqrt(np.einsum("ni,ij,nj->n", d, self.precision, d))
 

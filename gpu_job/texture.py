@@ -71,9 +71,10 @@ def refine_many(model, diff, items: list[tuple[np.ndarray, np.ndarray]], seeds: 
     device = next(model.parameters()).device
     for b in range(0, len(jobs), batch):
         part = jobs[b : b + batch]
-        cond = np.stack([padded[i][0][ty : ty + TILE, tx : tx + TILE] for i, ty, tx, *_ in part])
+        cond = np.stack([padded[i][0][ty : ty + TILE, tx : tx + TILE] for i, ty, tx, *_ in part])  # (B, TILE, TILE, 3)
         m = np.stack([padded[i][1][ty : ty + TILE, tx : tx + TILE] for i, ty, tx, *_ in part])
-        x = refine_crops(model, diff, from_uint8(torch.from_numpy(cond)).to(device), mask_tensor(m, device),
+        cond_t = from_uint8(torch.from_numpy(cond)).to(device).contiguous(memory_format=torch.channels_last)
+        x = refine_crops(model, diff, cond_t, mask_tensor(m, device),
                          [j[-1] for j in part], steps, start, device.type == "cpu")
         for (i, ty, tx, cy, cx, _), tile_out in zip(part, to_uint8(x)):
             cell = (slice(cy, min(cy + TILE, ty + TILE)), slice(cx, min(cx + TILE, tx + TILE)))
@@ -101,6 +102,7 @@ class Texturer:
 
     def __init__(self, weights: str | Path, device: str | torch.device = "cpu"):
         self.model, self.diff, self.record = load_weights(weights, device)
+        self.model.to(memory_format=torch.channels_last)  # about 1.35x on the CPU's bf16 convolutions (BENCHMARKS.md)
         if self.record.get("stage") != STAGE:
             raise ValueError(f"{weights}: not texture-stage weights (train them with `cellpaint train-texture`)")
         self.start = int(self.record[STAGE]["start"])

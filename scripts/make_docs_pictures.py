@@ -6,7 +6,11 @@
 - examples/cell.png + examples/cell.mask.png: a generated neutrophil, upsampled to 256 px, with a
   drawn stroke mask: the pair `make demo` runs.
 - docs/before_after.png: generated cells with box, ellipse and stroke masks restored
-  (original | mask | one sample | the default result, the mean of 8 samples | their spread).
+  (original | mask | the default result, one sample | the mean of 8 samples | their spread).
+- docs/domain_shift.png: generated cells as another lab's microscope shows them (restained, a
+  warmer light, 1.35x magnified), with a disk on the background and one on the cell: the shifted
+  cell | the mask | biharmonic | cellpaint as it was (a fixed 360 px window, no colour
+  normalisation) | the default (window from the cell size, colours normalised).
 - docs/texture.png, with --texture W: the texture stage at full size (360 px) on generated cells.
   Each row: a generated cell upsampled (what the first stage gives at this size) | the same
   redrawn by the texture stage | a 3x crop of each. Then the textured cell with a box mask, and 3x
@@ -62,13 +66,42 @@ def main() -> None:
     for c, kind in zip(cells, ("box", "ellipse", "stroke")):
         img = np.asarray(Image.fromarray(c).resize((SIDE, SIDE), Image.Resampling.BICUBIC))
         m = random_mask(rng, SIDE, SIDE, kind, 0.2)
-        res = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1))  # the defaults: mean of 8, seam fix
-        one = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1, combine="first")).image  # its sample 0, seam fixed
+        one = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1)).image  # the default: one sample
+        res = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1, samples=8, combine="mean"))
         out.append([img, overlay(img, m), one, res.image, heatmap(res.std)])
     save_png(grid(out, pad=4), ROOT / "docs" / "before_after.png")
     print("wrote docs/samples.png, docs/before_after.png, examples/cell.png, examples/cell.mask.png")
+    domain_picture(a, inp)
     if a.texture:
         texture_picture(a, inp)
+
+
+def other_lab(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A generated 64 px cell as another lab's microscope might show it: at 1.35x the PBC scale
+    (486 px for PBC's 360), restained in HED space and under a warmer, dimmer light."""
+    from shared.stain import hed_to_rgb, rgb_to_hed, to_uint8
+
+    big = np.asarray(Image.fromarray(cell).resize((486, 486), Image.Resampling.LANCZOS))
+    hed = rgb_to_hed(big) * np.array([1.3, 0.75, 1.0])
+    return to_uint8(hed_to_rgb(hed) * np.array([1.0, 0.88, 0.78]) * rng.uniform(0.95, 1.0))
+
+
+def domain_picture(a, inp: Inpainter) -> None:
+    from skimage.restoration import inpaint_biharmonic
+
+    rng = np.random.default_rng(11)
+    rows = []
+    for i, label in enumerate(("neutrophil", "lymphocyte", "eosinophil")):
+        img = other_lab(inp.generate(1, label, seed=300 + i, steps=a.generate_steps)[0], rng)
+        yy, xx = np.ogrid[:486, :486]
+        m = ((yy - 70) ** 2 + (xx - 80) ** 2 <= 30**2) | ((yy - 250) ** 2 + (xx - 290) ** 2 <= 30**2)  # background | the cell
+        bih = img.copy()
+        bih[m] = np.clip(np.round(inpaint_biharmonic(img, m, channel_axis=-1) * 255), 0, 255).astype(np.uint8)[m]
+        before = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1, window=360, normalize="none")).image
+        now = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1)).image
+        rows.append([img, overlay(img, m), bih, before, now])
+    save_png(grid(rows, pad=4), ROOT / "docs" / "domain_shift.png")
+    print("wrote docs/domain_shift.png")
 
 
 def zoom(img: np.ndarray, y: int, x: int, side: int = 120) -> np.ndarray:

@@ -74,3 +74,25 @@ def seamless(original: np.ndarray, unknown: np.ndarray, patch: np.ndarray, margi
     fixed = np.clip(np.round(patch[y0:y1, x0:x1].astype(np.float32) + corr), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1][u] = fixed[u]
     return out
+
+
+def _box(a: np.ndarray, r: int) -> np.ndarray:
+    """Sum over a (2r+1)-square around each pixel (zero outside), by cumulative sums: (H, W, C)."""
+    for axis in (0, 1):
+        n = a.shape[axis]
+        c = np.cumsum(np.pad(a, [(r + 1, r) if i == axis else (0, 0) for i in range(a.ndim)]), axis=axis)
+        a = np.take(c, np.arange(2 * r + 1, 2 * r + 1 + n), axis=axis) - np.take(c, np.arange(n), axis=axis)
+    return a
+
+
+def keep_low_frequencies(reference: np.ndarray, redrawn: np.ndarray, region: np.ndarray, radius: int = 4) -> np.ndarray:
+    """`redrawn` (H, W, 3) inside `region` with its change from `reference` stripped of everything
+    smoother than about `radius` px: the detail it drew stays, a colour or brightness drift goes.
+    The texture stage (gpu_job/texture.py) owns grain; the first stage and the seam fix own colour."""
+    ref, new = reference.astype(np.float32), redrawn.astype(np.float32)
+    w = region.astype(np.float32)[..., None]
+    num, den = _box(_box((new - ref) * w, radius), radius), _box(_box(w, radius), radius)
+    out = new - num / np.maximum(den, 1e-6)
+    res = redrawn.copy()
+    res[region] = np.clip(np.round(out[region]), 0, 255).astype(redrawn.dtype)
+    return res

@@ -125,13 +125,19 @@ def fit(method: str, image: np.ndarray, known: np.ndarray, ref: dict | None) -> 
     return IDENTITY if src is None else Transform(method, {"src": src, "ref": ref["macenko"]})
 
 
+def background_distance(pixels: np.ndarray, light: dict) -> float:
+    """How far the empty slide's colour in these (N, 3) pixels lies from the training set's
+    (`light`: the "background" entry of a reference), in the training images' own spread. It
+    also serves the out-of-distribution flag (gpu_job/ood.py)."""
+    return float(np.abs((background(pixels) - np.asarray(light["median"])) / np.asarray(light["spread"])).max())
+
+
 def gate(pixels: np.ndarray, ref: dict) -> float:
     """0..1: how far the empty slide's colour is from the training set's, mapped through GATE."""
     b = ref.get("background")
     if b is None:
         return 1.0
-    d = float(np.abs((background(pixels) - np.asarray(b["median"])) / np.asarray(b["spread"])).max())
-    return float(np.clip((d - GATE[0]) / (GATE[1] - GATE[0]), 0.0, 1.0))
+    return float(np.clip((background_distance(pixels, b) - GATE[0]) / (GATE[1] - GATE[0]), 0.0, 1.0))
 
 
 def _apply(t: Transform, rgb: np.ndarray, inverse: bool) -> np.ndarray:

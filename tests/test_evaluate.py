@@ -6,7 +6,6 @@ from PIL import Image
 
 from cellpaint.cli import main
 from shared.options import OPTIONS
-from gpu_job.texture import DEFAULT_TEXTURE_WEIGHTS as TEXTURE
 from tests.conftest import synthetic_cell
 
 
@@ -16,14 +15,14 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
         Image.fromarray(synthetic_cell(rng, 60, 64)).save(tmp_path / "val" / c / "0.jpg")
     out = tmp_path / "eval"
     rc = main(["evaluate", "--data", str(tmp_path / "val"), "--out", str(out), "--weights", str(tiny_weights),
-               "--per-class", "1", "--steps", "2", "4", "--ddpm-images", "1", "--ddpm-steps", "3", "--ddpm-mean-steps", "3", "--mean-of", "2", "--device", "cpu"])
+               "--per-class", "1", "--steps", "2", "4", "--ddpm-images", "1", "--ddpm-steps", "3", "--ddpm-mean-steps", "3", "--mean-of", "2", "--device", "cpu",
+               "--variant", "one-tex3:texture_steps=3"])
     assert rc == 0
     rep = json.loads((out / "metrics.json").read_text())
     methods = set(rep["summary"])
-    assert {"cellpaint DDIM-2", "cellpaint DDIM-4", f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2", f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2, no seam fix",
+    assert {"cellpaint default", "cellpaint DDIM-2", "cellpaint DDIM-4", f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2", f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2, no seam fix",
             "cellpaint DDPM-3", "cellpaint DDPM-3 mean of 2", "cellpaint DDPM-1000", "mean colour", "OpenCV Telea", "OpenCV NS", "biharmonic",
-            # the default output redrawn by the shipped texture stage, from the level stored with it
-            f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2 + texture from t={json.loads(TEXTURE.with_suffix('.json').read_text())['texture']['start']}"} == methods
+            "cellpaint one-tex3"} == methods
     for meth, kinds in rep["summary"].items():
         assert kinds["all"]["max_err_outside"] == 0, meth  # nothing outside the mask changes
         assert kinds["all"]["n"] == (6 if meth == "cellpaint DDPM-1000" else 12)  # strided DDPM: every pair and set(kinds) == {"box", "ellipse", "stroke", "all"}

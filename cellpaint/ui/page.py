@@ -86,8 +86,13 @@ def _options(inpainter_labels: list[str]) -> dict:
                                             "nearest": "the sample nearest their mean (sharp, close to the average)"}.get)
     texture = st.sidebar.checkbox("Texture at full size", value=OPTIONS["texture"].default, key="texture",
                                   help="Redraw the restored region at the image's own resolution with the texture stage (BENCHMARKS.md)")
+    choices = OPTIONS["normalize"].choices
+    norm = st.sidebar.selectbox("Colour normalisation", choices, index=choices.index(OPTIONS["normalize"].default), key="normalize",
+                                help="Move the image's colours to the training set's around the model; auto does it as far as "
+                                     "the slide's light is unlike the training images'")
+    guard = st.sidebar.checkbox("Guard", value=OPTIONS["guard"].default, key="guard", help=OPTIONS["guard"].help)
     return {"steps": int(steps), "seed": int(seed), "label": None if label == "none" else label, "samples": int(samples),
-            "combine": combine, "texture": bool(texture)}
+            "combine": combine, "texture": bool(texture), "normalize": norm, "guard": bool(guard)}
 
 
 def _show_result(image: np.ndarray, mask: np.ndarray, restored: logic.Restored) -> None:

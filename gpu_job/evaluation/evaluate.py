@@ -11,7 +11,7 @@ import re
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from .metrics import masked_metrics
 DEFAULT_STEPS, DEFAULT_SAMPLES = OPTIONS["steps"].default, OPTIONS["samples"].default
 
 
+DEFAULT = "cellpaint default"
 FULL_DDPM = "cellpaint DDPM-1000"  # 1000 model calls a sample: scored on a subset of the images
 
 
@@ -49,10 +50,9 @@ class EvalConfig:
     speed: bool = True
     device: str = "auto"
     seed: int = 0
-    texture: str | None = None  # texture-stage weights (texture.py): also score the default output redrawn by them (None: the shipped ones, if any)
-    no_texture: bool = False
-    texture_starts: tuple[int, ...] = ()  # the levels to start that stage from (default: the one stored with its weights)
-    texture_steps: int = 10
+    texture: str | None = None  # texture-stage weights (texture.py) for every row that uses the texture stage (None: the shipped ones)
+    no_texture: bool = False  # the default row without the texture stage
+    variants: dict = field(default_factory=dict)  # name -> options over the defaults: the whole pipeline (texture stage included), scored like the rest
 
 
 def baselines() -> dict:
@@ -92,7 +92,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         img = load_image(str(f))
         for kind, m in eval_masks(*img.shape[:2], seed=i).items():
             cases.append((i, f, kind, img, m))
-    inp = Inpainter(cfg.weights, cfg.device)
+    inp = Inpainter(cfg.weights, cfg.device, texture_weights=cfg.texture)
     methods = method_options(cfg)
     # DDPM-1000 is 1000 model calls: score it on the first image of each class (up to ddpm_images).
     ddpm_set = set(range(0, len(chosen), cfg.per_class)[: cfg.ddpm_images])
@@ -108,7 +108,6 @@ def evaluate(cfg: EvalConfig) -> dict:
         for c, r in zip(sub, res):
             rows.append({"method": name, "image": c[0], "kind": c[2], **masked_metrics(c[3], r.image, c[4])})
             outputs[(name, c[0], c[2])] = r.image
-    textured = texture_methods(cfg, inp, cases, rows, outputs, timing)
     for name, fn in baselines().items():
         t0 = time.time()
         for c in tqdm(cases, desc=name):
@@ -124,17 +123,18 @@ def evaluate(cfg: EvalConfig) -> dict:
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     (out_dir / "metrics.md").write_text(markdown(report))
     plot_quality(report, out_dir / "quality_vs_steps.png")
-    shown = [list(methods)[0]] + [k for k in methods if k.endswith(f"mean of {cfg.mean_of}")] + textured
+    shown = [DEFAULT] + [k for k in methods if k.endswith(f"mean of {cfg.mean_of}")]
     before_after_grid(cases, outputs, shown, out_dir / "before_after.png")
     print(markdown(report))
     return report
 
 
 def method_options(cfg: EvalConfig) -> dict[str, InpaintOptions]:
-    """Name -> options. Names matter: plot_quality reads the step count after "DDIM-"/"DDPM-"."""
-    # The first stage alone: the texture stage's rows are added on top of the default's (texture_methods).
+    """Name -> options. Names matter: plot_quality reads the step count after "DDIM-"/"DDPM-".
+    The default row is the whole pipeline as users get it; the rest are the first stage alone."""
     one = dict(samples=1, combine="first", seed=cfg.seed, texture=False)
-    methods = {f"cellpaint DDIM-{s}": InpaintOptions(steps=s, **one) for s in cfg.steps}
+    methods = {DEFAULT: InpaintOptions(seed=cfg.seed, texture=not cfg.no_texture and OPTIONS["texture"].default)}
+    methods.update({f"cellpaint DDIM-{s}": InpaintOptions(steps=s, **one) for s in cfg.steps})
     if cfg.mean_of > 1:
         mean = dict(steps=DEFAULT_STEPS, samples=cfg.mean_of, combine="mean", seed=cfg.seed, texture=False)
         methods[f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}"] = InpaintOptions(**mean)
@@ -143,32 +143,10 @@ def method_options(cfg: EvalConfig) -> dict[str, InpaintOptions]:
     if cfg.mean_of > 1:
         methods.update({f"cellpaint DDPM-{s} mean of {cfg.mean_of}": InpaintOptions(steps=s, sampler="ddpm", samples=cfg.mean_of, combine="mean", seed=cfg.seed, texture=False)
                         for s in cfg.ddpm_mean_steps})
+    methods.update({f"cellpaint {name}": InpaintOptions(**{"seed": cfg.seed, **o}) for name, o in cfg.variants.items()})
     if cfg.ddpm:
         methods[FULL_DDPM] = InpaintOptions(steps=1000, sampler="ddpm", **one)
     return methods
-
-
-def texture_methods(cfg: EvalConfig, inp: Inpainter, cases, rows, outputs, timing) -> list[str]:
-    """The default output, redrawn at full resolution by the texture stage (texture.py), from each
-    start level. Scored and timed like the rest (the time: both stages, per image)."""
-    from gpu_job.texture import Texturer, default_texture_weights
-
-    path = cfg.texture or default_texture_weights()
-    if cfg.no_texture or cfg.mean_of <= 1 or not Path(path).exists():
-        return []
-    tex = Texturer(path, inp.device)
-    base = f"cellpaint DDIM-{DEFAULT_STEPS} mean of {cfg.mean_of}"
-    names = []
-    for start in cfg.texture_starts or (tex.start,):
-        name = f"{base} + texture from t={start}"
-        names.append(name)
-        t0 = time.time()
-        for c in tqdm(cases, desc=name):
-            r = tex.refine(outputs[(base, c[0], c[2])], c[4], seed=cfg.seed, steps=cfg.texture_steps, start=start)
-            rows.append({"method": name, "image": c[0], "kind": c[2], **masked_metrics(c[3], r, c[4])})
-            outputs[(name, c[0], c[2])] = r
-        timing[name] = timing[base] + (time.time() - t0) / len(cases)  # per image, both stages
-    return names
 
 
 def machine(device: torch.device) -> str:
@@ -274,7 +252,9 @@ def plot_quality(report: dict, path: Path) -> None:
     for ax, metric in zip(axes[:2], ("psnr", "ssim")):
         ax.plot([n for n, _ in ddim], [s[k]["all"][metric] for _, k in ddim], "o-", label="cellpaint DDIM")
         for k in s:
-            if "cellpaint" in k and k not in dict(map(reversed, ddim)):
+            if "cellpaint" in k and not re.search(r"-(\d+)", k):  # no step count to place it at: a line
+                ax.axhline(s[k]["all"][metric], lw=1.5, color="k" if k == DEFAULT else f"C{list(s).index(k) % 8}", label=k)
+            elif "cellpaint" in k and k not in dict(map(reversed, ddim)):
                 ax.plot([int(re.search(r"-(\d+)", k).group(1))], [s[k]["all"][metric]], "s^vD"[list(s).index(k) % 4], label=k)
             elif "cellpaint" not in k:
                 ax.axhline(s[k]["all"][metric], ls="--", lw=1, color=f"C{1 + list(s).index(k) % 8}", label=k)

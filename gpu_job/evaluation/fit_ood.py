@@ -18,22 +18,16 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from gpu_job.ood import DEFAULT_OOD_WEIGHTS, OODScorer, colour_stats, features
-from shared.masks import random_mask
+from gpu_job.ood import DEFAULT_OOD_WEIGHTS, OODScorer, features
+from shared.normalize import background
 from shared.windows import prepare
 
 from ..training.data import load_cellset
 from .classifier import load_or_train_classifier, predict
 from .domain_shift import bccd_cases, pbc_cases
 
+CALIBRATION_CELLS = 40  # PBC val cells per class whose pairs set the thresholds
 SHRINK = 0.05  # covariance shrinkage toward its diagonal: 128 features, a few thousand cells
-
-
-def masked_fields(images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Val cells as the job sees them: each with a random restore mask (known = not masked)."""
-    rng = np.random.default_rng(seed)
-    known = np.stack([~random_mask(rng, *img.shape[:2]) for img in images])
-    return images, known
 
 
 def pair_fields(cases) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -58,16 +52,18 @@ def main() -> None:
     f = features(net, train.images)
     cov = np.cov(f.T)
     cov = (1 - SHRINK) * cov + SHRINK * np.diag(np.diag(cov))
-    colour = np.stack([colour_stats(img, np.ones(img.shape[:2], bool)) for img in train.images])
+    light = np.stack([background(img.reshape(-1, 3)) for img in train.images])
     record = {"classes": train.classes, "val_accuracy": round(acc, 4), "features": {"shrink": SHRINK, "train_cells": len(f)},
-              "colour": {"mean": colour.mean(0).tolist(), "spread": colour.std(0).tolist()},
+              "colour": {"background": {"median": np.median(light, 0).tolist(), "spread": light.std(0).tolist()}},
               "thresholds": {"colour": 1.0, "feature": 1.0}}
     stats = {"stats.feature_mean": torch.from_numpy(f.mean(0)).float(), "stats.feature_precision": torch.from_numpy(np.linalg.inv(cov)).float()}
     save_file({**{k: v.detach().contiguous() for k, v in net.state_dict().items()}, **stats}, str(a.out))
     a.out.with_suffix(".json").write_text(json.dumps(record))
     scorer = OODScorer(a.out)
-    c, d = scorer.distances(*masked_fields(val.images, 0))
-    record["thresholds"] = {"colour": float(np.percentile(c, 99)), "feature": float(np.percentile(d, 99))}
+    # Thresholds on pairs as the job scores them: each pair's windows, its largest distance.
+    calib = [scorer.distances(fields, known) for fields, known in pair_fields(pbc_cases(a.val, CALIBRATION_CELLS, ("none",), 22, 1))]
+    record["thresholds"] = {"colour": float(np.percentile([c.max() for c, _ in calib], 99)),
+                            "feature": float(np.percentile([d.max() for _, d in calib], 99))}
     a.out.with_suffix(".json").write_text(json.dumps(record))
     scorer = OODScorer(a.out)
     rates = {}
@@ -78,7 +74,8 @@ def main() -> None:
             scores = [scorer.score(fields, known)["score"] for fields, known in pair_fields(cases)]
             rates[name] = {"pairs": len(scores), "flagged": round(float(np.mean(np.array(scores) > 1)), 3), "median_score": round(float(np.median(scores)), 2)}
             print(f"{name}: {len(scores)} pairs, {100 * rates[name]['flagged']:.0f} % flagged, median score {rates[name]['median_score']}")
-    record["calibration"] = {"thresholds": "99th percentile over PBC val cells with random masks", "classifier_val_accuracy": round(acc, 4), "flagged": rates}
+    record["calibration"] = {"thresholds": f"99th percentile over the pairs of {CALIBRATION_CELLS} PBC val cells a class "
+                                           "(an ellipse over part of the white cell, a disk on the background)", "classifier_val_accuracy": round(acc, 4), "flagged": rates}
     a.out.with_suffix(".json").write_text(json.dumps(record))
     print(f"{a.out}: classifier val accuracy {100 * acc:.1f} %; thresholds {record['thresholds']}")
 

@@ -183,7 +183,7 @@ def test_run_direct_samples_give_uncertainty(inpainter, rng):
     img = synthetic_cell(rng, 32, 32)
     mask = np.zeros((32, 32), bool)
     mask[8:20, 8:20] = True
-    res, err = logic.run_direct(inpainter, img, mask, {"steps": 2, "seed": 0, "label": "platelet", "samples": 2})
+    res, err = logic.run_direct(inpainter, img, mask, {"steps": 2, "seed": 0, "label": "platelet", "samples": 2, "combine": "mean"})
     assert err is None and res.uncertainty.shape == (32, 32, 3) and res.info["combine"] == "mean"
     first, err = logic.run_direct(inpainter, img, mask, {"steps": 2, "seed": 0, "label": "platelet", "samples": 2, "combine": "first"})
     assert err is None and first.info["combine"] == "first" and not np.array_equal(first.image, res.image)

@@ -1,0 +1,61 @@
+"""The out-of-distribution flag (gpu_job/ood.py): a slide lit unlike the training set's is flagged,
+one lit like it is not, and the flag reaches the inpainting result."""
+import json
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from gpu_job.ood import MESSAGE, OODScorer, classifier, features
+from shared.normalize import background
+
+
+def slide(rng, light, n=64):
+    """A 64 px field: a slide of colour `light` with a darker blob (a cell) on it."""
+    img = np.clip(np.asarray(light, float) + rng.normal(0, 2, (n, n, 3)), 0, 255)
+    yy, xx = np.ogrid[:n, :n]
+    img[(yy - 32) ** 2 + (xx - 30) ** 2 < 15**2] = (150, 90, 160)
+    return img.astype(np.uint8)
+
+
+def fitted(tmp_path, rng):
+    """OOD weights fitted as fit_ood fits them, on synthetic 'training' slides."""
+    torch.manual_seed(0)
+    net = classifier(2).eval()
+    train = np.stack([slide(rng, (228 + rng.normal(0, 2), 222, 230)) for _ in range(32)])
+    f = features(net, train)
+    cov = np.cov(f.T) + 1e-3 * np.eye(f.shape[1])
+    light = np.stack([background(x.reshape(-1, 3)) for x in train])
+    path = tmp_path / "ood.safetensors"
+    save_file({**net.state_dict(), "stats.feature_mean": torch.from_numpy(f.mean(0)).float(),
+               "stats.feature_precision": torch.from_numpy(np.linalg.inv(cov)).float()}, str(path))
+    record = {"classes": ["a", "b"], "colour": {"background": {"median": np.median(light, 0).tolist(), "spread": light.std(0).tolist()}},
+              "thresholds": {"colour": 1.0, "feature": 1.0}}
+    path.with_suffix(".json").write_text(json.dumps(record))
+    scorer = OODScorer(path)
+    c, d = scorer.distances(train, np.ones(train.shape[:3], bool))
+    record["thresholds"] = {"colour": float(np.percentile(c, 99)), "feature": float(np.percentile(d, 99)) * 1.5}
+    path.with_suffix(".json").write_text(json.dumps(record))
+    return path
+
+
+def test_a_slide_under_another_light_is_flagged(tmp_path, rng):
+    scorer = OODScorer(fitted(tmp_path, rng))
+    known = np.ones((1, 64, 64), bool)
+    known[0, 20:40, 20:40] = False  # the restored region does not count
+    like = scorer.score(slide(rng, (228, 222, 230))[None], known)
+    warm = scorer.score(slide(rng, (240, 200, 160))[None], known)  # a yellow lamp, as on many smear photos
+    assert not like["unlike_training"] and "message" not in like
+    assert warm["unlike_training"] and warm["message"] == MESSAGE and warm["colour"] > 1
+
+
+def test_the_flag_reaches_the_result(tmp_path, tiny_weights, rng):
+    from gpu_job.inpaint import Inpainter
+    from shared.options import InpaintOptions
+
+    inp = Inpainter(tiny_weights, "cpu", ood_weights=fitted(tmp_path, rng))
+    img = slide(rng, (240, 200, 160))
+    mask = np.zeros((64, 64), bool)
+    mask[10:20, 10:20] = True
+    res = inp.inpaint(img, mask, InpaintOptions(steps=2, texture=False))
+    assert res.ood["unlike_training"] and res.ood["message"] == MESSAGE
