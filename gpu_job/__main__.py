@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 
@@ -31,6 +32,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     from botocore.exceptions import ClientError  # not at the top: training runs without boto3
+
+    # The job's own lines (a duplicate, the timings summary) to stderr: the Batch log. Not the root
+    # logger's: the libraries' INFO stays out. The last stdout line stays the {pair: status} JSON.
+    job_log = logging.getLogger("gpu_job")
+    if not any(getattr(h, "gpu_job", False) for h in job_log.handlers):  # once, however often main() runs
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.gpu_job = True
+        job_log.addHandler(handler)
+    job_log.setLevel(logging.INFO)
 
     from .job import EXIT_BAD_MANIFEST, run
 

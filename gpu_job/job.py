@@ -10,6 +10,13 @@ One job does the work of one manifest: at start the job takes it (jobs/<id>/take
 conditional write naming its AWS_BATCH_JOB_ID, shared/leases.py). Another attempt of the same Batch
 job may take it again; any other job for the same manifest (a SubmitJob that Batch applied but
 answered with an error, and that was retried) logs that it is a duplicate and exits 0, writing nothing.
+
+The pairs go through the model in job batches (plan_batches: consecutive pairs, about
+4 x the inpainter's batch of windows each, and a bound on their pixels). Three stages overlap, each
+on its own thread: while batch i samples, batch i+1's inputs are downloaded and decoded (one
+reader thread) and batch i-1's outputs are encoded and uploaded (one writer thread). So the GPU
+waits for S3 only at the first batch, and memory holds at most three batches, never the manifest.
+Each result.json's `timings` keeps model load, I/O and sampling apart (docs/pipeline.md).
 """
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ import hashlib
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import boto3
@@ -70,7 +79,10 @@ def load_pair(s3, bucket: str, p: PairJob, inpainter: Inpainter):
 
 
 def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: InpaintOptions, res: InpaintResult,
-                 model: dict, device: str, timings: dict) -> None:
+                 model: dict, device: str, timings: dict, t_start: float | None = None) -> None:
+    """The pair's images, then result.json (the completion signal). `timings` gets the pair's
+    encode_upload_s (the images, encoded and put) and total_s (since t_start, the job's start)."""
+    t0 = time.time()
     s3.put_object(Bucket=bucket, Key=result_key(p.pair, "inpainted.png"), Body=png_bytes(res.image), ContentType="image/png")
     s3.put_object(Bucket=bucket, Key=result_key(p.pair, "preview.png"), Body=png_bytes(before_after(image, mask, res.image, res.std)),
                   ContentType="image/png")
@@ -78,6 +90,8 @@ def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: In
     if res.std is not None:
         s3.put_object(Bucket=bucket, Key=result_key(p.pair, "uncertainty.png"), Body=png_bytes(heatmap(res.std)), ContentType="image/png")
         outputs["uncertainty"] = result_key(p.pair, "uncertainty.png")
+    timings = {**timings, "encode_upload_s": round(time.time() - t0, 3)}
+    timings["total_s"] = round(time.time() - (t0 if t_start is None else t_start), 3)
     put_json(s3, bucket, result_key(p.pair), {  # last: the completion signal
         "status": "succeeded", "pair": p.pair, "job_id": job_id,
         "inputs": {"image_key": p.image_key, "image_version": p.image_version, "mask_key": p.mask_key, "mask_version": p.mask_version},
@@ -87,9 +101,82 @@ def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: In
         "time": datetime.now(timezone.utc).isoformat()}, indent=2)
 
 
+# A job batch: about this many model batches of windows (x samples), so that a batch's model calls
+# are mostly full ones; and at most this many pixels, which bounds the memory of the three batches
+# in flight (a manifest may hold many 40-megapixel images, MAX_PIXELS).
+BATCHES_PER_JOB_BATCH = 4
+MAX_BATCH_PIXELS = 64_000_000
+
+
+def pair_rows(p: PairJob) -> int:
+    """The model rows a pair adds to its batch: windows x samples (1 where its options are bad:
+    that pair fails at load, with the reason)."""
+    try:
+        samples = InpaintOptions.from_dict(p.options, local=True).samples
+    except (OptionError, ValueError, TypeError, KeyError):
+        samples = 1
+    return max(1, len(p.windows)) * samples
+
+
+def plan_batches(pairs: list[PairJob], rows: int, max_pixels: int = MAX_BATCH_PIXELS) -> list[list[PairJob]]:
+    """Consecutive pairs, in manifest order: a batch closes once it holds `rows` model rows or
+    `max_pixels` pixels (a pair larger than either is a batch of its own)."""
+    batches, cur, n, px = [], [], 0, 0
+    for p in pairs:
+        cur.append(p)
+        n, px = n + pair_rows(p), px + p.width * p.height
+        if n >= rows or px >= max_pixels:
+            batches.append(cur)
+            cur, n, px = [], 0, 0
+    return batches + ([cur] if cur else [])
+
+
+@dataclass
+class Loaded:
+    """One job batch's inputs, as the reader thread left them."""
+    todo: list = field(default_factory=list)  # (PairJob, image, mask, opts, windows, download_decode_s)
+    status: dict = field(default_factory=dict)  # pair -> "skipped" | "failed", for pairs that go no further
+    seconds: float = 0.0  # the reader's time on this batch
+
+
+def read_batch(s3, bucket: str, batch: list[PairJob], inpainter: Inpainter, job_id: str) -> Loaded:
+    """Downloads and decodes a batch's pairs (the reader thread). A pair whose inputs or options are
+    bad gets failed/<pair>/error.json here; one that an earlier attempt finished is skipped."""
+    out, t_batch = Loaded(), time.time()
+    for p in batch:
+        t0 = time.time()
+        try:
+            if written_by(s3, bucket, result_key(p.pair), job_id):
+                out.status[p.pair] = "skipped"  # an earlier attempt of this job (a spot reclaim) finished it
+                continue
+            out.todo.append((p, *load_pair(s3, bucket, p, inpainter), round(time.time() - t0, 3)))
+        except (InputError, OptionError, ValueError, KeyError, ClientError) as exc:
+            write_error(s3, bucket, p.pair, str(exc), stage="gpu", keys={"image": p.image_key, "mask": p.mask_key}, job_id=job_id)
+            out.status[p.pair] = "failed"
+    out.seconds = time.time() - t_batch
+    return out
+
+
+def write_batch(s3, bucket: str, job_id: str, items: list, results: list[InpaintResult], model: dict, device: str,
+                timings: list[dict], t_start: float) -> dict:
+    """Writes a batch's results (the writer thread): {pair: "succeeded" | "failed"}."""
+    status = {}
+    for (p, image, mask, opts, _, _), res, t in zip(items, results, timings):
+        try:
+            write_result(s3, bucket, p, job_id, image, mask, opts, res, model, device, t, t_start)
+            status[p.pair] = "succeeded"
+        except ClientError as exc:
+            write_error(s3, bucket, p.pair, f"could not write results: {exc}", stage="gpu", keys={"image": p.image_key, "mask": p.mask_key},
+                        job_id=job_id)
+            status[p.pair] = "failed"
+    return status
+
+
 def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto",
-        batch_job_id: str | None = None) -> dict:
-    """Runs one manifest; returns {pair: "succeeded" | "failed" | "skipped" | "duplicate"}."""
+        batch_job_id: str | None = None, batch_rows: int | None = None) -> dict:
+    """Runs one manifest; returns {pair: "succeeded" | "failed" | "skipped" | "duplicate"}, in
+    manifest order. `batch_rows`: model rows (windows x samples) per job batch (default:
+    BATCHES_PER_JOB_BATCH x the inpainter's batch size)."""
     t_start = time.time()
     s3 = s3 or boto3.client("s3", config=_RETRY)
     bucket, key = parse_uri(manifest_uri)
@@ -101,37 +188,52 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
         owner = get_json(s3, bucket, take_key(key)).get("owner")
         log.warning("duplicate: %s is taken by Batch job %s; this job (%s) exits without writing anything", key, owner, me)
         return {p.pair: "duplicate" for p in pairs}
+    t_load = time.time()
     weights = fetch_weights(s3, os.environ.get("MODEL_URI"))
     inpainter = inpainter or Inpainter(weights, device)
     rec = inpainter.record
     model = {"version": rec.get("code_version"), "sha256": rec.get("sha256") or hashlib.sha256(open(weights, "rb").read()).hexdigest(),
              "trained_steps": rec.get("training", {}).get("steps")}
-    t_loaded = time.time()
+    model_load_s = round(time.time() - t_load, 3)
+    dev = str(inpainter.device)
 
-    status, todo = {}, []
-    for p in pairs:
-        keys = {"image": p.image_key, "mask": p.mask_key}
-        try:
-            if written_by(s3, bucket, result_key(p.pair), job_id):
-                status[p.pair] = "skipped"  # an earlier attempt of this job (a spot reclaim) finished it
+    batches = plan_batches(pairs, batch_rows or BATCHES_PER_JOB_BATCH * inpainter.batch_size)
+    status: dict[str, str] = {}
+    totals = {"input_wait_s": 0.0, "sample_s": 0.0, "output_wait_s": 0.0, "download_decode_s": 0.0}
+    with ThreadPoolExecutor(1, thread_name_prefix="gpu_job-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="gpu_job-write") as writer:
+        reading = reader.submit(read_batch, s3, bucket, batches[0], inpainter, job_id) if batches else None
+        writing: Future | None = None
+        for i in range(len(batches)):
+            t0 = time.time()
+            loaded = reading.result()
+            input_wait = time.time() - t0
+            if i + 1 < len(batches):  # the next batch downloads while this one samples
+                reading = reader.submit(read_batch, s3, bucket, batches[i + 1], inpainter, job_id)
+            status.update(loaded.status)
+            totals["input_wait_s"] += input_wait
+            totals["download_decode_s"] += loaded.seconds
+            todo = loaded.todo
+            if not todo:
                 continue
-            todo.append((p, *load_pair(s3, bucket, p, inpainter)))
-        except (InputError, OptionError, ValueError, KeyError, ClientError) as exc:
-            write_error(s3, bucket, p.pair, str(exc), stage="gpu", keys=keys, job_id=job_id)
-            status[p.pair] = "failed"
-
-    t_sample = time.time()
-    # Pairs with the same sampler settings share batches inside inpaint_many.
-    results = inpainter.inpaint_many([(t[1], t[2]) for t in todo], [t[3] for t in todo], [t[4] for t in todo]) if todo else []
-    sample_s = time.time() - t_sample
-    for (p, image, mask, opts, _), res in zip(todo, results):
-        timings = {"model_load_s": round(t_loaded - t_start, 3), "batch_sample_s": round(sample_s, 3),
-                   "batch_pairs": len(todo), "total_s": round(time.time() - t_start, 3)}
-        try:
-            write_result(s3, bucket, p, job_id, image, mask, opts, res, model, str(inpainter.device), timings)
-            status[p.pair] = "succeeded"
-        except ClientError as exc:
-            write_error(s3, bucket, p.pair, f"could not write results: {exc}", stage="gpu", keys={"image": p.image_key, "mask": p.mask_key},
-                        job_id=job_id)
-            status[p.pair] = "failed"
-    return status
+            t0 = time.time()
+            # Pairs with the same sampler settings share model batches inside inpaint_many.
+            results = inpainter.inpaint_many([(t[1], t[2]) for t in todo], [t[3] for t in todo], [t[4] for t in todo])
+            sample_s = time.time() - t0
+            totals["sample_s"] += sample_s
+            rows = sum(len(t[4]) * t[3].samples for t in todo)
+            timings = [{"model_load_s": model_load_s, "download_decode_s": t[5], "input_wait_s": round(input_wait, 3),
+                        "sample_s": round(sample_s, 3), "batch": i, "batch_pairs": len(todo), "batch_rows": rows} for t in todo]
+            if writing is not None:  # one batch's writes in flight at a time: memory stays bounded
+                t0 = time.time()
+                status.update(writing.result())
+                totals["output_wait_s"] += time.time() - t0
+            writing = writer.submit(write_batch, s3, bucket, job_id, todo, results, model, dev, timings, t_start)
+        if writing is not None:
+            status.update(writing.result())
+    total = time.time() - t_start
+    log.info("job %s: %d pairs in %d batches on %s; model load %.1f s, sampling %.1f s (%.0f %% of %.1f s), waiting for inputs %.1f s "
+             "(download and decode took %.1f s), waiting for uploads %.1f s", job_id, len(pairs), len(batches), dev, model_load_s,
+             totals["sample_s"], 100 * totals["sample_s"] / max(total, 1e-9), total, totals["input_wait_s"], totals["download_decode_s"],
+             totals["output_wait_s"])
+    return {p.pair: status[p.pair] for p in pairs}

@@ -111,3 +111,97 @@ def test_bad_manifest_exit_code(s3, tiny_weights, monkeypatch):
     monkeypatch.setenv("MODEL_URI", str(tiny_weights))
     assert main(["run", "--manifest", f"s3://{BUCKET}/jobs/x/manifest.json"]) == 2
     assert main(["run", "--manifest", f"s3://{BUCKET}/jobs/missing/manifest.json"]) == 2
+
+
+TIMINGS = {"model_load_s", "download_decode_s", "input_wait_s", "sample_s", "encode_upload_s", "batch", "batch_pairs", "batch_rows",
+           "total_s"}
+
+
+def test_plan_batches_cuts_by_rows_and_pixels():
+    from gpu_job.job import plan_batches
+
+    win = [{}]  # only counted here
+    shapes = [(1, 1), (2, 1), (1, 3), (1, 1), (8, 2)]  # (samples, windows)
+    pairs = [PairJob(f"p{i}", "i", "m", 10, 10, {"samples": s}, win * w) for i, (s, w) in enumerate(shapes)]
+    assert [[p.pair for p in b] for b in plan_batches(pairs, rows=3)] == [["p0", "p1"], ["p2"], ["p3", "p4"]]
+    assert [len(b) for b in plan_batches(pairs, rows=100)] == [5]
+    assert [len(b) for b in plan_batches(pairs, rows=100, max_pixels=200)] == [2, 2, 1]  # 100 px each
+    pairs[1].options = {"samples": "many"}  # bad options: one row, and the pair fails at load with the reason
+    assert [len(b) for b in plan_batches(pairs, rows=3)] == [3, 2]
+    assert plan_batches([], rows=3) == []
+
+
+def test_job_batches_prefetch_and_keep_results_in_order(s3, tiny_weights, rng):
+    # Five pairs, two model rows per job batch: batches [a, b], [c, d (bad)], [e]. While batch 0
+    # samples, the reader must already be downloading batch 1; while batch 1 samples, the writer
+    # must be writing batch 0's results. Each wait below times out if that stage does not overlap.
+    import threading
+
+    names = ["a", "b", "c", "d", "e"]
+    made = {n: add_pair(s3, n, rng, h=70 + 6 * i, w=90 - 4 * i) for i, n in enumerate(names)}
+    made["d"][2].options["label"] = "dragon"
+    doc = manifest("j-b", BUCKET, [made[n][2] for n in names], "t")
+    s3.put_object(Bucket=BUCKET, Key="jobs/j-b/manifest.json", Body=json.dumps(doc).encode())
+    fetched, written = threading.Event(), threading.Event()
+    threads = set()
+
+    def on_get(params, **kw):
+        threads.add(threading.current_thread().name)
+        if params.get("Key") == "incoming/c.png":
+            fetched.set()
+
+    def on_put(params, **kw):
+        if params.get("Key") == "results/b/result.json":
+            written.set()
+
+    s3.meta.events.register("before-parameter-build.s3.GetObject", on_get)
+    s3.meta.events.register("before-parameter-build.s3.PutObject", on_put)
+    inp = Inpainter(tiny_weights, "cpu")
+    calls = []
+    sample = inp.inpaint_many
+
+    def watched(pairs, opts, windows):
+        calls.append(len(pairs))
+        if len(calls) == 1:
+            assert fetched.wait(60), "batch 1 was not downloaded while batch 0 sampled"
+        if len(calls) == 2:
+            assert written.wait(60), "batch 0's results were not written while batch 1 sampled"
+        return sample(pairs, opts, windows)
+
+    inp.inpaint_many = watched
+    status = run(f"s3://{BUCKET}/jobs/j-b/manifest.json", s3=s3, inpainter=inp, batch_rows=2)
+    assert list(status.items()) == [("a", "succeeded"), ("b", "succeeded"), ("c", "succeeded"), ("d", "failed"), ("e", "succeeded")]
+    assert calls == [2, 1, 1]  # d failed at load: batch 1 samples c alone
+    assert any(t.startswith("gpu_job-read") for t in threads)
+    err = json.loads(s3.get_object(Bucket=BUCKET, Key="failed/d/error.json")["Body"].read())
+    assert "unknown label 'dragon'" in err["reason"]
+
+    read = lambda key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()  # noqa: E731
+    batched = {}
+    for i, n in enumerate(["a", "b", "c", "e"]):
+        img, mask, _ = made[n]
+        out = load_image(read(f"results/{n}/inpainted.png"))
+        assert out.shape == img.shape and np.array_equal(out[~mask], img[~mask]), n  # each result is its own pair's
+        batched[n] = out
+        t = json.loads(read(f"results/{n}/result.json"))["timings"]
+        assert set(t) == TIMINGS, n
+        assert t["batch"] == [0, 0, 1, 2][i] and t["batch_pairs"] == [2, 2, 1, 1][i] and t["batch_rows"] == [2, 2, 1, 1][i]
+        assert t["sample_s"] > 0 and t["download_decode_s"] > 0 and t["encode_upload_s"] > 0 and t["input_wait_s"] >= 0
+        assert t["total_s"] >= t["model_load_s"] + t["sample_s"]
+    # the same manifest in one batch, without the reader and writer overlapping: the same pixels
+    for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="results/")["Contents"]:
+        s3.delete_object(Bucket=BUCKET, Key=o["Key"])
+    inp.inpaint_many = sample
+    assert run(f"s3://{BUCKET}/jobs/j-b/manifest.json", s3=s3, inpainter=inp, batch_rows=100)["e"] == "succeeded"
+    for n, out in batched.items():
+        assert np.array_equal(load_image(read(f"results/{n}/inpainted.png")), out), n
+        assert json.loads(read(f"results/{n}/result.json"))["timings"]["batch_pairs"] == 4
+
+
+def test_job_timings_without_overlap_are_all_measured(s3, tiny_weights, rng):
+    _, _, pair = add_pair(s3, "solo", rng)
+    s3.put_object(Bucket=BUCKET, Key="jobs/s/manifest.json", Body=json.dumps(manifest("s", BUCKET, [pair], "t")).encode())
+    assert run(f"s3://{BUCKET}/jobs/s/manifest.json", s3=s3, inpainter=Inpainter(tiny_weights, "cpu")) == {"solo": "succeeded"}
+    t = json.loads(s3.get_object(Bucket=BUCKET, Key="results/solo/result.json")["Body"].read())["timings"]
+    assert set(t) == TIMINGS and (t["batch"], t["batch_pairs"], t["batch_rows"]) == (0, 1, len(pair.windows))
+    assert t["input_wait_s"] >= t["download_decode_s"] - 0.005 and t["download_decode_s"] > 0  # one batch: nothing hides its download
