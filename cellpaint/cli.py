@@ -75,16 +75,25 @@ def cmd_inpaint(a) -> None:
             inp.texturer()  # a missing texture stage is an error before any work
         from tqdm import tqdm
 
+        from concurrent.futures import ThreadPoolExecutor
+
+        def write(img_path: Path, res) -> None:
+            _warn_unlike(img_path, res)
+            stem = img_path.name[: -len(img_path.suffix)]
+            save_png(res.image, outdir / f"{stem}.png")
+            if res.std is not None:
+                _save_std(res.std, outdir / f"{stem}.std.png")
+            print(outdir / f"{stem}.png")
+
         chunk = max(1, inp.batch_size // max(1, opts.samples))
-        for i in tqdm(range(0, len(loaded), chunk), desc="inpainting", unit="batch"):
-            part = loaded[i : i + chunk]
-            for (img_path, _), res in zip(part, inp.inpaint_many([p for _, p in part], opts)):
-                _warn_unlike(img_path, res)
-                stem = img_path.name[: -len(img_path.suffix)]
-                save_png(res.image, outdir / f"{stem}.png")
-                if res.std is not None:
-                    _save_std(res.std, outdir / f"{stem}.std.png")
-                print(outdir / f"{stem}.png")
+        # PNG encoding (zlib, which releases the GIL) of one chunk overlaps the next chunk's sampling.
+        with ThreadPoolExecutor(1) as writer:
+            pending = []
+            for i in tqdm(range(0, len(loaded), chunk), desc="inpainting", unit="batch"):
+                part = loaded[i : i + chunk]
+                pending += [writer.submit(write, img_path, res) for (img_path, _), res in zip(part, inp.inpaint_many([p for _, p in part], opts))]
+            for f in pending:
+                f.result()  # a failed write is an error, not a silent gap
         return
     if not a.image or not a.mask:
         raise UsageError("give IMAGE MASK, or --pairs DIR")

@@ -23,8 +23,6 @@ from .tensors import from_uint8, mask_tensor, to_uint8
 from .weights import load_weights
 
 BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
-import os
-KEEP_LOW = os.environ.get("CELLPAINT_KEEP_LOW", "1") == "1"  # A/B switch, temporary
 
 
 def combine(per_sample: list[list[np.ndarray]], ws: list[Window], how: str) -> list[np.ndarray]:
@@ -200,7 +198,9 @@ class Inpainter:
                 crop = w.box.crop(out[p])
                 redrawn = crop.copy()
                 redrawn[w.writes] = red[w.writes] if move is normalize.IDENTITY else normalize.to_uint8(move.inverse(red[w.writes]))
-                crop[...] = keep_low_frequencies(crop, redrawn, w.writes) if KEEP_LOW else redrawn
+                # Grain only: the normalisation's round trip and the stage itself drift colours a little,
+                # and on a plain background that showed as a tinted disk (BENCHMARKS.md).
+                crop[...] = keep_low_frequencies(crop, redrawn, w.writes)
         return out
 
     def _finish(self, image: np.ndarray, mask: np.ndarray, o: InpaintOptions, ws: list[Window], per_sample: list[list[np.ndarray]],
