@@ -194,7 +194,10 @@ def test_job_batches_prefetch_and_keep_results_in_order(s3, tiny_weights, rng):
     inp.inpaint_many = sample
     assert run(f"s3://{BUCKET}/jobs/j-b/manifest.json", s3=s3, inpainter=inp, batch_rows=100)["e"] == "succeeded"
     for n, out in batched.items():
-        assert np.array_equal(load_image(read(f"results/{n}/inpainted.png")), out), n
+        # The same pixels to rounding: the texture stage's tiles of all pairs in a batch share model
+        # calls, and the CPU's bf16 kernels for another batch size may round a level differently.
+        diff = np.abs(load_image(read(f"results/{n}/inpainted.png")).astype(int) - out.astype(int))
+        assert diff.max() <= 2 and diff.mean() < 0.05, (n, diff.max(), diff.mean())
         assert json.loads(read(f"results/{n}/result.json"))["timings"]["batch_pairs"] == 4
 
 

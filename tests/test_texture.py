@@ -114,11 +114,13 @@ def test_evaluate_scores_the_texture_stage(texture_run, tiny_weights, tmp_path, 
     out = tmp_path / "eval"
     assert main(["evaluate", "--data", str(tmp_path / "val"), "--out", str(out), "--weights", str(tiny_weights), "--per-class", "1",
                  "--steps", "2", "--mean-of", "2", "--no-ddpm", "--no-speed", "--device", "cpu",
-                 "--texture", str(run / "best.safetensors"), "--texture-start", "20", "40", "--texture-steps", "3"]) == 0
+                 "--texture", str(run / "best.safetensors"), "--variant", "t20:texture_start=20,texture_steps=3",
+                 "--variant", "t40:texture_start=40"]) == 0
     rep = json.loads((out / "metrics.json").read_text())
-    for start in (20, 40):
-        d = rep["summary"][f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2 + texture from t={start}"]["all"]
+    for name in ("cellpaint default", "cellpaint t20", "cellpaint t40"):  # the default row runs the texture stage too
+        d = rep["summary"][name]["all"]
         assert d["n"] == 6 and d["max_err_outside"] == 0 and np.isfinite(d["psnr"])
+    assert rep["summary"]["cellpaint t20"]["all"]["psnr"] != rep["summary"]["cellpaint t40"]["all"]["psnr"]
 
 
 def test_inpaint_with_the_texture_stage(texture_run, tiny_weights, tmp_path, rng, monkeypatch, capsys):

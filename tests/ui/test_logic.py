@@ -270,7 +270,7 @@ def test_pipeline_upload_then_result(s3, rng):
     assert np.array_equal(load_image(body("incoming/ui-t1.png"), "i"), img)
     assert np.array_equal(load_mask(body("incoming/ui-t1.mask.png"), "m"), mask)
     side = validate_sidecar(body("incoming/ui-t1.json"), "ui-t1.json")
-    assert side == {"steps": 7, "seed": 3, "samples": 2, "label": "none", "combine": "first", "texture": True}
+    assert side == {"steps": 7, "seed": 3, "samples": 2, "label": "none", "combine": "first", "texture": True, "normalize": "auto", "guard": False}
 
     res = stages[-1].result
     assert np.array_equal(res.image, expected["out"])
