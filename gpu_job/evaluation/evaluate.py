@@ -28,7 +28,7 @@ from shared.options import OPTIONS, InpaintOptions
 
 from .metrics import masked_metrics
 
-DEFAULT_STEPS, DEFAULT_SAMPLES = OPTIONS["steps"].default, OPTIONS["samples"].default
+DEFAULT_STEPS = OPTIONS["steps"].default
 
 
 DEFAULT = "cellpaint default"
@@ -42,7 +42,7 @@ class EvalConfig:
     weights: str | None = None
     per_class: int = 4  # val images per class (8 classes x 6 masks each)
     steps: tuple[int, ...] = (5, 10, 25, 50)  # DDIM settings to score, one sample each
-    mean_of: int = DEFAULT_SAMPLES  # also score the default: DDIM with DEFAULT_STEPS, mean of this many samples (with and without the seam fix)
+    mean_of: int = 8  # also score the mean of this many DDIM samples (the first stage alone), with and without the seam fix; 1 = skip
     ddpm: bool = True  # DDPM-1000, on the first image of each class, at most `ddpm_images`
     ddpm_images: int = 8
     ddpm_steps: tuple[int, ...] = ()  # ancestral (DDPM) sampling strided to these step counts, one sample each, every pair
