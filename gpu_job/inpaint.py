@@ -178,9 +178,7 @@ class Inpainter:
         """The texture stage on every window that asks for it, of every pair at once: their tiles
         share model calls (gpu_job/texture.py). Per window, in the training set's colours when asked;
         only each window's `writes` change."""
-        groups: dict[tuple, list[tuple[int, Window, object]]] = {}
-        items: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
-        seeds: dict[tuple, list[int]] = {}
+        jobs: dict[tuple, list[tuple]] = {}  # (steps, start) -> (pair, window, colour move, crop in model colours, seed)
         for p, (o, ws) in enumerate(zip(optlist, windows)):
             if not o.texture:
                 continue
@@ -188,13 +186,11 @@ class Inpainter:
                 crop = w.box.crop(images[p])
                 move = normalize.fit(o.normalize, crop, ~w.box.crop(masks[p]), self.reference)
                 src = crop if move is normalize.IDENTITY else normalize.to_uint8(move.forward(crop))
-                key = (o.texture_steps, o.texture_start)
-                groups.setdefault(key, []).append((p, w, move))
-                items.setdefault(key, []).append((src, w.writes))
-                seeds.setdefault(key, []).append(item_seed(o.seed, 0, j))
+                jobs.setdefault((o.texture_steps, o.texture_start), []).append((p, w, move, src, item_seed(o.seed, 0, j)))
         out = [im.copy() for im in images]
-        for (steps, start), rows in groups.items():
-            for (p, w, move), red in zip(rows, self.texturer().refine_many(items[(steps, start)], seeds[(steps, start)], steps, start)):
+        for (steps, start), rows in jobs.items():
+            redrawn_all = self.texturer().refine_many([(src, w.writes) for _, w, _, src, _ in rows], [r[-1] for r in rows], steps, start)
+            for (p, w, move, _, _), red in zip(rows, redrawn_all):
                 crop = w.box.crop(out[p])
                 redrawn = crop.copy()
                 redrawn[w.writes] = red[w.writes] if move is normalize.IDENTITY else normalize.to_uint8(move.inverse(red[w.writes]))

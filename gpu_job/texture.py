@@ -24,8 +24,6 @@ from .weights import load_weights
 
 STAGE = "texture"
 DEFAULT_TEXTURE_WEIGHTS = Path(__file__).parent / "weights" / "texture.safetensors"
-
-
 TILE = 64  # the crop the stage was trained on: its GroupNorm statistics and its borders are the ones it knows
 TILE_BATCH = 64  # tiles per model call
 
@@ -54,7 +52,7 @@ def tiles(writes: np.ndarray, tile: int = TILE) -> list[tuple[int, int, int, int
 
 
 def refine_many(model, diff, items: list[tuple[np.ndarray, np.ndarray]], seeds: list[int], steps: int = 10, start: int = 200,
-                batch: int = TILE_BATCH, progress=None) -> list[np.ndarray]:
+                batch: int = TILE_BATCH) -> list[np.ndarray]:
     """items: (composite (H, W, 3) uint8, writes (H, W) bool), the first stage's results. Returns
     each composite with its `writes` pixels redrawn; every other pixel is left as it was. The
     tiles of all items go through the model together, `batch` at a time."""
@@ -81,14 +79,7 @@ def refine_many(model, diff, items: list[tuple[np.ndarray, np.ndarray]], seeds: 
             local = (slice(cy - ty, cell[0].stop - ty), slice(cx - tx, cell[1].stop - tx))
             wr = padded[i][1][cell]
             outs[i][cell][wr] = tile_out[local][wr]
-        if progress is not None:
-            progress.update(len(part))
     return [o[: img.shape[0], : img.shape[1]] for o, (img, _) in zip(outs, items)]
-
-
-def refine(model, diff, composite: np.ndarray, mask: np.ndarray, seed: int = 0, steps: int = 10, start: int = 200) -> np.ndarray:
-    """One composite: `refine_many` of one item."""
-    return refine_many(model, diff, [(composite, mask)], [seed], steps, start)[0]
 
 
 def default_texture_weights() -> Path:
