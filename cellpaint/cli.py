@@ -149,9 +149,9 @@ def cmd_evaluate(a) -> None:
 
     if a.domain_shift:
 
-        evaluate_domain_shift(DomainConfig(bccd=a.bccd, pbc=a.data, train=a.train_data, out=a.out, weights=a.weights, images=a.images,
-                                           per_class=a.per_class, shifts=tuple(a.shifts), variants=dict(map(parse_variant, a.variant)),
-                                           device=a.device, seed=a.seed))
+        evaluate_domain_shift(DomainConfig(bccd=a.bccd, pbc=a.data, train=a.train_data, out=a.out, weights=a.weights,
+                                           images=a.images, skip_images=a.skip_images, per_class=a.per_class, shifts=tuple(a.shifts),
+                                           variants=dict(map(parse_variant, a.variant)), device=a.device, seed=a.seed))
         return
     evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps), mean_of=a.mean_of,
                         ddpm=not a.no_ddpm, ddpm_images=a.ddpm_images, ddpm_steps=tuple(a.ddpm_steps), ddpm_mean_steps=tuple(a.ddpm_mean_steps), speed=not a.no_speed, device=a.device, seed=a.seed,
@@ -238,6 +238,8 @@ def parser() -> argparse.ArgumentParser:
                     help="score on images unlike the training set instead: --bccd smear photos, and --data cells with synthetic --shifts")
     sp.add_argument("--bccd", default="../shared/data/bccd", help="with --domain-shift: BCCD photos with their VOC boxes")
     sp.add_argument("--images", type=int, default=40, help="with --domain-shift: BCCD photos to use")
+    sp.add_argument("--skip-images", type=int, default=0,
+                    help="with --domain-shift: BCCD photos to pass over first (another subset, to tune on without touching the one reported)")
     sp.add_argument("--shifts", nargs="*", default=["none", "stain", "scale", "blur"], help="with --domain-shift: shifts of --data cells")
     sp.add_argument("--train-data", default="../shared/data/pbc/train", help="with --domain-shift: the class-kept classifier's training set")
     sp.add_argument("--variant", action="append", default=[], metavar="NAME:OPT=V,...",

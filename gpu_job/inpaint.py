@@ -13,11 +13,13 @@ import torch
 
 from shared import normalize
 from shared.blend import keep_low_frequencies
+from shared.classical import lean
 from shared.guard import MAX_FOREIGN, guard
 from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, InpaintOptions
 from shared.preprocess import composite
 from shared.windows import Window, prepare
 
+from .ood import leaning_message
 from .sampler import sample
 from .tensors import from_uint8, mask_tensor, to_uint8
 from .weights import load_weights
@@ -140,9 +142,14 @@ class Inpainter:
         results = [self._finish(image, mask, o, ws, per, out)
                    for (image, mask), o, ws, per, out in zip(pairs, optlist, windows, per_pair, firsts)]
         scorer = self.ood_scorer()
-        for res, ws in zip(results, windows):
-            if scorer is not None:
-                res.ood = scorer.score(np.stack([w.prep.image for w in ws]), np.stack([~w.prep.mask for w in ws]))
+        for res, ws, (image, mask), o in zip(results, windows, pairs, optlist):
+            if scorer is None:
+                continue
+            res.ood = scorer.score(np.stack([w.prep.image for w in ws]), np.stack([~w.prep.mask for w in ws]))
+            if res.ood["unlike_training"] and o.fallback > 0:
+                # Where the model has not seen images like this one, its fill is not trusted alone.
+                res.image = lean(res.image, image, mask, o.fallback)
+                res.ood.update(fallback=o.fallback, message=leaning_message(o.fallback))
         return results
 
     def _sample_windows(self, windows: list[list[Window]], optlist: list[InpaintOptions], moves: dict) -> dict:

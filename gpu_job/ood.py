@@ -34,6 +34,11 @@ DEFAULT_OOD_WEIGHTS = Path(__file__).parent / "weights" / "ood.safetensors"
 MESSAGE = "this image is unlike the training images; check the result"
 
 
+def leaning_message(share: float) -> str:
+    """MESSAGE, when the fill was moved toward a classical fill (the `fallback` option)."""
+    return f"this image is unlike the training images, so {share:.0%} of the fill is a classical fill's; check the result"
+
+
 def classifier(n: int) -> nn.Module:
     """A small CNN on 64x64 cells: four conv blocks, global average pooling, a linear layer."""
     def block(i, o):

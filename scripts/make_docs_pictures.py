@@ -10,7 +10,8 @@
 - docs/domain_shift.png: generated cells as another lab's microscope shows them (restained, a
   warmer light, 1.35x magnified), with a disk on the background and one on the cell: the shifted
   cell | the mask | biharmonic | cellpaint as it was (a fixed 360 px window, no colour
-  normalisation) | the default (window from the cell size, colours normalised).
+  normalisation) | the model's fill alone (window from the cell size, colours normalised) | the
+  default (where the image is flagged unlike the training images, leaning on a classical fill).
 - docs/texture.png, with --texture W: the texture stage at full size (360 px) on generated cells.
   Each row: a generated cell upsampled (what the first stage gives at this size) | the same
   redrawn by the texture stage | a 3x crop of each. Then the textured cell with a box mask, and 3x
@@ -87,7 +88,7 @@ def other_lab(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def domain_picture(a, inp: Inpainter) -> None:
-    from skimage.restoration import inpaint_biharmonic
+    from shared.classical import biharmonic
 
     rng = np.random.default_rng(11)
     rows = []
@@ -95,11 +96,10 @@ def domain_picture(a, inp: Inpainter) -> None:
         img = other_lab(inp.generate(1, label, seed=300 + i, steps=a.generate_steps)[0], rng)
         yy, xx = np.ogrid[:486, :486]
         m = ((yy - 70) ** 2 + (xx - 80) ** 2 <= 30**2) | ((yy - 250) ** 2 + (xx - 290) ** 2 <= 30**2)  # background | the cell
-        bih = img.copy()
-        bih[m] = np.clip(np.round(inpaint_biharmonic(img, m, channel_axis=-1) * 255), 0, 255).astype(np.uint8)[m]
-        before = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1, window=360, normalize="none")).image
+        before = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1, window=360, normalize="none", fallback=0.0)).image
+        alone = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1, fallback=0.0)).image
         now = inp.inpaint(img, m, InpaintOptions(steps=a.steps, seed=1)).image
-        rows.append([img, overlay(img, m), bih, before, now])
+        rows.append([img, overlay(img, m), biharmonic(img, m), before, alone, now])
     save_png(grid(rows, pad=4), ROOT / "docs" / "domain_shift.png")
     print("wrote docs/domain_shift.png")
 

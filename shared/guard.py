@@ -6,7 +6,8 @@ there, a purple nucleus-like blob on plain background. What surrounds the hole s
 are plausible inside it: a fill pixel whose CIELAB colour is more than FOREIGN_DE from every
 colour of the known ring around the region is foreign. When more than MAX_FOREIGN of a region is
 foreign, its fill is replaced by the smooth (harmonic) fill of the ring, the same Laplace solver
-the seam fix uses: plain, and never an invented object. A mask over part of a white cell keeps
+the seam fix uses (shared/classical.py): plain, and never an invented object. A mask over part
+of a white cell keeps
 the model's fill, because its ring shows the nucleus and cytoplasm colours the fill uses.
 numpy only.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blend import smooth_fill
+from .classical import harmonic
 from .stain import rgb_to_lab
 
 FOREIGN_DE = 20.0  # CIELAB distance: a colour clearly unlike every colour of the ring
@@ -47,16 +48,11 @@ def foreign_share(fill: np.ndarray, region: np.ndarray, unknown: np.ndarray, rng
     return float((np.sqrt(nearest) > FOREIGN_DE).mean())
 
 
-def classical_fill(image: np.ndarray, unknown: np.ndarray) -> np.ndarray:
-    """The harmonic fill of the unknown pixels from the known ones, (H, W, 3) uint8."""
-    return np.clip(np.round(smooth_fill(image.astype(np.float32), ~unknown)), 0, 255).astype(np.uint8)
-
-
 def guard(fill: np.ndarray, region: np.ndarray, unknown: np.ndarray) -> tuple[np.ndarray, float]:
     """The fill, or where it is foreign to its surroundings the classical fill; and the foreign share."""
     share = foreign_share(fill, region, unknown)
     if share <= MAX_FOREIGN:
         return fill, share
     out = fill.copy()
-    out[region] = classical_fill(fill, unknown)[region]
+    out[region] = harmonic(fill, unknown)[region]
     return out, share

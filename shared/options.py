@@ -102,6 +102,12 @@ OPTIONS = {o.name: o for o in (
     Option("texture_start", int, 60, "texture-stage start level: the noise level its redrawing starts from", low=1, high=999, sidecar=False),
     # A fill whose colours appear nowhere around it falls back to a classical fill (shared/guard.py).
     Option("guard", bool, False, "fall back to a classical fill where the fill's colours appear nowhere around it"),
+    # On an image the OOD flag calls unlike the training images (gpu_job/ood.py), the fill moves this
+    # share of the way to a classical fill (shared/classical.py). On other labs' photos the model alone
+    # was below biharmonic; 0.9 is the least share (in tenths) that put every region kind above it with no
+    # fill 6 dB below, on photos 41-110 of that set (BENCHMARKS.md). PBC-like images are not flagged.
+    Option("fallback", float, 0.9, "on an image unlike the training images, the share of the fill taken from a classical fill "
+           "(0 = the model's fill as it is)", low=0.0, high=1.0),
     Option("guidance", float, 1.0, "classifier-free guidance scale with a label (1 = plain conditional)", low=0.0, sidecar=False),
     Option("feather", int, 0, "px inside the mask edge blended toward the original", low=0, sidecar=False),
     Option("seam", bool, True, "correct the patch's low frequencies to meet the original without a seam", sidecar=False),

@@ -71,6 +71,20 @@ def test_shifts_change_what_they_should(rng):
         parse_variant("x:colour=red")
 
 
+def test_each_region_is_compared_with_biharmonic_on_that_region(rng):
+    from gpu_job.evaluation.domain_shift import Case, Region, score
+
+    img = np.full((64, 128, 3), 200, np.uint8)
+    img[:, 64:] = rng.integers(0, 255, (64, 64, 3))  # a plain half and a noisy half
+    plain, noisy = np.zeros((64, 128), bool), np.zeros((64, 128), bool)
+    plain[20:40, 20:40], noisy[20:40, 84:104] = True, True
+    case = Case("bccd", "two", img, [Region("background", noisy), Region("background", plain)])
+    bih = img.copy()
+    bih[noisy], bih[plain] = 128, 200  # a poor fill of the noisy disk, a perfect one of the plain
+    rows = score([case], {"biharmonic": [bih], "same": [bih.copy()]}, net=None)
+    assert not any(r["below_biharmonic"] for r in rows)  # the same fill is never 6 dB below itself
+
+
 def test_domain_shift_report(folders, tiny_weights, monkeypatch):
     from cellpaint.cli import main
 
@@ -81,7 +95,7 @@ def test_domain_shift_report(folders, tiny_weights, monkeypatch):
                  "--weights", str(tiny_weights), "--out", str(out), "--device", "cpu"]) == 0
     rep = json.loads((out / "metrics.json").read_text())
     s = rep["summary"]
-    assert set(s) == {"cellpaint default", "cellpaint one", "biharmonic", "OpenCV Telea"}
+    assert set(s) == {"cellpaint default", "cellpaint one", "biharmonic", "harmonic + biharmonic", "OpenCV Telea"}
     assert {"bccd background", "bccd wbc", "pbc wbc", "pbc (shifted) wbc"} <= set(s["biharmonic"])
     rows = [r for r in rep["rows"] if "kind" in r]
     assert all(0 < r["psnr"] < 100 and 0 <= r["fill_nucleus"] <= 1 for r in rows)

@@ -21,7 +21,7 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
     rep = json.loads((out / "metrics.json").read_text())
     methods = set(rep["summary"])
     assert {"cellpaint default", "cellpaint DDIM-2", "cellpaint DDIM-4", f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2", f"cellpaint DDIM-{OPTIONS['steps'].default} mean of 2, no seam fix",
-            "cellpaint DDPM-3", "cellpaint DDPM-3 mean of 2", "cellpaint DDPM-1000", "mean colour", "OpenCV Telea", "OpenCV NS", "biharmonic",
+            "cellpaint DDPM-3", "cellpaint DDPM-3 mean of 2", "cellpaint DDPM-1000", "mean colour", "OpenCV Telea", "OpenCV NS", "biharmonic", "harmonic + biharmonic",
             "cellpaint one-tex3"} == methods
     for meth, kinds in rep["summary"].items():
         assert kinds["all"]["max_err_outside"] == 0, meth  # nothing outside the mask changes

@@ -168,7 +168,7 @@ def test_combine_mean_and_first(tiny_weights, rng):
     # is taken at model resolution, before upsampling: equal to rounding for smooth predictions, and
     # for this random model's noise (clipped at 0 and 255 on upsampling) still far closer to the
     # samples' mean than any sample is.
-    plain = dict(steps=3, samples=4, seed=2, seam=False, texture=False)  # the first stage's output as it is
+    plain = dict(steps=3, samples=4, seed=2, seam=False, texture=False, fallback=0.0)  # the first stage's output as it is
     assert np.array_equal(inp.inpaint(img, mask, InpaintOptions(**plain, combine="first")).image, first.samples[0])
     avg = np.stack(mean.samples).astype(np.float32).mean(0)[mask]
     err = lambda a: np.abs(a[mask].astype(np.float32) - avg).mean()  # noqa: E731

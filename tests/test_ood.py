@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from gpu_job.ood import MESSAGE, OODScorer, classifier, features
+from gpu_job.ood import MESSAGE, OODScorer, classifier, features, leaning_message
 from shared.normalize import background
 
 
@@ -60,5 +60,34 @@ def test_the_flag_reaches_the_result(tmp_path, tiny_weights, rng):
     img = slide(rng, (240, 200, 160))
     mask = np.zeros((64, 64), bool)
     mask[10:20, 10:20] = True
-    res = inp.inpaint(img, mask, InpaintOptions(steps=2, texture=False))
-    assert res.ood["unlike_training"] and res.ood["message"] == MESSAGE
+    res = inp.inpaint(img, mask, InpaintOptions(steps=2, texture=False, fallback=0.0))
+    assert res.ood["unlike_training"] and res.ood["message"] == MESSAGE and "fallback" not in res.ood
+
+
+def test_an_unlike_image_leans_on_the_classical_fill(tmp_path, tiny_weights, rng):
+    from gpu_job.inpaint import Inpainter
+    from shared.classical import classical_fill
+    from shared.options import InpaintOptions
+
+    for d in ("strict", "lenient"):
+        (tmp_path / d).mkdir()
+    strict, lenient = fitted(tmp_path / "strict", rng), fitted(tmp_path / "lenient", rng)
+    record = json.loads(lenient.with_suffix(".json").read_text())
+    record["thresholds"] = {k: v * 1e6 for k, v in record["thresholds"].items()}  # nothing is unlike enough
+    lenient.with_suffix(".json").write_text(json.dumps(record))
+    img = slide(rng, (240, 200, 160))
+    mask = np.zeros((64, 64), bool)
+    mask[10:20, 10:20] = True
+    for weights, flagged in ((strict, True), (lenient, False)):
+        inp = Inpainter(tiny_weights, "cpu", ood_weights=weights)
+        alone = inp.inpaint(img, mask, InpaintOptions(steps=2, texture=False, fallback=0.0)).image
+        res = inp.inpaint(img, mask, InpaintOptions(steps=2, texture=False, fallback=0.7))
+        assert res.ood["unlike_training"] is flagged, res.ood
+        np.testing.assert_array_equal(res.image[~mask], img[~mask])  # outside the mask nothing moves
+        if not flagged:  # an image like the training ones keeps the model's fill
+            np.testing.assert_array_equal(res.image, alone)
+            continue
+        assert res.ood["fallback"] == 0.7 and res.ood["message"] == leaning_message(0.7)
+        want = 0.3 * alone[mask].astype(float) + 0.7 * classical_fill(img, mask)[mask]
+        assert np.abs(res.image[mask] - want).max() <= 1
+        assert np.abs(alone[mask].astype(float) - want).max() > 5  # and that is a change

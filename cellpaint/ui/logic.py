@@ -50,7 +50,7 @@ EXAMPLE_IMAGE = EXAMPLES / "cell.png"
 EXAMPLE_MASK = EXAMPLES / "cell.mask.png"
 
 # The options the page offers (shared/options.py has their ranges and defaults).
-PAGE_OPTIONS = ("steps", "seed", "label", "samples", "combine", "texture", "normalize", "guard")
+PAGE_OPTIONS = ("steps", "seed", "label", "samples", "combine", "texture", "normalize", "guard", "fallback")
 
 
 # ---- Inputs --------------------------------------------------------------------------------------

@@ -91,8 +91,10 @@ def _options(inpainter_labels: list[str]) -> dict:
                                 help="Move the image's colours to the training set's around the model; auto does it as far as "
                                      "the slide's light is unlike the training images'")
     guard = st.sidebar.checkbox("Guard", value=OPTIONS["guard"].default, key="guard", help=OPTIONS["guard"].help)
+    fallback = st.sidebar.slider("Classical share on unlike images", 0.0, 1.0, OPTIONS["fallback"].default, 0.1, key="fallback",
+                                 help=OPTIONS["fallback"].help.capitalize())
     return {"steps": int(steps), "seed": int(seed), "label": None if label == "none" else label, "samples": int(samples),
-            "combine": combine, "texture": bool(texture), "normalize": norm, "guard": bool(guard)}
+            "combine": combine, "texture": bool(texture), "normalize": norm, "guard": bool(guard), "fallback": float(fallback)}
 
 
 def _show_result(image: np.ndarray, mask: np.ndarray, restored: logic.Restored) -> None:

@@ -57,7 +57,8 @@ class EvalConfig:
 
 def baselines() -> dict:
     import cv2
-    from skimage.restoration import inpaint_biharmonic
+
+    from shared.classical import biharmonic, classical_fill
 
     def mean_fill(img, m):
         out = img.copy()
@@ -67,12 +68,8 @@ def baselines() -> dict:
     def cv(flag):
         return lambda img, m: cv2.inpaint(img, m.astype(np.uint8) * 255, 5, flag)
 
-    def biharmonic(img, m):
-        out = inpaint_biharmonic(img, m, channel_axis=-1)
-        return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
-
     return {"mean colour": mean_fill, "OpenCV Telea": cv(cv2.INPAINT_TELEA), "OpenCV NS": cv(cv2.INPAINT_NS),
-            "biharmonic": biharmonic}
+            "biharmonic": biharmonic, "harmonic + biharmonic": classical_fill}
 
 
 def _keep_outside(img, m, out):

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from cellpaint.ui import logic
+from shared.options import OPTIONS
 from shared.images import load_image, load_mask, png_bytes
 from tests.conftest import ROOT, synthetic_cell
 
@@ -270,7 +271,8 @@ def test_pipeline_upload_then_result(s3, rng):
     assert np.array_equal(load_image(body("incoming/ui-t1.png"), "i"), img)
     assert np.array_equal(load_mask(body("incoming/ui-t1.mask.png"), "m"), mask)
     side = validate_sidecar(body("incoming/ui-t1.json"), "ui-t1.json")
-    assert side == {"steps": 7, "seed": 3, "samples": 2, "label": "none", "combine": "first", "texture": True, "normalize": "auto", "guard": False}
+    assert side == {"steps": 7, "seed": 3, "samples": 2, "label": "none", "combine": "first", "texture": True, "normalize": "auto", "guard": False,
+                    "fallback": OPTIONS["fallback"].default}
 
     res = stages[-1].result
     assert np.array_equal(res.image, expected["out"])

@@ -1,0 +1,43 @@
+"""Classical fills (shared/classical.py): both reproduce a ramp, the classical fill is their mean,
+and only the unknown pixels change."""
+import numpy as np
+
+from shared.classical import biharmonic, classical_fill, harmonic, lean
+
+
+def disk(n=64, r=12):
+    yy, xx = np.mgrid[:n, :n]
+    return (yy - n / 2) ** 2 + (xx - n / 2) ** 2 < r**2
+
+
+def test_a_ramp_is_filled_by_both():
+    ramp = np.repeat(np.linspace(20, 220, 64)[None, :, None], 64, 0).repeat(3, -1).round().astype(np.uint8)
+    m = disk()
+    for fill in (harmonic, biharmonic, classical_fill):
+        out = fill(ramp, m)
+        assert np.abs(out.astype(int) - ramp).max() <= 2, fill.__name__
+
+
+def test_the_classical_fill_is_the_mean_of_the_two():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    m = disk(40, 9)
+    want = (harmonic(img, m).astype(float) + biharmonic(img, m)) / 2
+    assert np.abs(classical_fill(img, m).astype(float) - want).max() <= 0.5
+    assert np.abs(harmonic(img, m).astype(float) - biharmonic(img, m))[m].max() > 3  # two different fills
+
+
+def test_only_unknown_pixels_change_and_lean_moves_part_way():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)
+    m = np.zeros((48, 40), bool)
+    m[5:15, 8:30] = True
+    m[30:40, 2:6] = True
+    out = classical_fill(img, m)
+    np.testing.assert_array_equal(out[~m], img[~m])
+    fill = img.copy()
+    fill[m] = 0
+    half = lean(fill, img, m, 0.5)
+    np.testing.assert_array_equal(half[~m], img[~m])
+    assert np.abs(half[m].astype(float) - out[m] / 2).max() <= 1
+    np.testing.assert_array_equal(lean(fill, img, m, 0.0), fill)
