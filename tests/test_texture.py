@@ -42,6 +42,35 @@ def test_condition_is_the_first_stage_view_inside_the_mask_and_the_truth_outside
     assert all(np.array_equal(a, b) for a, b in zip((x0, cond, masks), again))
 
 
+def test_crops_through_another_microscope_keep_truth_and_condition_together(rng):
+    img = synthetic_cell(rng, 90, 96)
+    ds = NativeSet([img], [coarse_view(img)])
+    plain = make_batch(ds, np.random.default_rng(2), 64, 32, full_prob=1.0, max_blur=0.0)
+    other = make_batch(ds, np.random.default_rng(2), 64, 32, full_prob=1.0, max_blur=0.0, domain=True)
+    for x0, cond, masks in (plain, other):
+        assert np.array_equal(cond[~masks], x0[~masks])
+
+    def gap(x0, cond, masks):  # per crop: the condition's mean colour inside the mask against the truth's
+        return np.mean([np.abs(x[m].mean(0) - c[m].mean(0)).max() for x, c, m in zip(x0.astype(float), cond.astype(float), masks)])
+
+    assert gap(*other) < gap(*plain) + 3  # one stain and light for both: the condition still says the truth's colours
+
+
+def test_recolour_pair_moves_truth_and_condition_alike(rng):
+    from gpu_job.training.augment import recolour_pair
+
+    img = synthetic_cell(rng, 64, 64)
+    coarse = coarse_view(img)
+    moved, apart = [], []
+    for seed in range(40):
+        t, c = recolour_pair(img, coarse, np.random.default_rng(seed))
+        dt, dc = t.astype(float).mean((0, 1)) - img.mean((0, 1)), c.astype(float).mean((0, 1)) - coarse.mean((0, 1))
+        moved.append(np.abs(dt).max())
+        apart.append(np.abs(dt - dc).max())
+    assert np.mean(np.array(moved) > 8) > 0.4  # most draws show the cell in another lab's colours...
+    assert max(apart) < 4  # ...and move its condition with it
+
+
 def test_sampling_can_start_part_way():
     assert timesteps(1000, 4, start=300) == [300, 200, 100, 0]
     with pytest.raises(ValueError, match="start"):

@@ -97,6 +97,23 @@ def degrade(img: np.ndarray, rng: np.random.Generator, a: DomainAug) -> np.ndarr
     return img
 
 
+def recolour_pair(truth: np.ndarray, condition: np.ndarray, rng: np.random.Generator, a: DomainAug | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The texture stage's crops through another microscope: the same stain and light on the
+    truth and its coarse condition (one draw for both, so the condition still says the truth's
+    colours), then blur, noise and JPEG on the truth alone: the grain the stage learns to draw is
+    then that microscope's. No scale or shift: the crops are cut at random already."""
+    a = a or DomainAug()
+    if rng.random() < a.clean:
+        return truth, condition
+    if rng.random() < a.p_stain:
+        seed = int(rng.integers(2**32))
+        truth, condition = (stain(x, np.random.default_rng(seed), a.stain_alpha, a.stain_beta) for x in (truth, condition))
+    if rng.random() < a.p_light:
+        seed = int(rng.integers(2**32))
+        truth, condition = (light(x, np.random.default_rng(seed), a) for x in (truth, condition))
+    return degrade(np.ascontiguousarray(truth), rng, a), condition
+
+
 def domain_augment(fields: np.ndarray, rng: np.random.Generator, size: int, a: DomainAug | None = None,
                    clean: np.ndarray | None = None) -> np.ndarray:
     """(B, F, F, 3) uint8 fields -> (B, size, size, 3) uint8 cells, each drawn through another

@@ -42,6 +42,8 @@ def add_texture_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--augment", default="domain", choices=["domain", "none"],
+                    help="domain (default): each crop's stain, light, blur, noise and JPEG as another microscope's; none: turns and flips only")
     sp.set_defaults(func=run_train_texture)
 
 
@@ -70,5 +72,6 @@ def run_train_texture(a) -> None:
         if path and not Path(path).is_dir():
             raise FileNotFoundError(f"{path}: not found (expected a folder DATA/<class>/*.jpg of full-size images)")
     cfg = TextureConfig(data=a.data, val_data=a.val_data, out=a.out, init=a.init, max_images=a.max_images, batch_size=a.batch_size, lr=a.lr,
-                        max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads, device=a.device, seed=a.seed)
+                        max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads, device=a.device, seed=a.seed,
+                        augment=a.augment)
     print(train_texture(cfg))

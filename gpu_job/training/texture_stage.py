@@ -26,6 +26,7 @@ from shared.masks import random_mask
 from shared.preprocess import MODEL_SIZE, preprocess, upsample
 
 from ..evaluation.metrics import masked_metrics
+from .augment import recolour_pair
 from .data import list_images
 from .loop import RunConfig, fixed_loss, train_loop
 
@@ -47,6 +48,7 @@ class TextureConfig(RunConfig):
     start: int = 200  # the sampling default stored with the weights: noise of std 0.59 erases granules and chromatin, not a nucleus
     full_mask_prob: float = 0.3  # a crop wholly inside a large hole
     max_blur: float = 2.0  # extra Gaussian blur of the condition, in source px (uniform 0..max_blur)
+    augment: str = "domain"  # "domain": each crop's stain, light and grain as another microscope's (augment.py); "none"
     val_images: int = 128
     unet: UNetConfig = field(default_factory=texture_unet)
 
@@ -82,9 +84,10 @@ def _turn(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return a[:, ::-1] if flip else a
 
 
-def make_batch(ds: NativeSet, rng: np.random.Generator, n: int, crop: int, full_prob: float, max_blur: float):
-    """n random crops: (truth, condition, mask), uint8/uint8/bool, each turned and flipped at random.
-    The condition is the truth outside the mask and the (blurred) coarse view inside it."""
+def make_batch(ds: NativeSet, rng: np.random.Generator, n: int, crop: int, full_prob: float, max_blur: float, domain: bool = False):
+    """n random crops: (truth, condition, mask), uint8/uint8/bool, each turned and flipped at random
+    (and, with `domain`, seen through another microscope: augment.recolour_pair). The condition is
+    the truth outside the mask and the (blurred) coarse view inside it."""
     x0 = np.empty((n, crop, crop, 3), np.uint8)
     cond = np.empty_like(x0)
     masks = np.empty((n, crop, crop), bool)
@@ -93,6 +96,8 @@ def make_batch(ds: NativeSet, rng: np.random.Generator, n: int, crop: int, full_
         img, coarse = ds.images[j], ds.coarse[j]
         y, x = int(rng.integers(img.shape[0] - crop + 1)), int(rng.integers(img.shape[1] - crop + 1))
         truth, c = img[y:y + crop, x:x + crop], coarse[y:y + crop, x:x + crop]
+        if domain:
+            truth, c = recolour_pair(truth, c, rng)
         sigma = rng.uniform(0, max_blur)
         if sigma > 0.25:
             c = np.asarray(Image.fromarray(np.ascontiguousarray(c)).filter(ImageFilter.GaussianBlur(sigma)))
@@ -138,6 +143,8 @@ class TextureStage:
 
     def __init__(self, cfg: TextureConfig, device):
         self.cfg, self.device = cfg, device
+        if cfg.augment not in ("domain", "none"):
+            raise ValueError(f"augment must be domain or none, got {cfg.augment!r}")
         self.ds = load_native(cfg.data, cfg.max_images, cfg.seed)
         small = sum(min(a.shape[:2]) < cfg.crop for a in self.ds.images)
         if small:
@@ -147,7 +154,8 @@ class TextureStage:
 
     def batch(self, rng: np.random.Generator) -> tuple:
         cfg = self.cfg
-        x0, cond, m = _tensors(*make_batch(self.ds, rng, cfg.batch_size, cfg.crop, cfg.full_mask_prob, cfg.max_blur), self.device)
+        x0, cond, m = _tensors(*make_batch(self.ds, rng, cfg.batch_size, cfg.crop, cfg.full_mask_prob, cfg.max_blur,
+                                              cfg.augment == "domain"), self.device)
         return x0, cond, m, torch.from_numpy(rng.integers(0, cfg.t_max, cfg.batch_size)).to(self.device)
 
     def loss(self, fwd, diff, batch) -> torch.Tensor:
@@ -162,7 +170,7 @@ class TextureStage:
 
     def save(self, out: Path, ema, diff, meta: dict, metrics: dict, improved: bool, step: int) -> list[str]:
         cfg = self.cfg
-        meta = {"stage": STAGE, STAGE: {"t_max": cfg.t_max, "start": cfg.start, "crop": cfg.crop, "max_blur": cfg.max_blur}, **meta}
+        meta = {"stage": STAGE, STAGE: {"t_max": cfg.t_max, "start": cfg.start, "crop": cfg.crop, "max_blur": cfg.max_blur, "augment": cfg.augment}, **meta}
         meta["training"]["train_images"] = len(self.ds.images)
         meta["val"].update({k: round(v, 4) for k, v in metrics.items()})
         if not improved:
