@@ -36,7 +36,7 @@ def timed(fn, warmup: int, repeats: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times), out
 
 
-def levers(name: str, weights, batch: int, warmup: int, repeats: int) -> list[dict]:
+def levers(name: str, weights, batch: int, warmup: int, repeats: int, compile_: bool = True) -> list[dict]:
     model, _, _ = load_weights(weights, "cpu")
     model.to(memory_format=torch.channels_last)
     cfg = model.cfg
@@ -55,12 +55,13 @@ def levers(name: str, weights, batch: int, warmup: int, repeats: int) -> list[di
     rows.append({"model": name, "lever": "eager, bf16 autocast (the pipeline's)", "s": eager_s, "diff": 0.0})
     fp32_s, out = timed(lambda: call(model, autocast=False), warmup, repeats)
     rows.append({"model": name, "lever": "eager, fp32", "s": fp32_s, "diff": float((out - ref).abs().max())})
-    compiled = torch.compile(model)
-    t0 = time.perf_counter()
-    call(compiled)
-    compile_s = time.perf_counter() - t0
-    s, out = timed(lambda: call(compiled), warmup, repeats)
-    rows.append({"model": name, "lever": f"torch.compile, bf16 autocast (first call {compile_s:.0f} s)", "s": s, "diff": float((out - ref).abs().max())})
+    if compile_:
+        compiled = torch.compile(model)
+        t0 = time.perf_counter()
+        call(compiled)
+        compile_s = time.perf_counter() - t0
+        s, out = timed(lambda: call(compiled), warmup, repeats)
+        rows.append({"model": name, "lever": f"torch.compile, bf16 autocast (first call {compile_s:.0f} s)", "s": s, "diff": float((out - ref).abs().max())})
     q = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     s, out = timed(lambda: call(q, autocast=False), warmup, repeats)
     rows.append({"model": name, "lever": "int8 dynamic (Linear layers), fp32 otherwise", "s": s, "diff": float((out - ref).abs().max())})
@@ -74,10 +75,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first call takes minutes)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    rows = levers("first stage (16 windows)", None, 16, a.warmup, a.repeats)
-    rows += levers(f"texture stage ({TILE_BATCH} tiles)", default_texture_weights(), TILE_BATCH, a.warmup, a.repeats)
+    rows = levers("first stage (16 windows)", None, 16, a.warmup, a.repeats, not a.no_compile)
+    rows += levers(f"texture stage ({TILE_BATCH} tiles)", default_texture_weights(), TILE_BATCH, a.warmup, a.repeats, not a.no_compile)
     print(f"Machine: {platform.processor() or platform.machine()}, {a.threads} torch threads, torch {torch.__version__}; "
           f"median of {a.repeats} calls after {a.warmup} warm-up calls.\n")
     print("| model | lever | s per call | x eager bf16 | max output difference |\n|---|---|---|---|---|")

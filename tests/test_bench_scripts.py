@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
+import bench_cpu_levers  # noqa: E402
 import bench_speed  # noqa: E402
 import plot_speed_quality  # noqa: E402
 
@@ -153,3 +154,11 @@ def test_plot_speed_quality(tmp_path):
         plot_speed_quality.pairs_of({"default": 1.0}, {"x": 30.0}, ["default=y"])
     with pytest.raises(SystemExit, match="give --match"):
         plot_speed_quality.pairs_of({"default": 1.0}, {"x": 30.0}, [])
+
+
+def test_bench_cpu_levers_times_each_lever_against_the_pipelines_call(tiny_weights):
+    rows = bench_cpu_levers.levers("tiny", tiny_weights, batch=2, warmup=0, repeats=2, compile_=False)
+    assert [r["lever"].split(",")[0].split(" (")[0] for r in rows] == ["eager", "eager", "int8 dynamic"]
+    assert rows[0]["diff"] == 0.0 and rows[0]["x"] == 1.0
+    assert all(positive(r["s"]) and positive(r["x"]) for r in rows)
+    assert all(0 < r["diff"] < 0.5 for r in rows[1:])  # another precision: close to the pipeline's output, not equal
