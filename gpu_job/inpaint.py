@@ -13,12 +13,12 @@ import torch
 
 from shared import normalize
 from shared.blend import keep_low_frequencies
-from shared.classical import lean
-from shared.guard import MAX_FOREIGN, guard
 from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, InpaintOptions
 from shared.preprocess import composite
 from shared.windows import Window, prepare
 
+from .classical import lean
+from .guard import MAX_FOREIGN, guard
 from .ood import leaning_message
 from .sampler import sample
 from .tensors import from_uint8, mask_tensor, to_uint8
@@ -55,7 +55,7 @@ class InpaintResult:
     samples: list[np.ndarray] = field(default_factory=list)  # K > 1: each sample pasted as it is (no seam fix)
     std: np.ndarray | None = None  # (H, W) float32 per-pixel std over samples (0 outside the mask)
     ood: dict | None = None  # is the image unlike the training images? (gpu_job/ood.py; None without its weights)
-    fell_back: int = 0  # windows whose fill the guard replaced with a classical fill (shared/guard.py)
+    fell_back: int = 0  # windows whose fill the guard replaced with a classical fill (gpu_job/guard.py)
 
 
 def pick_device(name: str = "auto") -> torch.device:

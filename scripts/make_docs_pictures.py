@@ -88,7 +88,7 @@ def other_lab(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def domain_picture(a, inp: Inpainter) -> None:
-    from shared.classical import biharmonic
+    from gpu_job.classical import biharmonic
 
     rng = np.random.default_rng(11)
     rows = []

@@ -100,10 +100,10 @@ OPTIONS = {o.name: o for o in (
     # One step from t = 60 scores as 10 from t = 200 did (PSNR, SSIM; fine detail 0.60 of the truth's) at a tenth of the calls.
     Option("texture_steps", int, 1, "texture-stage DDIM steps (from its start level)", low=1, high=200, sidecar=False),
     Option("texture_start", int, 60, "texture-stage start level: the noise level its redrawing starts from", low=1, high=999, sidecar=False),
-    # A fill whose colours appear nowhere around it falls back to a classical fill (shared/guard.py).
+    # A fill whose colours appear nowhere around it falls back to a classical fill (gpu_job/guard.py).
     Option("guard", bool, False, "fall back to a classical fill where the fill's colours appear nowhere around it"),
     # On an image the OOD flag calls unlike the training images (gpu_job/ood.py), the fill moves this
-    # share of the way to a classical fill (shared/classical.py). On other labs' photos the model alone
+    # share of the way to a classical fill (gpu_job/classical.py). On other labs' photos the model alone
     # was below biharmonic; 0.9 is the least share (in tenths) that put every region kind above it with no
     # fill 6 dB below, on photos 41-110 of that set (BENCHMARKS.md). PBC-like images are not flagged.
     Option("fallback", float, 0.9, "on an image unlike the training images, the share of the fill taken from a classical fill "

@@ -1,8 +1,8 @@
-"""Classical fills (shared/classical.py): both reproduce a ramp, the classical fill is their mean,
+"""Classical fills (gpu_job/classical.py): both reproduce a ramp, the classical fill is their mean,
 and only the unknown pixels change."""
 import numpy as np
 
-from shared.classical import biharmonic, classical_fill, harmonic, lean
+from gpu_job.classical import biharmonic, classical_fill, harmonic, lean
 
 
 def disk(n=64, r=12):

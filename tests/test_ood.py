@@ -66,7 +66,7 @@ def test_the_flag_reaches_the_result(tmp_path, tiny_weights, rng):
 
 def test_an_unlike_image_leans_on_the_classical_fill(tmp_path, tiny_weights, rng):
     from gpu_job.inpaint import Inpainter
-    from shared.classical import classical_fill
+    from gpu_job.classical import classical_fill
     from shared.options import InpaintOptions
 
     for d in ("strict", "lenient"):

@@ -58,7 +58,7 @@ class EvalConfig:
 def baselines() -> dict:
     import cv2
 
-    from shared.classical import biharmonic, classical_fill
+    from gpu_job.classical import biharmonic, classical_fill
 
     def mean_fill(img, m):
         out = img.copy()

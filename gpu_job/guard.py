@@ -6,17 +6,17 @@ there, a purple nucleus-like blob on plain background. What surrounds the hole s
 are plausible inside it: a fill pixel whose CIELAB colour is more than FOREIGN_DE from every
 colour of the known ring around the region is foreign. When more than MAX_FOREIGN of a region is
 foreign, its fill is replaced by the smooth (harmonic) fill of the ring, the same Laplace solver
-the seam fix uses (shared/classical.py): plain, and never an invented object. A mask over part
-of a white cell keeps
-the model's fill, because its ring shows the nucleus and cytoplasm colours the fill uses.
-numpy only.
+the seam fix uses (gpu_job/classical.py): plain, and never an invented object. A mask over part
+of a white cell keeps the model's fill, because its ring shows the nucleus and cytoplasm colours
+the fill uses.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from shared.stain import rgb_to_lab
+
 from .classical import harmonic
-from .stain import rgb_to_lab
 
 FOREIGN_DE = 20.0  # CIELAB distance: a colour clearly unlike every colour of the ring
 MAX_FOREIGN = 0.05  # share of a region's pixels that may be foreign before it falls back

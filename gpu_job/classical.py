@@ -1,6 +1,6 @@
 """Classical fills: what the model's fill leans on where it should not be trusted alone.
 
-- harmonic: Laplace's equation with the known pixels as boundary (shared/blend.py's solver):
+- harmonic: Laplace's equation with the known pixels as boundary (shared/blend.py's solver, the seam fix's):
   smooth, never an invented object; the closest classical fill on plain background;
 - biharmonic: the fourth-order equation (scikit-image's solver), the classical fill our
   benchmarks compare against; the closer of the two inside red cells;
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blend import smooth_fill
+from shared.blend import smooth_fill
 
 
 def harmonic(image: np.ndarray, unknown: np.ndarray) -> np.ndarray:
