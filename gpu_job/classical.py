@@ -1,7 +1,7 @@
 """Classical fills: what the model's fill leans on where it should not be trusted alone.
 
-- harmonic: Laplace's equation with the known pixels as boundary (shared/blend.py's solver, the seam fix's):
-  smooth, never an invented object; the closest classical fill on plain background;
+- harmonic: Laplace's equation with the known pixels as boundary (the seam fix's solver,
+  shared/blend.py): smooth, never an invented object; the closer of the two on plain background;
 - biharmonic: the fourth-order equation (scikit-image's solver), the classical fill our
   benchmarks compare against; the closer of the two inside red cells;
 - classical_fill: their mean. On other labs' smear photos it beat either alone in every region
