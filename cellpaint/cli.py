@@ -148,7 +148,6 @@ def cmd_evaluate(a) -> None:
     from gpu_job.evaluation.domain_shift import DomainConfig, evaluate_domain_shift, parse_variant
 
     if a.domain_shift:
-
         evaluate_domain_shift(DomainConfig(bccd=a.bccd, pbc=a.data, train=a.train_data, out=a.out, weights=a.weights,
                                            images=a.images, skip_images=a.skip_images, per_class=a.per_class, shifts=tuple(a.shifts),
                                            variants=dict(map(parse_variant, a.variant)), device=a.device, seed=a.seed))

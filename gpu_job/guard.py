@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.masks import dilate
 from shared.stain import rgb_to_lab
 
 from .classical import harmonic
@@ -24,19 +25,10 @@ RING = 12  # px of known pixels around the region that say which colours are pla
 SAMPLE = 512  # ring colours compared against (enough for a palette, cheap at any size)
 
 
-def _dilate(m: np.ndarray, r: int) -> np.ndarray:
-    out = m.copy()
-    for _ in range(r):  # 3x3 steps: a square of side 2r+1
-        p = np.pad(out, 1)
-        rows = p[:-2] | p[1:-1] | p[2:]
-        out = rows[:, :-2] | rows[:, 1:-1] | rows[:, 2:]
-    return out
-
-
 def foreign_share(fill: np.ndarray, region: np.ndarray, unknown: np.ndarray, rng: np.random.Generator | None = None) -> float:
     """fill: (H, W, 3) uint8 with the region filled; region: the pixels filled; unknown: every
     pixel the original cannot be trusted at. The share of region pixels foreign to the ring."""
-    ring = _dilate(region, RING) & ~unknown
+    ring = dilate(region, RING) & ~unknown
     if not ring.any() or not region.any():
         return 0.0
     palette = rgb_to_lab(fill[ring])

@@ -50,7 +50,6 @@ def classifier(n: int) -> nn.Module:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def features(net: nn.Module, images: np.ndarray) -> np.ndarray:
     """(N, 64, 64, 3) uint8 -> (N, 128) float64: the classifier's penultimate layer."""
     net.eval()

@@ -12,6 +12,16 @@ KINDS = ("box", "ellipse", "stroke")
 MIN_COVER, MAX_COVER = 0.03, 0.60
 
 
+def dilate(m: np.ndarray, r: int = 1) -> np.ndarray:
+    """(H, W) bool grown by r px: r 3x3 steps, a square of side 2r + 1 (outside the image counts as False)."""
+    out = m.copy()
+    for _ in range(r):
+        p = np.pad(out, 1)
+        rows = p[:-2] | p[1:-1] | p[2:]
+        out = rows[:, :-2] | rows[:, 1:-1] | rows[:, 2:]
+    return out
+
+
 def _box(rng: np.random.Generator, draw: ImageDraw.ImageDraw, h: int, w: int, cover: float) -> None:
     aspect = rng.uniform(0.5, 2.0)
     bw = min(w, np.sqrt(cover * h * w * aspect))

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .components import coarse_regions
+from .masks import dilate
 from .stain import rgb_to_lab
 
 DEFAULT_WINDOW = 360  # the PBC training images' field of view, in source pixels
@@ -39,12 +40,6 @@ def _erode(m: np.ndarray) -> np.ndarray:
     p = np.pad(m, 1)
     rows = p[:-2] & p[1:-1] & p[2:]
     return rows[:, :-2] & rows[:, 1:-1] & rows[:, 2:]
-
-
-def _dilate(m: np.ndarray) -> np.ndarray:
-    p = np.pad(m, 1)
-    rows = p[:-2] | p[1:-1] | p[2:]
-    return rows[:, :-2] | rows[:, 1:-1] | rows[:, 2:]
 
 
 def cell_mask(image: np.ndarray, known: np.ndarray | None = None) -> tuple[np.ndarray, float]:
@@ -82,7 +77,7 @@ def cell_px(image: np.ndarray, known: np.ndarray | None = None) -> float | None:
             break
         opened = eroded
         for _ in range(j):
-            opened = _dilate(opened)
+            opened = dilate(opened)
         areas.append((opened & cells).mean())
     drop = np.convolve(-np.diff(areas), np.ones(3) / 3, mode="same")
     i = int(np.argmax(drop))

@@ -41,3 +41,18 @@ def test_only_unknown_pixels_change_and_lean_moves_part_way():
     np.testing.assert_array_equal(half[~m], img[~m])
     assert np.abs(half[m].astype(float) - out[m] / 2).max() <= 1
     np.testing.assert_array_equal(lean(fill, img, m, 0.0), fill)
+
+
+def test_the_guard_replaces_a_fill_foreign_to_its_ring_and_keeps_one_that_belongs():
+    from gpu_job.guard import MAX_FOREIGN, guard
+
+    img = np.full((64, 64, 3), (225, 215, 220), np.uint8)  # plain slide
+    m = disk(64, 10)
+    blob = img.copy()
+    blob[m] = (90, 40, 140)  # a purple, nucleus-like object where the slide is plain
+    out, share = guard(blob, m, m)
+    assert share > MAX_FOREIGN and np.abs(out[m].astype(int) - img[m]).max() <= 2  # back to the plain slide
+    plain = img.copy()
+    plain[m] = (222, 213, 219)  # the ring's own colour: it belongs
+    out, share = guard(plain, m, m)
+    assert share == 0.0 and np.array_equal(out, plain)

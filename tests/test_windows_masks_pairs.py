@@ -1,6 +1,6 @@
 import numpy as np
 
-from shared.masks import KINDS, eval_masks, random_mask
+from shared.masks import KINDS, dilate, eval_masks, random_mask
 from shared.pairs import find_pairs, split_name
 from shared.windows import plan_windows, prepare, region_mask
 
@@ -62,3 +62,13 @@ def test_split_name_and_find_pairs(tmp_path):
     pairs, lonely = find_pairs(tmp_path)
     assert [(p.name, m.name) for p, m in pairs] == [("a.png", "a.mask.png")]
     assert len(lonely) == 2
+
+
+def test_dilate_grows_a_square_of_side_2r_plus_1():
+    m = np.zeros((9, 9), bool)
+    m[4, 4] = True
+    assert dilate(m, 2).sum() == 25 and dilate(m, 2)[2:7, 2:7].all()
+    assert np.array_equal(dilate(m, 0), m) and dilate(m, 0) is not m
+    edge = np.zeros((5, 5), bool)
+    edge[0, 0] = True
+    assert dilate(edge, 1).sum() == 4  # nothing grows past the border
