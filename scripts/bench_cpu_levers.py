@@ -14,13 +14,13 @@ eager one (max |difference| in the model's [-1, 1] units). Run it with nothing e
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from contextlib import nullcontext
 
 import torch
 
+from bench_speed import cpu_model
 from gpu_job.texture import TILE, TILE_BATCH, default_texture_weights
 from gpu_job.weights import load_weights
 
@@ -80,7 +80,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     rows = levers("first stage (16 windows)", None, 16, a.warmup, a.repeats, not a.no_compile)
     rows += levers(f"texture stage ({TILE_BATCH} tiles)", default_texture_weights(), TILE_BATCH, a.warmup, a.repeats, not a.no_compile)
-    print(f"Machine: {platform.processor() or platform.machine()}, {a.threads} torch threads, torch {torch.__version__}; "
+    print(f"Machine: {cpu_model()}, {a.threads} torch threads, torch {torch.__version__}; "
           f"median of {a.repeats} calls after {a.warmup} warm-up calls.\n")
     print("| model | lever | s per call | x eager bf16 | max output difference |\n|---|---|---|---|---|")
     for r in rows:

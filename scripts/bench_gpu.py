@@ -119,19 +119,6 @@ def instrument(inp, device) -> dict:
     return times
 
 
-def _peak_rss_reset() -> None:
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_rss_mib() -> float | None:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return None
-
-
 def device_info(device) -> dict:
     import torch
 
@@ -215,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
+    from gpu_job.evaluation.evaluate import peak_reset, peak_rss_mib
     from gpu_job.inpaint import Inpainter, pick_device
     from shared.images import load_image, load_mask
     from shared.options import InpaintOptions
@@ -295,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device) / 2**20
-            _peak_rss_reset()
+            peak_reset()
             # Repeats that fit this measurement's share of what is left (shares by batch size).
             left = sum(bb for ss, bb in todo[idx:])
             share = (deadline - time.perf_counter()) * b / left
@@ -317,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         per_pair_est = med / b
         res = {"batch": b, "pairs": b, "windows": sum(len(w) for w in wins), "model_rows": sum(len(w) for w in wins) * o.samples,
                "warmup": a.warmup, "warmup_s": t_w, "times_s": [round(x, 4) for x in runs], "median_s": med, "pairs_per_s": b / med,
-               "stages_ms_per_pair": stages, "load_s": round(load_s, 3), "peak_rss_mib": _peak_rss_mib()}
+               "stages_ms_per_pair": stages, "load_s": round(load_s, 3), "peak_rss_mib": peak_rss_mib()}
         if device.type == "cuda":
             res |= {"peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20, "resident_before_mib": base,
                     "peak_reserved_mib": torch.cuda.max_memory_reserved(device) / 2**20}

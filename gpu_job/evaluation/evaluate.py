@@ -191,20 +191,30 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _peak_reset() -> None:
+def peak_reset() -> None:
+    """Resets this process's peak resident memory (VmHWM, Linux), so each measurement gets its own peak."""
     try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux), so each setting gets its own peak
+        Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory since start or the last peak_reset (None off Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def _peak_mb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    rss = peak_rss_mib()
+    return float("nan") if rss is None else rss
 
 
 def speed(inp: Inpainter, cfg: EvalConfig, repeats: int = 3) -> list[dict]:
@@ -221,7 +231,7 @@ def speed(inp: Inpainter, cfg: EvalConfig, repeats: int = 3) -> list[dict]:
         for batch in (1, 16):
             opts = InpaintOptions(steps=steps, sampler=sampler, window=0, samples=k, texture=False)  # the first stage's model throughput
             reps = 1 if sampler == "ddpm" else repeats
-            _peak_reset()
+            peak_reset()
             if inp.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             times = []
