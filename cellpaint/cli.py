@@ -242,7 +242,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--shifts", nargs="*", default=["none", "stain", "scale", "blur"], help="with --domain-shift: shifts of --data cells")
     sp.add_argument("--train-data", default="../shared/data/pbc/train", help="with --domain-shift: the class-kept classifier's training set")
     sp.add_argument("--variant", action="append", default=[], metavar="NAME:OPT=V,...",
-                    help="also score the default with these options, e.g. first:combine=first,samples=1")
+                    help="also score the default with these options, e.g. first:combine=first,samples=1 "
+                         "(label=truth tells each image its own class: the most label=auto could give)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_evaluate)

@@ -55,6 +55,7 @@ class InpaintResult:
     samples: list[np.ndarray] = field(default_factory=list)  # K > 1: each sample pasted as it is (no seam fix)
     std: np.ndarray | None = None  # (H, W) float32 per-pixel std over samples (0 outside the mask)
     ood: dict | None = None  # is the image unlike the training images? (gpu_job/ood.py; None without its weights)
+    labels: list[str] = field(default_factory=list)  # the class each window's fill was conditioned on ("none": no label)
     fell_back: int = 0  # windows whose fill the guard replaced with a classical fill (gpu_job/guard.py)
 
 
@@ -72,12 +73,15 @@ def item_seed(seed: int, sample: int, window: int) -> int:
 
 
 class Inpainter:
-    def __init__(self, weights=None, device: str = "auto", batch_size: int = BATCH, texture_weights=None, ood_weights=None):
+    def __init__(self, weights=None, device: str = "auto", batch_size: int = BATCH, texture_weights=None, ood_weights=None,
+                 labeler_weights=None):
         self.device = pick_device(device)
         self.texture_weights = texture_weights  # None: the shipped texture weights, loaded when an option asks
         self._texturer = None
         self.ood_weights = ood_weights  # None: the shipped out-of-distribution flag's, if they are there
         self._ood = None
+        self.labeler_weights = labeler_weights  # None: the shipped labeller's, if they are there
+        self._labeler = None
         self.model, self.diff, self.record = load_weights(weights, self.device)
         self.model.to(memory_format=torch.channels_last)
         self.classes: list[str] = self.record["classes"]
@@ -103,11 +107,23 @@ class Inpainter:
             self._ood = OODScorer(path) if path.exists() else False
         return self._ood or None
 
+    def labeler(self):
+        """The labeller ("auto" labels), or None: no weights, or weights of other classes than the model's."""
+        if self._labeler is None:
+            from .labeler import Labeler, default_labeler_weights
+
+            path = Path(self.labeler_weights or default_labeler_weights())
+            lab = Labeler(path) if path.exists() else None
+            self._labeler = lab if lab is not None and lab.classes == self.classes else False
+        return self._labeler or None
+
     def label_index(self, label: str | None) -> int:
-        if label is None or label == "none":
+        """A class's index for the model; none (and "auto", where the labeller is unsure) is the
+        unconditional model's."""
+        if label is None or label in ("none", "auto"):
             return self.model.cfg.num_classes
         if label not in self.classes:
-            raise ValueError(f"unknown label {label!r}: choose one of {', '.join(self.classes)} or none")
+            raise ValueError(f"unknown label {label!r}: choose one of {', '.join(self.classes)}, auto or none")
         return self.classes.index(label)
 
     def _run(self, known: np.ndarray, mask: np.ndarray, labels: list[int], seeds: list[int], opts: InpaintOptions) -> np.ndarray:
@@ -134,13 +150,16 @@ class Inpainter:
         # Each window's colours, moved to the training set's from its known pixels alone (or left as they are).
         moves = {(p, j): normalize.fit(o.normalize, w.prep.image, ~w.prep.mask, self.reference)
                  for p, (o, ws) in enumerate(zip(optlist, windows)) for j, w in enumerate(ws)}
-        preds = self._sample_windows(windows, optlist, moves)
+        labels = self._window_labels(windows, optlist, moves)
+        preds = self._sample_windows(windows, optlist, moves, labels)
         per_pair = [[[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)] for p, (o, ws) in enumerate(zip(optlist, windows))]
         firsts = [self._paste(image, mask, o, ws, combine(per, ws, o.combine), o.seam)
                   for (image, mask), o, ws, per in zip(pairs, optlist, windows, per_pair)]
         firsts = self._texture_all(firsts, [m for _, m in pairs], optlist, windows)
         results = [self._finish(image, mask, o, ws, per, out)
                    for (image, mask), o, ws, per, out in zip(pairs, optlist, windows, per_pair, firsts)]
+        for p, res in enumerate(results):
+            res.labels = [self._label_name(labels[(p, j)]) for j in range(len(windows[p]))]
         scorer = self.ood_scorer()
         for res, ws, (image, mask), o in zip(results, windows, pairs, optlist):
             if scorer is None:
@@ -152,7 +171,24 @@ class Inpainter:
                 res.ood.update(fallback=o.fallback, message=leaning_message(o.fallback))
         return results
 
-    def _sample_windows(self, windows: list[list[Window]], optlist: list[InpaintOptions], moves: dict) -> dict:
+    def _label_name(self, index: int) -> str:
+        return self.classes[index] if index < len(self.classes) else "none"
+
+    def _window_labels(self, windows: list[list[Window]], optlist: list[InpaintOptions], moves: dict) -> dict:
+        """{(pair, window): class index}. "auto": the labeller's guess from the window as the model
+        will see it (in the training set's colours), where it is sure enough; else no label."""
+        out = {(p, j): self.label_index(o.label) for p, (o, ws) in enumerate(zip(optlist, windows)) for j in range(len(ws))}
+        auto = [(p, j) for p, (o, ws) in enumerate(zip(optlist, windows)) if o.label == "auto" for j in range(len(ws))]
+        lab = self.labeler() if auto else None
+        if lab is not None:
+            fields = np.stack([normalize.to_uint8(moves[key].forward(windows[key[0]][key[1]].prep.image)) for key in auto])
+            unknown = np.stack([windows[p][j].prep.mask for p, j in auto])
+            for key, name in zip(auto, lab.guess(fields, unknown)):
+                if name is not None:
+                    out[key] = self.classes.index(name)
+        return out
+
+    def _sample_windows(self, windows: list[list[Window]], optlist: list[InpaintOptions], moves: dict, labels: dict) -> dict:
         """{(pair, sample, window): (S, S, 3) float32 prediction in the image's own colours}. Rows of
         all pairs that share sampler settings go through the model in the same batches."""
         groups: dict[tuple, list[tuple[int, int, int]]] = {}
@@ -165,9 +201,8 @@ class Inpainter:
             o = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance)
             known = np.stack([normalize.to_uint8(moves[(p, j)].forward(windows[p][j].prep.image)) for p, _, j in rows])
             mask = np.stack([windows[p][j].prep.mask for p, _, j in rows])
-            labels = [self.label_index(optlist[p].label) for p, _, _ in rows]
             seeds = [item_seed(optlist[p].seed, k, j) for p, k, j in rows]
-            for (p, k, j), pred in zip(rows, self._run(known, mask, labels, seeds, o)):
+            for (p, k, j), pred in zip(rows, self._run(known, mask, [labels[(p, j)] for p, _, j in rows], seeds, o)):
                 preds[(p, k, j)] = moves[(p, j)].inverse(pred).astype(np.float32)
         return preds
 

@@ -39,13 +39,14 @@ def leaning_message(share: float) -> str:
     return f"this image is unlike the training images, so {share:.0%} of the fill is a classical fill's; check the result"
 
 
-def classifier(n: int) -> nn.Module:
-    """A small CNN on 64x64 cells: four conv blocks, global average pooling, a linear layer."""
+def classifier(n: int, inputs: int = 3) -> nn.Module:
+    """A small CNN on 64x64 cells: four conv blocks, global average pooling, a linear layer.
+    `inputs`: channels in (RGB; the labeller, gpu_job/labeler.py, adds the mask)."""
     def block(i, o):
         return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1),
                              nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
 
-    return nn.Sequential(block(3, 32), block(32, 64), block(64, 128), block(128, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    return nn.Sequential(block(inputs, 32), block(32, 64), block(64, 128), block(128, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Dropout(0.2), nn.Linear(128, n))
 
 

@@ -58,3 +58,16 @@ def test_speckle_limit_flags_noisy_cells_not_smooth_ones(rng):
     noisy = rng.integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
     limit = speckle_limit(smooth)
     assert (cell_detail(smooth) <= limit).all() and (cell_detail(noisy) > limit).all()
+
+
+def test_label_truth_tells_each_image_its_own_class():
+    from gpu_job.evaluation.domain_shift import parse_variant
+    from gpu_job.evaluation.evaluate import told
+    from shared.options import InpaintOptions
+
+    name, opts = parse_variant("told:label=truth,steps=2")
+    per_pair = told(InpaintOptions(**opts), ["ig", None, "monocyte"])
+    assert name == "told" and [o.label for o in per_pair] == ["ig", "none", "monocyte"]
+    assert all(o.steps == 2 for o in per_pair)
+    auto = InpaintOptions()
+    assert told(auto, ["ig"]) is auto and auto.label == "auto"  # anything else is left as it is

@@ -141,7 +141,7 @@ def test_generate_any_draws_classes_from_the_training_mix(tiny_weights, tmp_path
     inp.generate(5, "any", seed=2, steps=2)
     assert seen == [(inp.generate_labels(5, "any", 2), DEFAULT_GENERATE_GUIDANCE)]  # guided, like any label
     assert parser().parse_args(["sample", "-o", "x"]).label == "any"
-    assert parser().parse_args(["inpaint", "a", "b", "-o", "x"]).label is None
+    assert parser().parse_args(["inpaint", "a", "b", "-o", "x"]).label == "auto"  # inpainting guesses the class
     assert main(["sample", "-n", "1", "--label", "bogus", "-o", str(tmp_path), "--weights", str(tiny_weights)]) != 0
 
 

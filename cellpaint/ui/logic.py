@@ -216,7 +216,7 @@ def run_direct(inpainter, image: np.ndarray, mask: np.ndarray, opts: dict) -> tu
         t0 = time.time()
         res = inpainter.inpaint(image, mask, o)
         info = {"mode": "direct", "seconds": round(time.time() - t0, 2), "steps": o.steps, "seed": o.seed,
-                "label": label or "none", "samples": o.samples, "combine": o.combine, "texture": o.texture, "device": str(inpainter.device),
+                "label": label or "none", "labels": res.labels, "samples": o.samples, "combine": o.combine, "texture": o.texture, "device": str(inpainter.device),
                 **({"ood": res.ood} if res.ood else {})}
         return Restored(res.image, heatmap(res.std) if res.std is not None else None, info), None
     except ValueError as exc:

@@ -40,10 +40,10 @@ def _inpainter(weights: str | None):
 
 def _labels(inpainter) -> list[str]:
     if inpainter is not None:
-        return ["none", *inpainter.classes]
+        return ["auto", "none", *inpainter.classes]
     from shared.options import LABELS
 
-    return ["none", *LABELS]
+    return ["auto", "none", *LABELS]
 
 
 def _choose_image():
@@ -78,7 +78,7 @@ def _options(inpainter_labels: list[str]) -> dict:
     steps = st.sidebar.number_input("Steps (DDIM)", min_value=1, max_value=int(OPTIONS["steps"].high), value=OPTIONS["steps"].default, step=1, key="steps")
     seed = st.sidebar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed")
     label = st.sidebar.selectbox("Cell class", inpainter_labels, index=0, key="label",
-                                 help="Condition the model on a class, or none")
+                                 help="Condition the model on a class; auto guesses it from what the mask leaves, where it is sure")
     samples = st.sidebar.number_input("Samples", min_value=1, max_value=int(OPTIONS["samples"].high), value=OPTIONS["samples"].default, step=1, key="samples",
                                       help="More than 1 also gives an uncertainty map (the spread between samples)")
     combine = st.sidebar.radio("Result", COMBINE_CHOICES, index=COMBINE_CHOICES.index(OPTIONS["combine"].default), key="combine",

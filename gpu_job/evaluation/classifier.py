@@ -7,23 +7,28 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from gpu_job.labeler import labeler_input
 from gpu_job.ood import classifier
 from gpu_job.tensors import from_uint8
 
 from ..training.augment import turn
 
 
-def train_classifier(images: np.ndarray, labels: np.ndarray, n: int, epochs: int = 4, seed: int = 0) -> tuple[nn.Module, float]:
-    """(N, 64, 64, 3) uint8 cells and their class indices -> (classifier, seconds it took)."""
+def train_classifier(images: np.ndarray, labels: np.ndarray, n: int, epochs: int = 4, seed: int = 0,
+                     masks: Callable[[np.random.Generator], np.ndarray] | None = None) -> tuple[nn.Module, float]:
+    """(N, 64, 64, 3) uint8 cells and their class indices -> (classifier, seconds it took).
+    `masks`: draws a (64, 64) mask per cell, and the classifier reads the cell through it as the
+    labeller does (gpu_job/labeler.py)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = classifier(n)
+    net = classifier(n, inputs=3 if masks is None else 4)
     opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
     steps = max(1, epochs * len(images) // 64)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
@@ -32,8 +37,9 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, n: int, epochs: int
     for _ in tqdm(range(steps), desc="classifier"):
         idx = rng.integers(0, len(images), 64)
         batch = np.stack([turn(img, rng) for img in images[idx]])
+        x = from_uint8(batch) if masks is None else labeler_input(batch, np.stack([masks(rng) for _ in idx]))
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = nn.functional.cross_entropy(net(from_uint8(batch)), torch.from_numpy(labels[idx]))
+            loss = nn.functional.cross_entropy(net(x), torch.from_numpy(labels[idx]))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -36,7 +36,7 @@ from shared.preview import grid, overlay
 from shared.stain import hed_to_rgb, rgb_to_hed, rgb_to_lab, to_uint8
 
 from .classifier import load_or_train_classifier, predict
-from .evaluate import baselines
+from .evaluate import baselines, told
 from .metrics import masked_metrics
 
 NUCLEUS_B = -20.0  # CIELAB b* below this is nucleus-coloured: PBC and BCCD nuclei alike, never red cells or background
@@ -79,6 +79,11 @@ class Case:
     @property
     def mask(self) -> np.ndarray:
         return np.any([r.mask for r in self.regions], axis=0)
+
+    @property
+    def known_class(self) -> str | None:
+        """A PBC cell's class (its folder); BCCD's boxes say only "WBC"."""
+        return self.name.split("/")[0] if self.source.startswith("pbc") else None
 
 
 def nucleus_share(image: np.ndarray, region: np.ndarray) -> float:
@@ -249,7 +254,7 @@ def evaluate_domain_shift(cfg: DomainConfig) -> dict:
         t0, res = time.time(), []
         for i in tqdm(range(0, len(cases), 8), desc=name):
             part = cases[i : i + 8]
-            res += [r.image for r in inp.inpaint_many([(c.image, c.mask) for c in part], opts)]
+            res += [r.image for r in inp.inpaint_many([(c.image, c.mask) for c in part], told(opts, [c.known_class for c in part]))]
         outputs[name], timing[name] = res, (time.time() - t0) / len(cases)
     for name, fn in {k: v for k, v in baselines().items() if k in ("biharmonic", "harmonic + biharmonic", "OpenCV Telea")}.items():
         t0 = time.time()

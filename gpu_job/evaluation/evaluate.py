@@ -11,7 +11,7 @@ import re
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,14 @@ DEFAULT_STEPS = OPTIONS["steps"].default
 
 DEFAULT = "cellpaint default"
 FULL_DDPM = "cellpaint DDPM-1000"  # 1000 model calls a sample: scored on a subset of the images
+TRUTH = "truth"  # a variant's label=truth: each image is told its own class, the most `label=auto` could give
+
+
+def told(opts: InpaintOptions, classes: list[str | None]) -> InpaintOptions | list[InpaintOptions]:
+    """`opts`, or with label=truth one copy per pair told its class (none where it has no known class)."""
+    if opts.label != TRUTH:
+        return opts
+    return [replace(opts, label=c or "none") for c in classes]
 
 
 @dataclass
@@ -100,7 +108,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         res = []
         for i in tqdm(range(0, len(sub), inp.batch_size), desc=name):
             part = sub[i : i + inp.batch_size]
-            res += inp.inpaint_many([(c[3], c[4]) for c in part], opts)
+            res += inp.inpaint_many([(c[3], c[4]) for c in part], told(opts, [c[1].parent.name for c in part]))
         timing[name] = (time.time() - t0) / len(sub)
         for c, r in zip(sub, res):
             rows.append({"method": name, "image": c[0], "kind": c[2], **masked_metrics(c[3], r.image, c[4])})
