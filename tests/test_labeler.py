@@ -123,3 +123,15 @@ def test_the_shipped_labeller_fits_the_shipped_weights():
     _, _, record = load_weights(None, torch.device("cpu"))
     lab = Labeler()
     assert lab.classes == record["classes"] and 0.5 <= lab.threshold <= 1.0
+
+
+def test_auto_is_the_default_and_none_or_null_mean_no_label():
+    from shared.options import InpaintOptions, OptionError
+    from shared.validate import validate_sidecar
+
+    assert InpaintOptions().label == "auto"
+    assert validate_sidecar(b'{"label": "auto"}', "a.json") == {"label": "auto"}
+    assert validate_sidecar(b'{"label": null}', "a.json") == {"label": None}  # JSON null: no label
+    assert InpaintOptions(label=None).check().label is None
+    with pytest.raises(OptionError, match="platelet, auto, none"):
+        InpaintOptions(label="dragon").check()  # uploads are held to the known classes
