@@ -150,8 +150,10 @@ class Inpainter:
         # Each window's colours, moved to the training set's from its known pixels alone (or left as they are).
         moves = {(p, j): normalize.fit(o.normalize, w.prep.image, ~w.prep.mask, self.reference)
                  for p, (o, ws) in enumerate(zip(optlist, windows)) for j, w in enumerate(ws)}
-        labels = self._window_labels(windows, optlist, moves)
-        preds = self._sample_windows(windows, optlist, moves, labels)
+        # Each window as the model sees it (the labeller and the sampler read the same array).
+        seen = {key: normalize.to_uint8(move.forward(windows[key[0]][key[1]].prep.image)) for key, move in moves.items()}
+        labels = self._window_labels(windows, optlist, seen)
+        preds = self._sample_windows(windows, optlist, moves, labels, seen)
         per_pair = [[[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)] for p, (o, ws) in enumerate(zip(optlist, windows))]
         firsts = [self._paste(image, mask, o, ws, combine(per, ws, o.combine), o.seam)
                   for (image, mask), o, ws, per in zip(pairs, optlist, windows, per_pair)]
@@ -174,23 +176,25 @@ class Inpainter:
     def _label_name(self, index: int) -> str:
         return self.classes[index] if index < len(self.classes) else "none"
 
-    def _window_labels(self, windows: list[list[Window]], optlist: list[InpaintOptions], moves: dict) -> dict:
+    def _window_labels(self, windows: list[list[Window]], optlist: list[InpaintOptions], seen: dict) -> dict:
         """{(pair, window): class index}. "auto": the labeller's guess from the window as the model
         will see it (in the training set's colours), where it is sure enough; else no label."""
         out = {(p, j): self.label_index(o.label) for p, (o, ws) in enumerate(zip(optlist, windows)) for j in range(len(ws))}
         auto = [(p, j) for p, (o, ws) in enumerate(zip(optlist, windows)) if o.label == "auto" for j in range(len(ws))]
         lab = self.labeler() if auto else None
         if lab is not None:
-            fields = np.stack([normalize.to_uint8(moves[key].forward(windows[key[0]][key[1]].prep.image)) for key in auto])
+            fields = np.stack([seen[key] for key in auto])
             unknown = np.stack([windows[p][j].prep.mask for p, j in auto])
             for key, name in zip(auto, lab.guess(fields, unknown)):
                 if name is not None:
                     out[key] = self.classes.index(name)
         return out
 
-    def _sample_windows(self, windows: list[list[Window]], optlist: list[InpaintOptions], moves: dict, labels: dict) -> dict:
+    def _sample_windows(self, windows: list[list[Window]], optlist: list[InpaintOptions], moves: dict, labels: dict,
+                        seen: dict) -> dict:
         """{(pair, sample, window): (S, S, 3) float32 prediction in the image's own colours}. Rows of
-        all pairs that share sampler settings go through the model in the same batches."""
+        all pairs that share sampler settings go through the model in the same batches. `seen`: each
+        window in the training set's colours, `moves` the way back."""
         groups: dict[tuple, list[tuple[int, int, int]]] = {}
         for p, (o, ws) in enumerate(zip(optlist, windows)):
             for k in range(o.samples):
@@ -199,7 +203,7 @@ class Inpainter:
         preds = {}
         for (steps, sampler, guidance), rows in groups.items():
             o = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance)
-            known = np.stack([normalize.to_uint8(moves[(p, j)].forward(windows[p][j].prep.image)) for p, _, j in rows])
+            known = np.stack([seen[(p, j)] for p, _, j in rows])
             mask = np.stack([windows[p][j].prep.mask for p, _, j in rows])
             seeds = [item_seed(optlist[p].seed, k, j) for p, k, j in rows]
             for (p, k, j), pred in zip(rows, self._run(known, mask, [labels[(p, j)] for p, _, j in rows], seeds, o)):
