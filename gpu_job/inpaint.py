@@ -136,7 +136,7 @@ class Inpainter:
             lab = torch.tensor(labels[s], dtype=torch.long, device=self.device)
             x = sample(self.model, self.diff, known=k.contiguous(memory_format=torch.channels_last), mask=m, seeds=seeds[s],
                        steps=opts.steps, method=opts.sampler, labels=lab, guidance=opts.guidance,
-                       autocast=self.device.type == "cpu")
+                       temperature=opts.temperature, autocast=self.device.type == "cpu")
             out.append(to_uint8(x))
         return np.concatenate(out)
 
@@ -199,10 +199,10 @@ class Inpainter:
         for p, (o, ws) in enumerate(zip(optlist, windows)):
             for k in range(o.samples):
                 for j in range(len(ws)):
-                    groups.setdefault((o.steps, o.sampler, o.guidance), []).append((p, k, j))
+                    groups.setdefault((o.steps, o.sampler, o.guidance, o.temperature), []).append((p, k, j))
         preds = {}
-        for (steps, sampler, guidance), rows in groups.items():
-            o = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance)
+        for (steps, sampler, guidance, temperature), rows in groups.items():
+            o = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance, temperature=temperature)
             known = np.stack([seen[(p, j)] for p, _, j in rows])
             mask = np.stack([windows[p][j].prep.mask for p, _, j in rows])
             seeds = [item_seed(optlist[p].seed, k, j) for p, k, j in rows]
@@ -286,5 +286,5 @@ class Inpainter:
         s = self.size
         known = np.zeros((n, s, s, 3), np.uint8)
         mask = np.ones((n, s, s), bool)
-        opts = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance)
+        opts = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance, temperature=1.0)  # whole cells: the model's own spread
         return self._run(known, mask, self.generate_labels(n, label, seed), [item_seed(seed, i, 0) for i in range(n)], opts)

@@ -74,6 +74,7 @@ def sample(
     method: str = "ddim",
     labels: torch.Tensor | None = None,
     guidance: float = 1.0,
+    temperature: float = 1.0,
     autocast: bool = False,
     progress=None,
     start: int | None = None,
@@ -84,7 +85,11 @@ def sample(
 
     The texture stage (texture.py) passes whole=True, with `known` a first-stage result inside the
     mask too, which the model sees whole; and `start`, to begin from `known` noised to that level
-    instead of pure noise (SDEdit, Meng et al. 2022): structure stays, finer detail is redrawn."""
+    instead of pure noise (SDEdit, Meng et al. 2022): structure stays, finer detail is redrawn.
+
+    `temperature` scales the starting noise x_T (from pure noise only). Below 1 the deterministic
+    DDIM path lands nearer the posterior's likeliest fill than a full-temperature sample, yet still
+    commits to one fill, where the mean of samples averages several (BENCHMARKS.md "Temperature")."""
     device = known.device
     b, c, h, w = known.shape
     if len(seeds) != b:
@@ -96,7 +101,9 @@ def sample(
     ctx = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext()
     ts = timesteps(diff.T, steps, start)
     x = _randn((c, h, w), gens, device)
-    if start is not None:
+    if start is None:
+        x = x * temperature
+    else:
         x = diff.q_sample(known, torch.full((b,), start, dtype=torch.long, device=device), x)
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1

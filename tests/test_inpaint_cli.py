@@ -177,6 +177,19 @@ def test_combine_mean_and_first(tiny_weights, rng):
         inp.inpaint(img, mask, InpaintOptions(steps=3, samples=2, combine="median"))
 
 
+def test_pairs_of_different_temperatures_in_one_call(tiny_weights, rng):
+    inp = Inpainter(tiny_weights, "cpu")
+    img = synthetic_cell(rng, 60, 70)
+    mask = np.zeros((60, 70), bool)
+    mask[15:45, 20:50] = True
+    # The first stage alone: the texture stage batches tiles across pairs, and bf16 moves by a level with the batch.
+    cool, warm = InpaintOptions(steps=3, temperature=0.5, texture=False), InpaintOptions(steps=3, temperature=1.0, texture=False)
+    both = inp.inpaint_many([(img, mask), (img, mask)], [cool, warm])
+    assert np.array_equal(both[0].image, inp.inpaint(img, mask, cool).image)
+    assert np.array_equal(both[1].image, inp.inpaint(img, mask, warm).image)
+    assert not np.array_equal(both[0].image, both[1].image)
+
+
 def test_seam_changes_only_the_inside(tiny_weights, rng):
     inp = Inpainter(tiny_weights, "cpu")
     img = synthetic_cell(rng, 60, 70)

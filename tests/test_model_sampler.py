@@ -82,6 +82,24 @@ def test_guidance_changes_output(tiny):
     assert not torch.equal(a, b)
 
 
+def test_temperature_narrows_the_spread_of_samples(tiny):
+    model, diff = tiny
+    known, mask = torch.zeros(12, 3, 16, 16), torch.ones(12, 1, 16, 16)
+    spread = {}
+    for temp in (0.0, 0.5, 1.0):
+        x = sample(model, diff, known=known, mask=mask, seeds=list(range(12)), steps=5, temperature=temp)
+        spread[temp] = x.std(0).mean().item()  # across seeds
+    # DDIM draws no noise after x_T: at temperature 0 every seed gives the same fill
+    assert spread[0.0] == 0.0 and 0.0 < spread[0.5] < spread[1.0]
+
+
+def test_temperature_leaves_the_sdedit_start_alone(tiny):
+    model, diff = tiny
+    known, mask = torch.rand(2, 3, 16, 16) * 2 - 1, torch.ones(2, 1, 16, 16)
+    run = lambda temp: sample(model, diff, known=known, mask=mask, seeds=[0, 1], steps=2, start=60, whole=True, temperature=temp)  # noqa: E731
+    assert torch.equal(run(0.5), run(1.0))  # the texture stage's noise is the forward process's, not a sample's
+
+
 def test_loss_is_weighted_toward_the_mask(tiny):
     model, diff = tiny
     x0 = torch.rand(4, 3, 16, 16) * 2 - 1
