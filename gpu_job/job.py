@@ -96,7 +96,7 @@ def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: In
         "status": "succeeded", "pair": p.pair, "job_id": job_id,
         "inputs": {"image_key": p.image_key, "image_version": p.image_version, "mask_key": p.mask_key, "mask_version": p.mask_version},
         "outputs": outputs, "size": {"width": p.width, "height": p.height}, "windows": len(p.windows),
-        "model": model, "sampler": opts.sampler, "steps": opts.steps, "seed": opts.seed, "label": opts.label, "labels": res.labels, "samples": opts.samples,
+        "model": model, "sampler": opts.sampler, "steps": opts.steps, "temperature": opts.temperature, "seed": opts.seed, "label": opts.label, "labels": res.labels, "samples": opts.samples,
         "combine": opts.combine, "texture": opts.texture, "normalize": opts.normalize, "guard": {"on": opts.guard, "fell_back": res.fell_back}, "ood": res.ood, "device": device, "timings": timings,
         "time": datetime.now(timezone.utc).isoformat()}, indent=2)
 

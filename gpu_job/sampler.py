@@ -89,7 +89,8 @@ def sample(
 
     `temperature` scales the starting noise x_T (from pure noise only). Below 1 the deterministic
     DDIM path lands nearer the posterior's likeliest fill than a full-temperature sample, yet still
-    commits to one fill, where the mean of samples averages several (BENCHMARKS.md "Temperature")."""
+    commits to one fill, where the mean of samples averages several (BENCHMARKS.md "Temperature").
+    DDPM draws fresh noise at every step, so there it changes only the start."""
     device = known.device
     b, c, h, w = known.shape
     if len(seeds) != b:

@@ -62,7 +62,7 @@ def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version:
             "preview": result_key(pair, "preview.png"), "result": key}
     outputs = doc.get("outputs") if isinstance(doc.get("outputs"), dict) else {}
     keys.update({k: v for k, v in outputs.items() if isinstance(v, str) and k not in keys})  # e.g. uncertainty
-    job = {k: doc[k] for k in ("job_id", "model", "sampler", "steps", "seed", "label", "labels", "samples", "combine") if k in doc}
+    job = {k: doc[k] for k in ("job_id", "model", "sampler", "steps", "temperature", "seed", "label", "labels", "samples", "combine") if k in doc}
     timings = doc.get("timings") if isinstance(doc.get("timings"), dict) else {}
     ood = doc.get("ood") if isinstance(doc.get("ood"), dict) else None
     return Notice("succeeded", pair, None, keys, bucket, link, expires_in, timings, job, ood=ood, dedupe=f"{key}@{version}")

@@ -100,7 +100,7 @@ BAD = {
     "empty-mask": ({".png": IMAGE, ".mask.png": encode(np.zeros((48, 64), np.uint8))}, "all black"),
     "full-mask": ({".png": IMAGE, ".mask.png": encode(np.full((48, 64), 255, np.uint8))}, "all white"),
     "mask-not-an-image": ({".png": IMAGE, ".mask.png": b"%PDF-1.4 not a mask"}, "PDF"),
-    "sidecar-unknown-key": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"steps": 10, "temperature": 2}'}, "unknown option"),
+    "sidecar-unknown-key": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"steps": 10, "strength": 2}'}, "unknown option"),
     "sidecar-bad-steps": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"steps": 5000}'}, "from 1 to 1000"),
     "sidecar-bad-label": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"label": "cat"}'}, "one of basophil"),
     "sidecar-bool-seed": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"seed": true}'}, "integer >= 0"),

@@ -188,7 +188,7 @@ def test_upload_to_notification(stack, inpainter):
                           "result": base + "result.json", "uncertainty": base + "uncertainty.png"}
     assert ok["timings"] == result["timings"]
     assert ok["job"] == {"job_id": manifest["job_id"], "model": result["model"], "sampler": "ddim", "steps": 3,
-                         "seed": 7, "label": "auto", "labels": result["labels"], "samples": 2, "combine": "first"}
+                         "temperature": 0.6, "seed": 7, "label": "auto", "labels": result["labels"], "samples": 2, "combine": "first"}
     assert len(result["labels"]) == result["windows"]  # per window: the class the model was told, or none
     link = urlparse(ok["link"])
     assert unquote(link.path).endswith("/results/lab 1/cell-a/inpainted.png")
