@@ -1,12 +1,13 @@
 """Train the labeller (gpu_job/labeler.py) and set how sure it must be:
 
-    .venv/bin/python -m gpu_job.evaluation.fit_labeler [--train ../shared/data/pbc/train] [--val ../shared/data/pbc/val]
+    .venv/bin/python -m gpu_job.evaluation.fit_labeler [--train ../shared/data/pbc/train] [--val ../shared/data/pbc/val] [--calibrate]
 
 It learns on 90 % of PBC train, each cell seen through a random mask: 40 % an ellipse over the
 cell's middle (the defect that hides the most of its class), the rest the training masks. The
-threshold is the lowest confidence, in twentieths from 0.5, at which at least 98 % of its guesses
+threshold is the lowest confidence, in twentieths from 0.5, at which at least 95 % of its guesses
 are right on the other 10 % of train. Writes gpu_job/weights/labeler.safetensors and labeler.json,
-with its accuracy on PBC val through the same masks for the record.
+with its accuracy on PBC val through the same masks for the record. `--calibrate` keeps the
+trained weights and sets the threshold again (a minute, against 6.5 for the training).
 """
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ from .classifier import train_classifier
 
 EPOCHS = 6
 HOLDOUT = 0.1
-RIGHT = 0.98  # the share of confident guesses that must be right: the model alone keeps the class 91 % of the time
+# The share of confident guesses that must be right. 95 % (threshold 0.55) scored better than 98 %
+# (0.85) on PBC val at temperature 0.6 on both seeds: +0.06 dB, class kept +2 points
+# (BENCHMARKS "The cell's class").
+RIGHT = 0.95
 SIZE = 64
 
 
@@ -60,15 +64,20 @@ def main() -> None:
     ap.add_argument("--val", default="../shared/data/pbc/val")
     ap.add_argument("--out", type=Path, default=DEFAULT_LABELER_WEIGHTS)
     ap.add_argument("--epochs", type=float, default=EPOCHS)
+    ap.add_argument("--calibrate", action="store_true", help="keep the trained weights at --out; only set the threshold again")
     a = ap.parse_args()
     train, val = load_cellset(a.train), load_cellset(a.val)
     order = np.random.default_rng(0).permutation(len(train.images))
     held, fit = order[: int(HOLDOUT * len(order))], order[int(HOLDOUT * len(order)) :]
-    net, seconds = train_classifier(train.images[fit], train.labels[fit], len(train.classes), a.epochs, seed=1, masks=cell_mask)
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(a.out))
-    record = {"classes": train.classes, "threshold": 1.0, "inputs": "64x64 window, unknown pixels at the known ones' mean colour, and the mask",
-              "training": {"cells": len(fit), "epochs": a.epochs, "seconds": round(seconds)}}
-    a.out.with_suffix(".json").write_text(json.dumps(record))
+    if a.calibrate:
+        record = json.loads(a.out.with_suffix(".json").read_text())
+    else:
+        net, seconds = train_classifier(train.images[fit], train.labels[fit], len(train.classes), a.epochs, seed=1, masks=cell_mask)
+        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(a.out))
+        record = {"classes": train.classes, "inputs": "64x64 window, unknown pixels at the known ones' mean colour, and the mask",
+                  "training": {"cells": len(fit), "epochs": a.epochs, "seconds": round(seconds)}}
+        record["threshold"] = 1.0  # Labeler needs one to load; the confidences below do not depend on it
+        a.out.with_suffix(".json").write_text(json.dumps(record))
     conf, right = masked_accuracy(Labeler(a.out), train.images[held], train.labels[held], seed=2)
     record["threshold"] = threshold(conf, right)
     vconf, vright = masked_accuracy(Labeler(a.out), val.images, val.labels, seed=3)
