@@ -88,7 +88,7 @@ def sample(
     instead of pure noise (SDEdit, Meng et al. 2022): structure stays, finer detail is redrawn.
 
     `temperature` scales the starting noise x_T (from pure noise only). Below 1 the deterministic
-    DDIM path lands nearer the posterior's likeliest fill than a full-temperature sample, yet still
+    DDIM path lands nearer the fill the model finds likeliest than a full-temperature sample, yet still
     commits to one fill, where the mean of samples averages several (BENCHMARKS.md "Temperature").
     DDPM draws fresh noise at every step, so there it changes only the start."""
     device = known.device

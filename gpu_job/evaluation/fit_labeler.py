@@ -28,7 +28,7 @@ EPOCHS = 6
 HOLDOUT = 0.1
 # The share of confident guesses that must be right. 95 % (threshold 0.55) scored better than 98 %
 # (0.85) on PBC val at temperature 0.6 on both seeds: +0.06 dB, class kept +2 points
-# (BENCHMARKS "The cell's class").
+# (BENCHMARKS "Temperature").
 RIGHT = 0.95
 SIZE = 64
 
