@@ -72,6 +72,10 @@ def item_seed(seed: int, sample: int, window: int) -> int:
     return int(np.random.SeedSequence([seed, sample, window]).generate_state(1)[0])
 
 
+# The options `_run` hands the sampler: rows that agree on all of them share model batches.
+SAMPLER_FIELDS = ("steps", "sampler", "guidance", "temperature")
+
+
 class Inpainter:
     def __init__(self, weights=None, device: str = "auto", batch_size: int = BATCH, texture_weights=None, ood_weights=None,
                  labeler_weights=None):
@@ -199,10 +203,10 @@ class Inpainter:
         for p, (o, ws) in enumerate(zip(optlist, windows)):
             for k in range(o.samples):
                 for j in range(len(ws)):
-                    groups.setdefault((o.steps, o.sampler, o.guidance, o.temperature), []).append((p, k, j))
+                    groups.setdefault(tuple(getattr(o, f) for f in SAMPLER_FIELDS), []).append((p, k, j))
         preds = {}
-        for (steps, sampler, guidance, temperature), rows in groups.items():
-            o = InpaintOptions(steps=steps, sampler=sampler, guidance=guidance, temperature=temperature)
+        for key, rows in groups.items():
+            o = InpaintOptions(**dict(zip(SAMPLER_FIELDS, key)))
             known = np.stack([seen[(p, j)] for p, _, j in rows])
             mask = np.stack([windows[p][j].prep.mask for p, _, j in rows])
             seeds = [item_seed(optlist[p].seed, k, j) for p, k, j in rows]
