@@ -141,3 +141,49 @@ def test_ship_weights_records_the_whole_lineage(tmp_path, tiny_weights, rng):
     last.write_bytes(last.read_bytes()[:-1] + b"x")  # weights that do not match their record are refused
     run = subprocess.run([sys.executable, "scripts/ship_weights.py", str(last), "--out", str(out)], capture_output=True, text=True)
     assert run.returncode != 0 and "sha256 does not match" in run.stderr
+
+
+def synthetic_field(rng, h=480, w=640):
+    """A whole-field photo of another microscope, made here: many small red discs, no white cell."""
+    yy, xx = np.mgrid[:h, :w]
+    img = np.full((h, w, 3), (200, 215, 205), np.float32)
+    for _ in range(110):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 17 ** 2] = (170, 110, 130)
+    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_fields_are_cut_at_the_pipelines_window_and_some_held_back(tmp_path, rng):
+    from gpu_job.training.augment import FIELD
+    from gpu_job.training.fields import load_fields
+    from shared.scale import auto_window
+
+    (tmp_path / "f").mkdir()
+    photos = [synthetic_field(rng) for _ in range(5)]
+    for i, p in enumerate(photos):
+        Image.fromarray(p).save(tmp_path / "f" / f"{i + 1}.png")
+    fs = load_fields([tmp_path / "f"], hold_every=5, workers=1)
+    assert [n.split("/")[-1] for n in fs.held_back] == ["5.png"] and len(fs.names) == 4
+    window = auto_window(photos[0], np.zeros(photos[0].shape[:2], bool))
+    assert window < 360 and fs.windows[0] == window  # small cells: a smaller window, as the pipeline plans it
+    assert abs(fs.fields[0].shape[1] - 640 * FIELD / window) <= 1
+    crops = fs.crops(np.random.default_rng(0), 6)
+    assert crops.shape == (6, FIELD, FIELD, 3) and crops.dtype == np.uint8
+
+
+def test_train_with_fields_records_the_mix(tmp_path, rng, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "train", rng)
+    (tmp_path / "fields").mkdir()
+    for i in range(4):
+        Image.fromarray(synthetic_field(rng)).save(tmp_path / "fields" / f"{i}.png")
+    unet = UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,), groups=4)
+    cfg = TrainConfig(data=str(tmp_path / "train"), val_data=None, out=str(tmp_path / "run"), batch_size=4, max_steps=2, unet=unet,
+                      threads=1, fields=(str(tmp_path / "fields"),), field_share=0.5, hold_every=2)
+    out = train(cfg)
+    _, _, rec = load_weights(out / "last.safetensors")
+    f = rec["training"]["fields"]
+    assert len(f["photos"]) == 2 and len(f["held_back"]) == 2 and not set(f["photos"]) & set(f["held_back"])
+    assert rec["training"]["augment"]["kind"] == "domain" and rec["training"]["augment"]["clean"] == 0.4
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert 0 < log[-1]["val_fields_psnr"] < 60  # measured on the held-back photos

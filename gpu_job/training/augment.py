@@ -7,8 +7,8 @@ drawn, at random, through what another microscope would do to it:
 
 - scale (cells at 0.6-1.6x the PBC magnification) and translation (the cell off centre, so that
   the middle of a field is not always a nucleus), from a field cached at twice the model's size;
-- stain (HED concentrations scaled and shifted, Tellez et al. 2018), white balance, brightness,
-  contrast, gamma and saturation;
+- stain (HED concentrations scaled and shifted, Tellez et al. 2018), white balance (now and then
+  a strong colour cast, as a camera set wrong gives), brightness, contrast, gamma and saturation;
 - defocus blur, sensor noise and JPEG compression.
 
 A share of cells stays as it was (flips and turns only), so PBC itself is still seen as it is.
@@ -38,6 +38,8 @@ class DomainAug:
     stain_beta: float = 0.04  # HED concentration shift +- this (optical density units)
     p_light: float = 0.7
     gain: float = 0.12  # per-channel white balance 1 +- this
+    p_cast: float = 0.25
+    cast: float = 0.3  # a camera's strong colour cast (white balance far off): per-channel 1 +- this, on top
     brightness: float = 0.12
     contrast: tuple[float, float] = (0.75, 1.3)
     gamma: tuple[float, float] = (0.7, 1.4)
@@ -78,6 +80,8 @@ def stain(img: np.ndarray, rng: np.random.Generator, alpha: float, beta: float) 
 def light(img: np.ndarray, rng: np.random.Generator, a: DomainAug) -> np.ndarray:
     x = img.astype(np.float64) / 255.0
     x = x * rng.uniform(1 - a.gain, 1 + a.gain, 3)
+    if rng.random() < a.p_cast:
+        x = x * rng.uniform(1 - a.cast, 1 + a.cast, 3)
     grey = x.mean(axis=-1, keepdims=True)
     x = grey + (x - grey) * rng.uniform(*a.saturation)
     x = (x - 0.5) * rng.uniform(*a.contrast) + 0.5 + rng.uniform(-a.brightness, a.brightness)

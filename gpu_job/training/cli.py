@@ -26,6 +26,11 @@ def add_train_arguments(sp: argparse.ArgumentParser) -> None:
                     help="min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice; 0 = off)")
     sp.add_argument("--augment", default="domain", choices=["domain", "flips"],
                     help="domain (default): cells drawn as other microscopes would show them (scale, position, stain, blur, noise, JPEG); flips: turns and flips only")
+    sp.add_argument("--clean", type=float, default=0.4, help="share of rows left as their microscope shows them (domain augmentation)")
+    sp.add_argument("--fields", nargs="+", default=[], metavar="PATH",
+                    help="whole-field photos from other microscopes (folders or files; no labels): random windows at the training scale")
+    sp.add_argument("--field-share", type=float, default=0.35, help="share of each batch cut from --fields")
+    sp.add_argument("--hold-every", type=int, default=5, help="every n-th --fields photo is held back for measuring (0: none)")
     sp.set_defaults(func=run_train)
 
 
@@ -61,7 +66,8 @@ def run_train(a) -> None:
     cfg = TrainConfig(data=data, val_data=val_data, out=out, init=init, batch_size=a.batch_size, lr=a.lr,
                       max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
                       device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
-                      min_snr=a.min_snr, augment=a.augment)
+                      min_snr=a.min_snr, augment=a.augment, clean=a.clean, fields=tuple(a.fields), field_share=a.field_share,
+                      hold_every=a.hold_every)
     print(train(cfg))
 
 

@@ -7,7 +7,7 @@ shippable weights).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,9 @@ from shared import normalize
 from shared.masks import random_mask
 
 from ..evaluation.metrics import masked_metrics
-from .augment import FIELD, domain_augment, reframe, turn
+from .augment import FIELD, DomainAug, domain_augment, reframe, turn
 from .data import CellSet, load_cellset
+from .fields import load_fields
 from .loop import RunConfig, fixed_loss, train_loop
 from .report import sample_grid
 
@@ -36,6 +37,10 @@ class TrainConfig(RunConfig):
     mask_bank: int = 0  # >0: draw masks from this many pre-made ones (x8 by rotation/flip); keeps a GPU fed
     min_snr: float = 0.0  # >0: min-SNR-gamma loss weighting (diffusion.training_loss); val loss stays unweighted
     augment: str = "domain"  # "domain": other microscopes' scale, stain, blur, noise (augment.py); "flips": turns and flips only
+    clean: float = 0.4  # share of rows left as their microscope shows them (flips and turns only)
+    fields: tuple[str, ...] = ()  # folders or files of whole-field photos from other microscopes (fields.py); no labels
+    field_share: float = 0.35  # share of each batch cut from `fields`
+    hold_every: int = 5  # every n-th field photo is held back for measuring, never trained on
 
 
 def colour_reference(images: np.ndarray, n: int = 2000, seed: int = 0) -> dict:
@@ -90,6 +95,14 @@ class ValSet:
         self.noise = torch.randn(self.x.shape, generator=g).to(device)
         self.images, self.classes = cells.images[idx], cells.classes
 
+    @classmethod
+    def from_fields(cls, paths: list[str], cfg: TrainConfig, device, n: int = 96) -> "ValSet":
+        """Fixed windows of held-back field photos, unlabelled: how the model does on another microscope."""
+        held = load_fields(paths, hold_every=0)
+        crops = held.crops(np.random.default_rng(4321), n)
+        images = np.stack([reframe(c, cfg.unet.image_size) for c in crops])
+        return cls(CellSet(images, np.full(n, cfg.unet.num_classes), [], []), cfg, device)
+
     def loss(self, model, diff, autocast_ctx) -> float:
         return fixed_loss(model, diff, autocast_ctx, self.x, self.m, self.labels, self.t, self.noise)
 
@@ -125,20 +138,32 @@ class FirstStage:
         if self.cells.classes and len(self.cells.classes) != cfg.unet.num_classes:
             cfg.unet.num_classes = len(self.cells.classes)
         self.reference = colour_reference(self.cells.images)
+        self.aug = DomainAug(clean=cfg.clean)
+        self.fields = load_fields(list(cfg.fields), cfg.hold_every) if cfg.fields else None
+        self.field_val = (ValSet.from_fields(self.fields.held_back, cfg, device)
+                          if self.fields and self.fields.held_back else None)
         # Python mask drawing costs ~10 ms per 128: nothing on 2 CPU cores at ~1 s/step, half the step on a GPU.
         self.bank = make_masks(np.random.default_rng(cfg.seed), cfg.mask_bank, cfg.unet.image_size, cfg.full_mask_prob) if cfg.mask_bank else None
-        print(f"{len(self.cells.images)} train images")
+        print(f"{len(self.cells.images)} train images" + (f", {len(self.fields.fields)} field photos ({len(self.fields.held_back)} held back)" if self.fields else ""))
 
     def batch(self, rng: np.random.Generator) -> tuple:
         cfg, size = self.cfg, self.cfg.unet.image_size
-        idx = rng.integers(0, len(self.cells.images), cfg.batch_size)
+        n_fields = int(rng.binomial(cfg.batch_size, cfg.field_share)) if self.fields else 0
+        n_cells = cfg.batch_size - n_fields
+        idx = rng.integers(0, len(self.cells.images), n_cells)
         masks = draw_masks(self.bank, rng, cfg.batch_size) if self.bank is not None else make_masks(rng, cfg.batch_size, size, cfg.full_mask_prob)
         fields = self.cells.images[idx]
+        labels = np.where(rng.random(n_cells) < cfg.label_drop_prob, cfg.unet.num_classes, self.cells.labels[idx])
         # Wholly masked rows teach generation (`cellpaint sample`): they stay PBC cells. With nothing
         # known there is no other microscope to adapt to, and generated cells should look like the training set's.
-        images = (domain_augment(fields, rng, size, clean=masks.reshape(len(masks), -1).all(1)) if self.domain
+        full = masks.reshape(len(masks), -1).all(1)
+        if n_fields:  # field rows are never wholly masked: a generated field is nobody's cell
+            full[n_cells:] = False
+            masks[n_cells:] = make_masks(rng, n_fields, size, 0.0)
+            fields = np.concatenate([fields, self.fields.crops(rng, n_fields)])
+            labels = np.concatenate([labels, np.full(n_fields, cfg.unet.num_classes)])
+        images = (domain_augment(fields, rng, size, self.aug, clean=full) if self.domain
                   else np.stack([turn(reframe(f, size) if len(f) != size else f, rng) for f in fields]))
-        labels = np.where(rng.random(cfg.batch_size) < cfg.label_drop_prob, cfg.unet.num_classes, self.cells.labels[idx])
         return to_device(images, masks, labels, self.device)
 
     def loss(self, fwd, diff, batch) -> torch.Tensor:
@@ -149,11 +174,17 @@ class FirstStage:
         return self.val.loss(ema, diff, autocast_ctx) if self.val else float("nan")
 
     def val_metrics(self, ema, diff) -> dict[str, float]:
-        return self.val.inpaint_metrics(ema, diff) if self.val else {}
+        metrics = self.val.inpaint_metrics(ema, diff) if self.val else {}
+        if self.field_val is not None:
+            metrics.update({f"fields_{k}": v for k, v in self.field_val.inpaint_metrics(ema, diff).items()})
+        return metrics
 
     def save(self, out: Path, ema, diff, meta: dict, metrics: dict, improved: bool, step: int) -> list[str]:
         cells = self.cells
         meta["training"].update(train_images=len(cells.images), class_counts={c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)})
+        meta["training"]["augment"] = {"kind": self.cfg.augment, **(asdict(self.aug) if self.domain else {})}
+        if self.fields:
+            meta["training"]["fields"] = {"photos": self.fields.names, "held_back": self.fields.held_back, "share": self.cfg.field_share}
         meta["normalize"] = self.reference
         meta["val"].update({f"ddim10_64px_{k}": round(v, 4) for k, v in metrics.items()})
         written = ["last.safetensors", "last.json"]
