@@ -148,7 +148,7 @@ def cmd_evaluate(a) -> None:
     from gpu_job.evaluation.domain_shift import DomainConfig, evaluate_domain_shift, parse_variant
 
     if a.domain_shift:
-        evaluate_domain_shift(DomainConfig(bccd=a.bccd, pbc=a.data, train=a.train_data, out=a.out, weights=a.weights,
+        evaluate_domain_shift(DomainConfig(bccd=a.bccd, chula=a.chula, chula_shifts=tuple(a.chula_shifts), pbc=a.data, train=a.train_data, out=a.out, weights=a.weights,
                                            images=a.images, skip_images=a.skip_images, per_class=a.per_class, shifts=tuple(a.shifts),
                                            variants=dict(map(parse_variant, a.variant)), device=a.device, seed=a.seed))
         return
@@ -237,6 +237,8 @@ def parser() -> argparse.ArgumentParser:
                     help="score on images unlike the training set instead: --bccd smear photos, and --data cells with synthetic --shifts")
     sp.add_argument("--bccd", default="../shared/data/bccd", help="with --domain-shift: BCCD photos with their VOC boxes")
     sp.add_argument("--images", type=int, default=40, help="with --domain-shift: BCCD photos to use")
+    sp.add_argument("--chula", default="../shared/data/chula", help="with --domain-shift: Chula fields (the held-back every 5th photo) and labels")
+    sp.add_argument("--chula-shifts", nargs="*", default=["none", "cast"], help="with --domain-shift: shifts of the Chula fields (the flag with no value skips them)")
     sp.add_argument("--skip-images", type=int, default=0,
                     help="with --domain-shift: BCCD photos to pass over first (another subset, to tune on without touching the one reported)")
     sp.add_argument("--shifts", nargs="*", default=["none", "stain", "scale", "blur"], help="with --domain-shift: shifts of --data cells")

@@ -26,6 +26,16 @@ def synthetic_cell(rng: np.random.Generator, h: int = 120, w: int = 124) -> np.n
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def synthetic_field(rng, h=480, w=640):
+    """A whole-field photo of another microscope, made here: many small red discs, no white cell."""
+    yy, xx = np.mgrid[:h, :w]
+    img = np.full((h, w, 3), (200, 215, 205), np.float32)
+    for _ in range(110):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 17 ** 2] = (170, 110, 130)
+    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from gpu_job.evaluation.domain_shift import INVENTED, kid, nucleus_share, parse_variant, shift
-from tests.conftest import synthetic_cell
+from tests.conftest import synthetic_cell, synthetic_field
 
 
 def smear(rng, h=300, w=400):
@@ -40,6 +40,13 @@ def folders(tmp_path, rng):
         img, boxes = smear(rng)
         Image.fromarray(img).save(tmp_path / "bccd" / f"BloodImage_{i:05d}.jpg", quality=95)
         write_voc(tmp_path / "bccd" / f"BloodImage_{i:05d}.xml", boxes, *img.shape[:2])
+    (tmp_path / "chula" / "fields").mkdir(parents=True)
+    (tmp_path / "chula" / "labels").mkdir()
+    for i in range(1, 6):  # photo 5 is the one held back from training, and measured on
+        img = synthetic_field(rng)
+        Image.fromarray(img).save(tmp_path / "chula" / "fields" / f"{i}.jpg", quality=95)
+        red = np.argwhere((img[..., 1] < 140)[::40, ::40]) * 40  # points on red discs
+        (tmp_path / "chula" / "labels" / f"{i}.txt").write_text("".join(f"{x} {y} 0\n" for y, x in red))
     for split, n in (("train", 6), ("val", 1)):
         for c in ("alpha", "beta"):
             (tmp_path / split / c).mkdir(parents=True)
@@ -90,13 +97,14 @@ def test_domain_shift_report(folders, tiny_weights, monkeypatch):
 
     monkeypatch.chdir(folders)  # the classifier's cache goes to ./.cache
     out = folders / "report"
-    assert main(["evaluate", "--domain-shift", "--data", str(folders / "val"), "--bccd", str(folders / "bccd"), "--train-data", str(folders / "train"),
+    assert main(["evaluate", "--domain-shift", "--data", str(folders / "val"), "--bccd", str(folders / "bccd"), "--chula", str(folders / "chula"), "--train-data", str(folders / "train"),
                  "--images", "2", "--per-class", "1", "--shifts", "none", "blur", "--variant", "one:samples=1,combine=first,texture=false",
                  "--weights", str(tiny_weights), "--out", str(out), "--device", "cpu"]) == 0
     rep = json.loads((out / "metrics.json").read_text())
     s = rep["summary"]
     assert set(s) == {"cellpaint default", "cellpaint one", "biharmonic", "harmonic + biharmonic", "OpenCV Telea"}
-    assert {"bccd background", "bccd wbc", "pbc wbc", "pbc (shifted) wbc"} <= set(s["biharmonic"])
+    assert {"bccd background", "bccd wbc", "pbc wbc", "pbc (shifted) wbc", "chula background", "chula (cast) all"} <= set(s["biharmonic"])
+    assert {r["case"] for r in rep["rows"] if r.get("source", "").startswith("chula")} and rep["config"]["hold_every"] == 5
     rows = [r for r in rep["rows"] if "kind" in r]
     assert all(0 < r["psnr"] < 100 and 0 <= r["fill_nucleus"] <= 1 for r in rows)
     assert all(not r["below_biharmonic"] for r in rows if r["method"] == "biharmonic")  # itself, by definition

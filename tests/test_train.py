@@ -7,7 +7,7 @@ from PIL import Image
 from gpu_job.model import UNetConfig
 from gpu_job.training.first_stage import TrainConfig, train
 from gpu_job.weights import load_weights
-from tests.conftest import synthetic_cell
+from tests.conftest import synthetic_cell, synthetic_field
 
 
 def make_dataset(root, rng, per_class=6):
@@ -141,16 +141,6 @@ def test_ship_weights_records_the_whole_lineage(tmp_path, tiny_weights, rng):
     last.write_bytes(last.read_bytes()[:-1] + b"x")  # weights that do not match their record are refused
     run = subprocess.run([sys.executable, "scripts/ship_weights.py", str(last), "--out", str(out)], capture_output=True, text=True)
     assert run.returncode != 0 and "sha256 does not match" in run.stderr
-
-
-def synthetic_field(rng, h=480, w=640):
-    """A whole-field photo of another microscope, made here: many small red discs, no white cell."""
-    yy, xx = np.mgrid[:h, :w]
-    img = np.full((h, w, 3), (200, 215, 205), np.float32)
-    for _ in range(110):
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 17 ** 2] = (170, 110, 130)
-    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
 
 
 def test_fields_are_cut_at_the_pipelines_window_and_some_held_back(tmp_path, rng):

@@ -1,10 +1,14 @@
 """`cellpaint evaluate --domain-shift`: fills on images unlike the training set, judged the way a
 hematologist would, beside classical fills.
 
-Two sources, neither ever trained on:
+Three sources, none ever trained on:
 - BCCD whole-field smear photos (another microscope, camera and stain; ../shared/data/bccd): per
   photo, disks on plain background and inside a red cell (their VOC boxes and the image's own
   background say where), and an ellipse over part of the white cell;
+- the Chula fields held back from training (a third microscope and camera; every 5th photo,
+  shared/photos.split, as training holds them back), as they are and with a strong colour cast:
+  two disks on plain background and one inside a red cell (its labelled centre), sized by the
+  photo's own cell width;
 - PBC val cells with synthetic shifts (stain, scale, blur) and without: an ellipse over part of
   the cell's nucleus and cytoplasm, and a disk on background.
 
@@ -31,8 +35,10 @@ from gpu_job.inpaint import Inpainter
 from gpu_job.ood import features
 from shared.images import load_image, save_png
 from shared.options import OPTIONS, InpaintOptions
+from shared.photos import list_photos, split
 from shared.preprocess import preprocess
 from shared.preview import grid, overlay
+from shared.scale import cell_px
 from shared.stain import hed_to_rgb, rgb_to_hed, rgb_to_lab, to_uint8
 
 from .classifier import load_or_train_classifier, predict
@@ -48,6 +54,9 @@ WORSE_DB = 6.0
 @dataclass
 class DomainConfig:
     bccd: str = "../shared/data/bccd"
+    chula: str = "../shared/data/chula"  # fields/ and labels/; the held-back fields only
+    hold_every: int = 5  # as training's --hold-every: every n-th field photo is the measuring set
+    chula_shifts: tuple[str, ...] = ("none", "cast")
     pbc: str = "../shared/data/pbc/val"
     train: str = "../shared/data/pbc/train"  # the classifier's training set
     out: str = "runs/domain"  # holds data-derived pictures: never commit it (data licence rule)
@@ -164,6 +173,41 @@ def bccd_cases(root: str | Path, n: int, r: int, seed: int, skip: int = 0) -> li
     return cases
 
 
+def chula_cases(root: str | Path, hold_every: int, shifts: tuple[str, ...], seed: int) -> list[Case]:
+    """The held-back Chula fields: two background disks and one inside a labelled red cell each,
+    of radius 0.4 of the photo's red-cell width (so inside a red cell means inside it)."""
+    root = Path(root)
+    _, held = split(list_photos([root / "fields"]), hold_every)
+    cases = []
+    for s in shifts:
+        for i, f in enumerate(held):
+            rng = np.random.default_rng([seed, i, len(s)])
+            img = shift(load_image(f), s, rng)
+            h, w = img.shape[:2]
+            r = max(6, int(round(0.4 * (cell_px(img) or 30))))
+            free = background(img, r + 4)
+            free[: r + 2], free[-r - 2 :], free[:, : r + 2], free[:, -r - 2 :] = False, False, False, False
+            regions = []
+            ys, xs = np.nonzero(free)
+            for _ in range(2):
+                if not len(ys):
+                    break
+                k = rng.integers(len(ys))
+                regions.append(Region("background", _disk((h, w), ys[k], xs[k], r)))
+                far = (ys - ys[k]) ** 2 + (xs - xs[k]) ** 2 > (4 * r) ** 2
+                ys, xs = ys[far], xs[far]
+            labels = root / "labels" / f"{f.stem}.txt"
+            points = [tuple(map(int, line.split()[:2])) for line in labels.read_text().splitlines() if line.strip()] if labels.exists() else []
+            points = [(x, y) for x, y in points if 2 * r < x < w - 2 * r and 2 * r < y < h - 2 * r
+                      and not any((_disk((h, w), y, x, r) & reg.mask).any() for reg in regions)]
+            if points:
+                x, y = points[rng.integers(len(points))]
+                regions.append(Region("rbc", _disk((h, w), y, x, r)))
+            if regions:
+                cases.append(Case(f"chula:{s}", f.stem, img, regions))
+    return cases
+
+
 def _overlap(a, b) -> bool:
     return not (a[3] <= b[1] or b[3] <= a[1] or a[4] <= b[2] or b[4] <= a[2])
 
@@ -180,7 +224,12 @@ def shift(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         return np.asarray(Image.fromarray(image).resize((int(w * 1.5), int(h * 1.5)), Image.Resampling.LANCZOS))
     if kind == "blur":  # out of focus
         return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(2.5)))
-    raise ValueError(f"unknown shift {kind!r}: use none, stain, scale or blur")
+    if kind == "cast":  # a camera's white balance set far off: one channel up to 30 % stronger, another weaker
+        gains = np.ones(3)
+        up, down = rng.choice(3, 2, replace=False)
+        gains[up], gains[down] = rng.uniform(1.15, 1.3), rng.uniform(0.75, 0.88)
+        return to_uint8(image * gains)
+    raise ValueError(f"unknown shift {kind!r}: use none, stain, scale, blur or cast")
 
 
 def pbc_cases(root: str | Path, per_class: int, shifts: tuple[str, ...], r: int, seed: int) -> list[Case]:
@@ -242,10 +291,12 @@ def evaluate_domain_shift(cfg: DomainConfig) -> dict:
     cases = []
     if cfg.images and Path(cfg.bccd).is_dir():
         cases += bccd_cases(cfg.bccd, cfg.images, cfg.radius, cfg.seed, cfg.skip_images)
+    if cfg.chula_shifts and (Path(cfg.chula) / "fields").is_dir():
+        cases += chula_cases(cfg.chula, cfg.hold_every, cfg.chula_shifts, cfg.seed)
     if cfg.per_class and Path(cfg.pbc).is_dir():
         cases += pbc_cases(cfg.pbc, cfg.per_class, cfg.shifts, cfg.radius, cfg.seed)
     if not cases:
-        raise FileNotFoundError(f"{cfg.bccd}, {cfg.pbc}: no images to measure on")
+        raise FileNotFoundError(f"{cfg.bccd}, {cfg.chula}, {cfg.pbc}: no images to measure on")
     net = load_or_train_classifier(cfg.train)
     inp = Inpainter(cfg.weights, cfg.device)
     outputs: dict[str, list[np.ndarray]] = {}
@@ -310,6 +361,8 @@ def score(cases: list[Case], outputs: dict[str, list[np.ndarray]], net) -> list[
 
 
 def group(source: str) -> str:
+    if source.startswith("chula"):
+        return "chula" if source == "chula:none" else "chula (cast)"
     return "bccd" if source == "bccd" else "pbc" if source == "pbc:none" else "pbc (shifted)"
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from shared.images import InputError, load_image
-from shared.pairs import IMAGE_SUFFIXES
+from shared.photos import list_photos, split
 from shared.preprocess import preprocess
 from shared.scale import auto_window
 
@@ -44,27 +44,6 @@ class FieldSet:
             y, x = int(rng.integers(f.shape[0] - FIELD + 1)), int(rng.integers(f.shape[1] - FIELD + 1))
             out[i] = f[y:y + FIELD, x:x + FIELD]
         return out
-
-
-def list_photos(sources: list[str | Path]) -> list[Path]:
-    """Image files in the given folders (recursively) and files, sorted, hidden files skipped."""
-    files: list[Path] = []
-    for src in map(Path, sources):
-        if src.is_dir():
-            files += [f for f in src.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
-        elif src.is_file():
-            files.append(src)
-        else:
-            raise FileNotFoundError(f"{src}: not found (expected a folder of photos or an image file)")
-    return sorted(set(files), key=lambda p: (len(p.stem), str(p)))  # 2.jpg before 10.jpg
-
-
-def split(files: list[Path], hold_every: int) -> tuple[list[Path], list[Path]]:
-    """(train, held back): every `hold_every`-th photo held back; 0 holds none back."""
-    if hold_every <= 0:
-        return files, []
-    held = [f for i, f in enumerate(files) if i % hold_every == hold_every - 1]
-    return [f for f in files if f not in held], held
 
 
 def at_training_scale(image: np.ndarray) -> tuple[np.ndarray, int]:
