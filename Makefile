@@ -20,7 +20,7 @@ demo: setup
 	$(BIN)/cellpaint local demo examples/cell.png examples/cell.mask.png --out out/demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 check-template: setup
 	scripts/check-template.sh

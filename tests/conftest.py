@@ -1,6 +1,7 @@
 """Shared fixtures. Every input is made here; only tests marked `data` read ../shared/data."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,11 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# `make test` runs two pytest workers (pytest-xdist) on two cores: one thread each, for torch here and for
+# the processes the tests start, or the workers oversubscribe the cores and both run several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 sys.path.insert(0, str(ROOT))
 PBC = ROOT.parent / "shared" / "data" / "pbc"
 
@@ -34,6 +40,13 @@ def synthetic_field(rng, h=480, w=640):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < 17 ** 2] = (170, 110, 130)
     return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture
