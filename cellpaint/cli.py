@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, OPTIONS, InpaintOptions, OptionError
 
-from .errors import EXIT_INPUT, UsageError
+from cellpaint.errors import EXIT_INPUT, UsageError
 
 
 def _inpaint_opts(a) -> InpaintOptions:
@@ -36,7 +36,7 @@ def add_option_flags(sp: argparse.ArgumentParser, names: list[str], defaults: di
 
 
 def _load_pair(image_path: Path, mask_path: Path):
-    from shared.images import load_image, load_mask
+    from shared.imaging.images import load_image, load_mask
 
     image = load_image(str(image_path))
     mask = load_mask(str(mask_path))
@@ -48,9 +48,9 @@ def _load_pair(image_path: Path, mask_path: Path):
 
 
 def cmd_inpaint(a) -> None:
-    from gpu_job.inpaint import Inpainter
-    from shared.images import save_png
-    from shared.pairs import find_pairs
+    from gpu_job.inpainter.inpaint import Inpainter
+    from shared.imaging.images import save_png
+    from shared.pipeline.pairs import find_pairs
 
     opts = _inpaint_opts(a)
     if a.pairs:
@@ -118,16 +118,16 @@ def _warn_unlike(image: Path, res) -> None:
 
 
 def _save_std(std, path: Path) -> None:
-    from shared.images import save_png
-    from shared.preview import heatmap
+    from shared.imaging.images import save_png
+    from shared.imaging.preview import heatmap
 
     save_png(heatmap(std), path)
 
 
 def cmd_sample(a) -> None:
-    from gpu_job.inpaint import Inpainter
-    from shared.images import save_png
-    from shared.preview import grid
+    from gpu_job.inpainter.inpaint import Inpainter
+    from shared.imaging.images import save_png
+    from shared.imaging.preview import grid
 
     inp = Inpainter(a.weights, a.device)
     inp.generate_labels(1, a.label, a.seed)  # an unknown label fails before any sampling
@@ -217,7 +217,7 @@ def parser() -> argparse.ArgumentParser:
     from gpu_job.training.cli import add_texture_arguments, add_train_arguments
 
     add_train_arguments(sub.add_parser("train", help="train (or resume) a model"))
-    add_texture_arguments(sub.add_parser("train-texture", help="train (or resume) the texture stage, which redraws the fill at full resolution (gpu_job/texture.py)"))
+    add_texture_arguments(sub.add_parser("train-texture", help="train (or resume) the texture stage, which redraws the fill at full resolution (gpu_job/inpainter/texture.py)"))
 
     sp = sub.add_parser("evaluate", help="quality and speed against classical baselines")
     sp.add_argument("--data", required=True, help="val folder of class subfolders")
@@ -273,7 +273,7 @@ def _exit_code(rc: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from shared.images import InputError
+    from shared.imaging.images import InputError
 
     try:
         args.func(args)

@@ -8,29 +8,43 @@ import logging
 import sys
 
 
-def parser() -> argparse.ArgumentParser:
-    from .training.cli import add_texture_arguments, add_train_arguments
+TRAINING = {"train": "train (or resume) the first stage", "train-texture": "train (or resume) the texture stage"}
 
+
+def parser() -> argparse.ArgumentParser:
+    """The commands. Training's flags are training's own (gpu_job/training/cli.py) and parsed
+    there, so that `run`, the Batch job, never loads a training module."""
     p = argparse.ArgumentParser(prog="python -m gpu_job")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run one job manifest")
     r.add_argument("--manifest", required=True, help="s3://BUCKET/jobs/<id>/manifest.json")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    r.set_defaults(func=None)
-    add_train_arguments(sub.add_parser("train", help="train (or resume) the first stage"))
-    add_texture_arguments(sub.add_parser("train-texture", help="train (or resume) the texture stage"))
+    for name, text in TRAINING.items():
+        sub.add_parser(name, help=text, add_help=False)  # its flags: train() parses them
     return p
 
 
+def train(cmd: str, args: list[str]) -> int:
+    from gpu_job.training.cli import add_texture_arguments, add_train_arguments
+
+    p = argparse.ArgumentParser(prog=f"python -m gpu_job {cmd}", description=TRAINING[cmd])
+    (add_train_arguments if cmd == "train" else add_texture_arguments)(p)
+    a = p.parse_args(args)
+    try:  # an input error is exit 2
+        a.func(a)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"gpu_job: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if a.func is not None:  # training: its flags are its own, and an input error is exit 2
-        try:
-            a.func(a)
-        except (ValueError, FileNotFoundError) as exc:
-            print(f"gpu_job: error: {exc}", file=sys.stderr)
-            return 2
-        return 0
+    p = parser()
+    a, rest = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if a.cmd in TRAINING:
+        return train(a.cmd, rest)
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     from botocore.exceptions import ClientError  # not at the top: training runs without boto3
 
     # The job's own lines (a duplicate, the timings summary) to stderr: the Batch log. Not the root
@@ -43,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         job_log.addHandler(handler)
     job_log.setLevel(logging.INFO)
 
-    from .job import EXIT_BAD_MANIFEST, run
+    from gpu_job.job import EXIT_BAD_MANIFEST, run
 
     try:
         status = run(a.manifest, device=a.device)

@@ -7,7 +7,7 @@ that fails gets failed/<pair>/error.json and the others go on. A retried job ski
 result.json exists, so a spot reclaim never produces a second result.
 
 One job does the work of one manifest: at start the job takes it (jobs/<id>/taken.json, a
-conditional write naming its AWS_BATCH_JOB_ID, shared/leases.py). Another attempt of the same Batch
+conditional write naming its AWS_BATCH_JOB_ID, shared/pipeline/leases.py). Another attempt of the same Batch
 job may take it again; any other job for the same manifest (a SubmitJob that Batch applied but
 answered with an error, and that was retried) logs that it is a duplicate and exits 0, writing nothing.
 
@@ -32,16 +32,16 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from shared.images import InputError, load_image, load_mask, png_bytes
-from shared.manifest import PairJob, read_manifest, window_from_dict
+from shared.imaging.images import InputError, load_image, load_mask, png_bytes
+from shared.pipeline.manifest import PairJob, read_manifest, window_from_dict
 from shared.options import InpaintOptions, OptionError
-from shared.preview import before_after, heatmap
-from shared.leases import acquire
-from shared.s3 import download, get_bytes, get_json, parse_uri, put_json, result_key, take_key, write_error, written_by
-from shared.windows import reprepare
+from shared.imaging.preview import before_after, heatmap
+from shared.pipeline.leases import acquire
+from shared.pipeline.s3 import download, get_bytes, get_json, parse_uri, put_json, result_key, take_key, write_error, written_by
+from shared.imaging.windows import reprepare
 
-from .inpaint import Inpainter, InpaintResult
-from .weights import default_weights
+from gpu_job.inpainter.inpaint import Inpainter, InpaintResult
+from gpu_job.inpainter.weights import default_weights
 
 EXIT_BAD_MANIFEST = 2  # input error: the job definition's retry strategy exits, never retries
 # Who this job is: Batch sets AWS_BATCH_JOB_ID in every job's container, the same for all its
@@ -67,7 +67,7 @@ def load_pair(s3, bucket: str, p: PairJob, inpainter: Inpainter):
     mask = load_mask(get_bytes(s3, bucket, p.mask_key, p.mask_version), name_m)
     if image.shape[:2] != (p.height, p.width) or mask.shape != (p.height, p.width):
         raise InputError(name_i, f"size {image.shape[1]}x{image.shape[0]} differs from the manifest's {p.width}x{p.height}")
-    # The upload's bounds were checked at ingest (shared/validate.py); the label is the weights' to check.
+    # The upload's bounds were checked at ingest (shared/pipeline/validate.py); the label is the weights' to check.
     opts = InpaintOptions.from_dict(p.options, local=True)
     inpainter.label_index(opts.label)
     if opts.texture:

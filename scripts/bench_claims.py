@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Leases on S3 conditional writes (shared/leases.py) against the Powertools idempotency utility
+"""Leases on S3 conditional writes (shared/pipeline/leases.py) against the Powertools idempotency utility
 with a DynamoDB table, measured on moto in server mode (real HTTP on loopback, one process per
 delivery where a crash is involved). The decision and its trade-offs: docs/pipeline.md, "Exactly once".
 
@@ -65,7 +65,7 @@ class Counted:
 # ---- the two candidates ---------------------------------------------------------------------------
 
 def s3_claim(s3, key: str, seconds: float, record: dict | None = None):
-    from shared.leases import acquire, record as keep
+    from shared.pipeline.leases import acquire, record as keep
 
     lease = acquire(s3, BUCKET, key, {"pair": key}, seconds)
     if lease is not None and record:
@@ -74,7 +74,7 @@ def s3_claim(s3, key: str, seconds: float, record: dict | None = None):
 
 
 def s3_done(s3, lease) -> None:
-    from shared.leases import finish
+    from shared.pipeline.leases import finish
 
     finish(s3, BUCKET, lease, state="submitted")
 

@@ -21,8 +21,8 @@ from contextlib import nullcontext
 import torch
 
 from bench_speed import cpu_model
-from gpu_job.texture import TILE, TILE_BATCH, default_texture_weights
-from gpu_job.weights import load_weights
+from gpu_job.inpainter.texture import TILE, TILE_BATCH, default_texture_weights
+from gpu_job.inpainter.weights import load_weights
 
 
 def timed(fn, warmup: int, repeats: int) -> tuple[float, torch.Tensor]:

@@ -15,9 +15,9 @@ scripts/bench_speed.py) if ../shared/data/pbc/val is there, else synthetic rando
 360x363 (the output says which). Images are written only to a temporary folder, then deleted.
 
 Settings may also set these knobs of the benchmark, which change nothing in the repository:
-  autocast=true    bf16 autocast on CUDA too (gpu_job/sampler.py autocasts only on the CPU; CUDA runs fp32)
+  autocast=true    bf16 autocast on CUDA too (gpu_job/inpainter/sampler.py autocasts only on the CPU; CUDA runs fp32)
   tf32=true        TF32 matmuls (torch.backends.cuda.matmul.allow_tf32; cuDNN convolutions allow TF32 by default)
-  tile_batch=N     texture-stage tiles per model call (gpu_job/texture.py TILE_BATCH, 64)
+  tile_batch=N     texture-stage tiles per model call (gpu_job/inpainter/texture.py TILE_BATCH, 64)
 
 The whole run keeps to --budget-s (default 420 s of measuring): repeats shrink, and measurements
 that cannot fit are skipped and marked so. On one H200:
@@ -67,8 +67,8 @@ def knobs_applied(knobs: dict):
     """The benchmark's knobs for the duration of one measurement, put back afterwards."""
     import torch
 
-    import gpu_job.inpaint as gi
-    import gpu_job.texture as gt
+    import gpu_job.inpainter.inpaint as gi
+    import gpu_job.inpainter.texture as gt
 
     saved = {"inpaint_sample": gi.sample, "texture_sample": gt.sample, "defaults": gt.refine_many.__defaults__,
              "tf32": (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)}
@@ -156,7 +156,7 @@ def markdown(rep: dict) -> str:
                          + " | ".join(f"{st[k]:.2f}" for k in STAGES) + " |")
     lines += ["", "- stages: ms per pair of the median run's time: first-stage sampling (with the colour moves), pasting with the seam fix "
               "(numpy, CPU), the texture stage, finishing (the samples' plain pastes and spread, the guard), and the rest.",
-              f"- window planning (shared/windows.py `prepare`, the ingest Lambda's work in the pipeline, not timed above): "
+              f"- window planning (shared/imaging/windows.py `prepare`, the ingest Lambda's work in the pipeline, not timed above): "
               + ", ".join(f"{s['name']} {s['plan_ms_per_pair']:.1f} ms/pair" for s in rep["settings"]) + "."]
     t = rep.get("target")
     if t:
@@ -203,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from gpu_job.evaluation.evaluate import peak_reset, peak_rss_mib
-    from gpu_job.inpaint import Inpainter, pick_device
-    from shared.images import load_image, load_mask
+    from gpu_job.inpainter.inpaint import Inpainter, pick_device
+    from shared.imaging.images import load_image, load_mask
     from shared.options import InpaintOptions
-    from shared.pairs import find_pairs
-    from shared.windows import prepare
+    from shared.pipeline.pairs import find_pairs
+    from shared.imaging.windows import prepare
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {info['name']} ({device}); torch {info['torch']}" + (f", CUDA {info['cuda']}, cuDNN {info['cudnn']}, "
           f"capability {info['capability']}, {info['gpu_memory_gib']} GiB, cudnn.benchmark {info['cudnn_benchmark']}" if info.get("cuda") else "")
           + f"; host {info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch threads", flush=True)
-    precision = ("fp32 on CUDA (gpu_job/sampler.py autocasts only on the CPU) unless a setting has autocast=true"
+    precision = ("fp32 on CUDA (gpu_job/inpainter/sampler.py autocasts only on the CPU) unless a setting has autocast=true"
                  if device.type == "cuda" else "bf16 autocast (the CPU path)")
     print(f"precision: {precision}", flush=True)
 

@@ -70,7 +70,7 @@ def main() -> int:
         os.environ["CELLPAINT_WEIGHTS"] = str(Path(a.weights).resolve())
     from cellpaint.local.cli import aws_cli
     from cellpaint.local.server import LocalStack
-    from gpu_job.weights import default_weights
+    from gpu_job.inpainter.weights import default_weights
 
     weights = default_weights()
     tmp = Path(tempfile.mkdtemp(prefix="cellpaint-bench-"))
@@ -118,7 +118,7 @@ def main() -> int:
 
     unet = {}
     try:
-        from gpu_job.weights import read_config
+        from gpu_job.inpainter.weights import read_config
 
         unet = read_config(weights)["unet"]
     except Exception:

@@ -2,8 +2,8 @@
 """Speed and memory of `cellpaint inpaint` on the CPU workload of issue 18 ("a default that keeps up").
 
 The workload: 32 held-out PBC val cells (4 per class, the first in sorted order; 360x363 px), each
-with one mask of 5-25 % of its area, the kinds in a fixed cycle (ellipse, box, stroke; shared/masks.py)
-and the covers drawn from a fixed seed. They are written as NAME.jpg + NAME.mask.png (shared/pairs.py)
+with one mask of 5-25 % of its area, the kinds in a fixed cycle (ellipse, box, stroke; shared/imaging/masks.py)
+and the covers drawn from a fixed seed. They are written as NAME.jpg + NAME.mask.png (shared/pipeline/pairs.py)
 to a temporary folder under --out, which is deleted at the end: no data image ever lands anywhere
 git sees. `--pairs-count 50` cycles the cells (each repeat with its own mask) to state the peak
 memory of 50 pairs in one job; `--synthetic N` makes N cell-like images instead (for tests, and
@@ -48,17 +48,17 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.masks import random_mask  # noqa: E402
+from shared.imaging.masks import random_mask  # noqa: E402
 from shared.options import OPTIONS, InpaintOptions, OptionError  # noqa: E402
-from shared.pairs import MASK_SUFFIX  # noqa: E402
+from shared.pipeline.pairs import MASK_SUFFIX  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pbc" / "val"
 PER_CLASS = 4  # 8 classes x 4 = the issue's 32 cells
 COVER = (0.05, 0.25)  # share of the image's area a mask covers
-KIND_CYCLE = ("ellipse", "box", "stroke")  # shared/masks.py's kinds: the blob, the box, the stroke
+KIND_CYCLE = ("ellipse", "box", "stroke")  # shared/imaging/masks.py's kinds: the blob, the box, the stroke
 PBC_SIZE = (363, 360)  # (H, W) of a PBC cell image: the synthetic images' default size
 SEED = 18
-CLI_BATCH = 16  # gpu_job/inpaint.py BATCH, the CLI's Inpainter batch (not imported: that would import torch here)
+CLI_BATCH = 16  # gpu_job/inpainter/inpaint.py BATCH, the CLI's Inpainter batch (not imported: that would import torch here)
 GB = 1e9  # the issue's "under 2 GB" for 50 pairs on the CPU path
 
 
@@ -271,9 +271,9 @@ def timed_child(cmd: list[str], env: dict, log: Path) -> dict:
 def run_as_job(pairs_dir: str, out: str, options: str, weights: str | None, texture_weights: str | None, device: str) -> int:
     """The child of --runner job: every pair in one `inpaint_many` call, as gpu_job/job.py runs a
     manifest (the windows planned here, where ingest plans them for the job)."""
-    from gpu_job.inpaint import Inpainter
-    from shared.images import load_image, load_mask, save_png
-    from shared.pairs import find_pairs
+    from gpu_job.inpainter.inpaint import Inpainter
+    from shared.imaging.images import load_image, load_mask, save_png
+    from shared.pipeline.pairs import find_pairs
 
     opts = InpaintOptions.from_dict(json.loads(options), local=True)
     found, _ = find_pairs(pairs_dir)

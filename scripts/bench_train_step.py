@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from gpu_job.diffusion import Diffusion, DiffusionConfig
-from gpu_job.model import UNet, UNetConfig
+from gpu_job.inpainter.diffusion import Diffusion, DiffusionConfig
+from gpu_job.inpainter.model import UNet, UNetConfig
 from gpu_job.training.first_stage import train_step
 
 

@@ -26,7 +26,7 @@ fi
 "$SCAN/bin/python" scripts/checkov_scan.py template.yaml .aws-sam/checkov/expanded.json
 echo "== sam build"
 sam build --template-file template.yaml --build-dir .aws-sam/build --parallel
-test -f .aws-sam/build/SharedLayer/python/shared/validate.py
+test -f .aws-sam/build/SharedLayer/python/shared/pipeline/validate.py && test -f .aws-sam/build/SharedLayer/python/shared/imaging/images.py
 test -d .aws-sam/build/SharedLayer/python/numpy
 test -f .aws-sam/build/IngestFunction/app.py
 test -f .aws-sam/build/NotifyFunction/app.py

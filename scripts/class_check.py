@@ -20,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from gpu_job.evaluation.classifier import predict, train_classifier
-from gpu_job.evaluation.metrics import cell_detail, speckle_limit
-from gpu_job.inpaint import Inpainter
-from gpu_job.training.data import load_cellset
+from gpu_job.data.metrics import cell_detail, speckle_limit
+from gpu_job.inpainter.inpaint import Inpainter
+from gpu_job.data.cells import load_cellset
 from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS
 
 

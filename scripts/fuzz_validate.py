@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Coverage-guided fuzzing (atheris / libFuzzer) of what ingest does with untrusted input.
 
-The contract (shared/validate.py): for ANY bytes, validate_image / validate_mask (then the window
+The contract (shared/pipeline/validate.py): for ANY bytes, validate_image / validate_mask (then the window
 plan under its cap, as ingest does) / validate_sidecar return or raise InputError with a non-empty
-reason within BUDGET_S seconds (a slow input is a finding: an upload built to stall the ingest), and for ANY key, shared.s3events.object_events
+reason within BUDGET_S seconds (a slow input is a finding: an upload built to stall the ingest), and for ANY key, shared.pipeline.s3events.object_events
 + classify + failed_prefix_for_key return, raise InputError, or give a failed/ prefix. Anything
 else escaping (TypeError, struct.error, MemoryError, ...) is a crash: libFuzzer stops and writes
 the input to .cache/fuzz/crashes/crash-<sha1>. Keep every one as a regression case in
@@ -40,10 +40,10 @@ with atheris.instrument_imports(include=["PIL", "shared"]):
     # Pillow loads its format plugins lazily; import them here so they are instrumented too.
     from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
 
-    from shared.images import InputError
-    from shared.s3 import classify, failed_prefix_for_key
-    from shared.s3events import object_events
-    from shared.validate import Limits, plan_mask, validate_image, validate_mask, validate_pair, validate_sidecar
+    from shared.imaging.images import InputError
+    from shared.pipeline.s3 import classify, failed_prefix_for_key
+    from shared.pipeline.s3events import object_events
+    from shared.pipeline.validate import Limits, plan_mask, validate_image, validate_mask, validate_pair, validate_sidecar
 
 # Small limits keep each execution cheap; the checks themselves do not depend on the numbers.
 LIMITS = Limits(max_bytes=1 << 20, max_pixels=1 << 20, max_sidecar_bytes=16 << 10)

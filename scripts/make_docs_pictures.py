@@ -27,10 +27,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from shared.options import GENERATE_STEPS, OPTIONS
-from gpu_job.inpaint import Inpainter, InpaintOptions
-from shared.images import save_png
-from shared.masks import random_mask
-from shared.preview import grid, heatmap, overlay
+from gpu_job.inpainter.inpaint import Inpainter, InpaintOptions
+from shared.imaging.images import save_png
+from shared.imaging.masks import random_mask
+from shared.imaging.preview import grid, heatmap, overlay
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 256  # the example's size: a 64 px cell shown at a size a person can paint on
@@ -80,7 +80,7 @@ def main() -> None:
 def other_lab(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A generated 64 px cell as another lab's microscope might show it: at 1.35x the PBC scale
     (486 px for PBC's 360), restained in HED space and under a warmer, dimmer light."""
-    from shared.stain import hed_to_rgb, rgb_to_hed, to_uint8
+    from shared.imaging.colour import hed_to_rgb, rgb_to_hed, to_uint8
 
     big = np.asarray(Image.fromarray(cell).resize((486, 486), Image.Resampling.LANCZOS))
     hed = rgb_to_hed(big) * np.array([1.3, 0.75, 1.0])
@@ -88,7 +88,7 @@ def other_lab(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def domain_picture(a, inp: Inpainter) -> None:
-    from gpu_job.classical import biharmonic
+    from gpu_job.inpainter.classical import biharmonic
 
     rng = np.random.default_rng(11)
     rows = []
@@ -110,7 +110,7 @@ def zoom(img: np.ndarray, y: int, x: int, side: int = 120) -> np.ndarray:
 
 
 def texture_picture(a, inp: Inpainter) -> None:
-    from gpu_job.texture import Texturer
+    from gpu_job.inpainter.texture import Texturer
     from gpu_job.training.texture_stage import coarse_view
 
     inp.texture_weights = a.texture

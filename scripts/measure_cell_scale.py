@@ -1,4 +1,4 @@
-"""Calibrate and check the cell-size estimate of shared/scale.py.
+"""Calibrate and check the cell-size estimate of shared/imaging/scale.py.
 
     .venv/bin/python scripts/measure_cell_scale.py [--pbc ../shared/data/pbc/train] [--bccd ../shared/data/bccd] [--n 400]
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.images import load_image
-from shared.scale import PBC_CELL_PX, cell_px
+from shared.imaging.images import load_image
+from shared.imaging.scale import PBC_CELL_PX, cell_px
 
 
 def rbc_box(xml: Path) -> float:

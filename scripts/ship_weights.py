@@ -7,7 +7,7 @@ Runs started with `--init` from this code on record their lineage themselves (we
 `--before` is for runs that did not: the records of the weights that came before this run, oldest
 first; each one's own lineage is kept. `--data` counts the train set's classes for
 `cellpaint sample --label any` when the record has no counts, and gives its colour statistics
-(shared/normalize.py) when the record has none. Ship only weights that beat the
+(shared/imaging/colour.py) when the record has none. Ship only weights that beat the
 shipped ones on val (BENCHMARKS.md says how that is measured).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
-from gpu_job.weights import DEFAULT_WEIGHTS, config_path, lineage, read_config, totals
+from gpu_job.inpainter.weights import DEFAULT_WEIGHTS, config_path, lineage, read_config, totals
 
 
 def shipped_record(src: Path, before: list[Path], data: str | None) -> dict:
@@ -29,12 +29,12 @@ def shipped_record(src: Path, before: list[Path], data: str | None) -> dict:
         t["segments"] = segments
         t.update(totals(segments))
     if "class_counts" not in t and data:
-        from gpu_job.training.data import list_images
+        from gpu_job.data.cells import list_images
 
         files, classes = list_images(Path(data))
         t["class_counts"] = {c: sum(f.parent.name == c for f in files) for c in classes}
     if "normalize" not in rec and data and rec.get("stage") != "texture":  # weights trained before colour statistics were recorded
-        from gpu_job.training.data import load_cellset
+        from gpu_job.data.cells import load_cellset
         from gpu_job.training.first_stage import colour_reference
 
         rec["normalize"] = colour_reference(load_cellset(data, rec["unet"]["image_size"]).images)

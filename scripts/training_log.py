@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-CELL, PAD = 64, 2  # report.sample_grid: 64-px cells, shared.preview.grid's padding
+CELL, PAD = 64, 2  # report.sample_grid: 64-px cells, shared.imaging.preview.grid's padding
 
 
 def generated_grid(run: Path, step: int, rows: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Every inpainting option in one table: type, range, default, and what to tell a person.
 
-The sidecar (shared/validate.py), the GPU job, the CLI, the UI and `InpaintOptions` all read it,
+The sidecar (shared/pipeline/validate.py), the GPU job, the CLI, the UI and `InpaintOptions` all read it,
 so a new option is one entry here plus the code that uses it. Standard library only: the
 Lambdas, the UI and `--help` read it without torch.
 """
@@ -90,7 +90,7 @@ OPTIONS = {o.name: o for o in (
     # The mean of 8 ancestral samples scored 0.1 dB higher, better on some kinds and worse on others.
     Option("sampler", str, "ddim", "ddim (deterministic from its noise) or ddpm (ancestral)", choices=SAMPLERS, words="ddim or ddpm"),
     Option("seed", int, 0, "seed of the sampler's noise", low=0),
-    # auto: the labeller (gpu_job/labeler.py) guesses each window's class from its known pixels, and the
+    # auto: the labeller (gpu_job/inpainter/labeler.py) guesses each window's class from its known pixels, and the
     # model is told it where the guess is sure. On PBC val white cells: class kept 91 -> 93 %, +0.25 dB (at temperature 1).
     Option("label", str, "auto", "the cell's class, auto (guessed from what the mask leaves, where sure) or none",
            choices=LABELS + ("auto", "none"), local_open=True, null=True, words="one of " + ", ".join(LABELS) + ", auto or none"),
@@ -105,10 +105,10 @@ OPTIONS = {o.name: o for o in (
     # One step from t = 60 scores as 10 from t = 200 did (PSNR, SSIM; fine detail 0.60 of the truth's) at a tenth of the calls.
     Option("texture_steps", int, 1, "texture-stage DDIM steps (from its start level)", low=1, high=200, sidecar=False),
     Option("texture_start", int, 60, "texture-stage start level: the noise level its redrawing starts from", low=1, high=999, sidecar=False),
-    # A fill whose colours appear nowhere around it falls back to a classical fill (gpu_job/guard.py).
+    # A fill whose colours appear nowhere around it falls back to a classical fill (gpu_job/inpainter/guard.py).
     Option("guard", bool, False, "fall back to a classical fill where the fill's colours appear nowhere around it"),
-    # On an image the OOD flag calls unlike the training images (gpu_job/ood.py), the fill moves this
-    # share of the way to a classical fill (gpu_job/classical.py). On other labs' photos the model alone
+    # On an image the OOD flag calls unlike the training images (gpu_job/inpainter/ood.py), the fill moves this
+    # share of the way to a classical fill (gpu_job/inpainter/classical.py). On other labs' photos the model alone
     # was below biharmonic; 0.9 is the least share (in tenths) that put every region kind above it with no
     # fill 6 dB below, on photos 41-110 of that set (BENCHMARKS.md). PBC-like images are not flagged.
     Option("fallback", float, 0.9, "on an image unlike the training images, the share of the fill taken from a classical fill "
@@ -122,11 +122,11 @@ OPTIONS = {o.name: o for o in (
     Option("guidance", float, 1.0, "classifier-free guidance scale with a label (1 = plain conditional)", low=0.0, sidecar=False),
     Option("feather", int, 0, "px inside the mask edge blended toward the original", low=0, sidecar=False),
     Option("seam", bool, True, "correct the patch's low frequencies to meet the original without a seam", sidecar=False),
-    # None: the PBC field of view scaled by the image's cell size (shared/scale.py), so cells reach the
+    # None: the PBC field of view scaled by the image's cell size (shared/imaging/scale.py), so cells reach the
     # model at the scale it learned; a number overrides it; <= 0: the whole image as one field.
     Option("window", int, None, "source px per model field for large images (default: from the image's cell size; 0 = the whole image)",
            sidecar=False),
-    # Colours and stains of another lab moved to the training set's around the model (shared/normalize.py).
+    # Colours and stains of another lab moved to the training set's around the model (shared/imaging/colour.py).
     # auto: 0.01 dB on PBC val (where the gate leaves nearly every image as it is), +x dB on BCCD photos.
     Option("normalize", str, "auto", "match the image's colours to the training set's around the model: none, auto (Reinhard, "
            "as far as the slide's light is unlike the training set's), reinhard or macenko", choices=("none", "auto", "reinhard", "macenko")),

@@ -56,12 +56,12 @@ def rng():
 
 @pytest.fixture(scope="session")
 def tiny_texture_weights(tmp_path_factory) -> Path:
-    """Random texture-stage weights (gpu_job/texture.py) in the shipped format: tiny, untrained."""
+    """Random texture-stage weights (gpu_job/inpainter/texture.py) in the shipped format: tiny, untrained."""
     import torch
 
-    from gpu_job.diffusion import DiffusionConfig
-    from gpu_job.model import UNet, UNetConfig
-    from gpu_job.weights import save_weights
+    from gpu_job.inpainter.diffusion import DiffusionConfig
+    from gpu_job.inpainter.model import UNet, UNetConfig
+    from gpu_job.inpainter.weights import save_weights
 
     torch.manual_seed(1)
     model = UNet(UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(), num_classes=0,
@@ -77,9 +77,9 @@ def tiny_weights(tmp_path_factory) -> Path:
     """A tiny random model saved in the shipped format (16x16, so tests run in seconds)."""
     import torch
 
-    from gpu_job.diffusion import DiffusionConfig
-    from gpu_job.model import UNet, UNetConfig
-    from gpu_job.weights import save_weights
+    from gpu_job.inpainter.diffusion import DiffusionConfig
+    from gpu_job.inpainter.model import UNet, UNetConfig
+    from gpu_job.inpainter.weights import save_weights
 
     torch.manual_seed(0)
     model = UNet(UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,), groups=4))

@@ -1,8 +1,8 @@
-"""Training augmentation (gpu_job/augment.py) and the stain conversions it uses (shared/stain.py)."""
+"""Training augmentation (gpu_job/data/augment.py) and the stain conversions it uses (shared/imaging/colour.py)."""
 import numpy as np
 
-from gpu_job.training.augment import DomainAug, domain_augment, reframe
-from shared.stain import hed_to_rgb, lab_to_rgb, rgb_to_hed, rgb_to_lab
+from gpu_job.data.augment import DomainAug, domain_augment, reframe
+from shared.imaging.colour import hed_to_rgb, lab_to_rgb, rgb_to_hed, rgb_to_lab
 
 
 def _field(seed=0, size=128):

@@ -125,8 +125,8 @@ def test_bench_gpu_quick_on_cpu(tiny_weights, tiny_texture_weights, tmp_path):
 
 def test_bench_gpu_knobs_are_put_back():
     import bench_gpu
-    import gpu_job.inpaint as gi
-    import gpu_job.texture as gt
+    import gpu_job.inpainter.inpaint as gi
+    import gpu_job.inpainter.texture as gt
 
     sample, defaults = gi.sample, gt.refine_many.__defaults__
     with bench_gpu.knobs_applied({"autocast": True, "tile_batch": 7, "tf32": True}):

@@ -1,10 +1,10 @@
-"""Seam-free compositing (shared/blend.py): the fill solves Laplace's equation, the correction
+"""Seam-free compositing (shared/imaging/blend.py): the fill solves Laplace's equation, the correction
 removes the patch's low-frequency error and keeps its detail, and nothing outside the mask moves."""
 import numpy as np
 import pytest
 
-from shared.blend import seamless, smooth_fill
-from shared.preprocess import composite, preprocess
+from shared.imaging.blend import seamless, smooth_fill
+from shared.imaging.preprocess import composite, preprocess
 from tests.conftest import synthetic_cell
 
 

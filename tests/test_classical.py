@@ -1,8 +1,8 @@
-"""Classical fills (gpu_job/classical.py): both reproduce a ramp, the classical fill is their mean,
+"""Classical fills (gpu_job/inpainter/classical.py): both reproduce a ramp, the classical fill is their mean,
 and only the unknown pixels change."""
 import numpy as np
 
-from gpu_job.classical import biharmonic, classical_fill, harmonic, lean
+from gpu_job.inpainter.classical import biharmonic, classical_fill, harmonic, lean
 
 
 def disk(n=64, r=12):
@@ -44,7 +44,7 @@ def test_only_unknown_pixels_change_and_lean_moves_part_way():
 
 
 def test_the_guard_replaces_a_fill_foreign_to_its_ring_and_keeps_one_that_belongs():
-    from gpu_job.guard import MAX_FOREIGN, guard
+    from gpu_job.inpainter.guard import MAX_FOREIGN, guard
 
     img = np.full((64, 64, 3), (225, 215, 220), np.uint8)  # plain slide
     m = disk(64, 10)

@@ -35,7 +35,7 @@ def test_evaluate_reports_every_method(tmp_path, tiny_weights, rng):
 def test_detail_ratio_tells_texture_from_smoothness(rng):
     import numpy as np
 
-    from gpu_job.evaluation.metrics import detail_ratio, masked_metrics
+    from gpu_job.data.metrics import detail_ratio, masked_metrics
 
     ref = rng.integers(0, 256, (40, 40, 3)).astype(np.uint8)  # all texture
     mask = np.zeros((40, 40), bool)
@@ -51,7 +51,7 @@ def test_detail_ratio_tells_texture_from_smoothness(rng):
 
 
 def test_speckle_limit_flags_noisy_cells_not_smooth_ones(rng):
-    from gpu_job.evaluation.metrics import cell_detail, speckle_limit
+    from gpu_job.data.metrics import cell_detail, speckle_limit
 
     smooth = np.stack([np.full((16, 16, 3), v, np.uint8) for v in range(100, 200)])
     smooth[:, 4:12, 4:12] += 30  # a "nucleus": some edges, no grain

@@ -5,8 +5,8 @@ from PIL import Image
 
 from cellpaint.cli import main, parser
 from shared.options import GENERATE_GUIDANCE as DEFAULT_GENERATE_GUIDANCE, GENERATE_SAMPLER as DEFAULT_GENERATE_SAMPLER
-from gpu_job.inpaint import Inpainter, InpaintOptions
-from shared.images import load_image
+from gpu_job.inpainter.inpaint import Inpainter, InpaintOptions
+from shared.imaging.images import load_image
 from tests.conftest import synthetic_cell
 
 

@@ -8,11 +8,11 @@ import pytest
 from moto import mock_aws
 from PIL import Image
 
-from gpu_job.inpaint import Inpainter
+from gpu_job.inpainter.inpaint import Inpainter
 from gpu_job.job import run
-from shared.images import load_image
-from shared.manifest import PairJob, manifest, window_to_dict
-from shared.windows import prepare
+from shared.imaging.images import load_image
+from shared.pipeline.manifest import PairJob, manifest, window_to_dict
+from shared.imaging.windows import prepare
 from tests.conftest import synthetic_cell
 
 BUCKET = "cellpaint-test"

@@ -23,10 +23,10 @@ import boto3
 import numpy as np
 import pytest
 
-from shared.images import load_image
-from shared.manifest import PairJob, manifest, window_to_dict
-from shared.preprocess import MODEL_SIZE
-from shared.windows import prepare
+from shared.imaging.images import load_image
+from shared.pipeline.manifest import PairJob, manifest, window_to_dict
+from shared.imaging.preprocess import MODEL_SIZE
+from shared.imaging.windows import prepare
 from tests.conftest import synthetic_cell
 from tests.test_job import TIMINGS, put_png
 
@@ -93,7 +93,7 @@ def test_the_job_runs_from_a_clean_env_with_the_requirements_file(tmp_path, rng)
              "assert not [m for m in ('cellpaint', 'moto', 'pytest', 'cv2') if u.find_spec(m)]; "
              "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; "
              "import gpu_job.training.first_stage, gpu_job.training.texture_stage, gpu_job.training.report; "
-             "from gpu_job.evaluation.metrics import masked_metrics; "
+             "from gpu_job.data.metrics import masked_metrics; "
              "print(masked_metrics(np.zeros((16, 16, 3), np.uint8), np.full((16, 16, 3), 9, np.uint8), np.ones((16, 16), bool))['mae'])")
     assert float(py_run("-c", check).stdout.split()[-1]) == 9.0
     times["imports_s"] = time.time() - t0

@@ -1,4 +1,4 @@
-"""The labeller (gpu_job/labeler.py): it learns a class that shows around a mask, it says nothing
+"""The labeller (gpu_job/inpainter/labeler.py): it learns a class that shows around a mask, it says nothing
 where it is unsure, and "auto" tells the model the class it guessed, window by window."""
 import json
 
@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 
 from gpu_job.evaluation.classifier import train_classifier
 from gpu_job.evaluation.fit_labeler import cell_mask, threshold
-from gpu_job.labeler import Labeler, labeler_input
-from gpu_job.ood import classifier
+from gpu_job.inpainter.labeler import Labeler, labeler_input
+from gpu_job.inpainter.ood import classifier
 
 CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 
@@ -35,7 +35,7 @@ def save(tmp_path, net, classes, thr) -> str:
 
 def reads_labels(inp) -> None:
     """The tiny model's residual branches start at zero, so it ignores its label: open them."""
-    from gpu_job.model import ResBlock
+    from gpu_job.inpainter.model import ResBlock
 
     torch.manual_seed(1)
     with torch.no_grad():
@@ -75,7 +75,7 @@ def test_the_threshold_is_the_least_confidence_that_is_right_often_enough():
 
 
 def test_auto_tells_the_model_the_guessed_class(tmp_path, tiny_weights, rng):
-    from gpu_job.inpaint import Inpainter
+    from gpu_job.inpainter.inpaint import Inpainter
     from shared.options import InpaintOptions
 
     torch.manual_seed(0)
@@ -106,7 +106,7 @@ def test_auto_tells_the_model_the_guessed_class(tmp_path, tiny_weights, rng):
 
 
 def test_a_labeller_of_other_classes_is_not_used(tmp_path, tiny_weights):
-    from gpu_job.inpaint import Inpainter
+    from gpu_job.inpainter.inpaint import Inpainter
 
     net = classifier(2, inputs=4)
     inp = Inpainter(tiny_weights, "cpu", labeler_weights=save(tmp_path, net, ["purple", "pink"], 0.0))
@@ -114,11 +114,11 @@ def test_a_labeller_of_other_classes_is_not_used(tmp_path, tiny_weights):
 
 
 def test_the_shipped_labeller_fits_the_shipped_weights():
-    from gpu_job.labeler import DEFAULT_LABELER_WEIGHTS
+    from gpu_job.inpainter.labeler import DEFAULT_LABELER_WEIGHTS
 
     if not DEFAULT_LABELER_WEIGHTS.exists():
         pytest.skip("no shipped labeller in gpu_job/weights/")
-    from gpu_job.weights import load_weights
+    from gpu_job.inpainter.weights import load_weights
 
     _, _, record = load_weights(None, torch.device("cpu"))
     lab = Labeler()
@@ -127,7 +127,7 @@ def test_the_shipped_labeller_fits_the_shipped_weights():
 
 def test_auto_is_the_default_and_none_or_null_mean_no_label():
     from shared.options import InpaintOptions, OptionError
-    from shared.validate import validate_sidecar
+    from shared.pipeline.validate import validate_sidecar
 
     assert InpaintOptions().label == "auto"
     assert validate_sidecar(b'{"label": "auto"}', "a.json") == {"label": "auto"}

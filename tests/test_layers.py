@@ -9,6 +9,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("shared", "gpu_job", "cellpaint", "functions")
 TRAINING_OR_EVALUATION = ("gpu_job.training", "gpu_job.evaluation")
+# Who may import what inside a folder (docs/architecture.md): module prefix -> allowed prefixes.
+ROOMS = {
+    "shared.imaging": ("shared.imaging", "shared.errors"),  # image operations know nothing of S3 or the pipeline
+    "shared.options": ("shared.options",),
+    "shared.errors": ("shared.errors",),
+    "shared.pipeline": ("shared",),
+    "gpu_job.inpainter": ("gpu_job.inpainter", "shared"),  # the inference path stands alone
+    "gpu_job.data": ("gpu_job.data", "gpu_job.inpainter", "shared"),
+    "gpu_job.job": ("gpu_job.inpainter", "shared"),
+    "gpu_job.training": ("gpu_job.training", "gpu_job.data", "gpu_job.inpainter", "shared"),  # never evaluation
+    "gpu_job.evaluation": ("gpu_job.evaluation", "gpu_job.data", "gpu_job.inpainter", "shared"),  # never training
+    "gpu_job.__main__": ("gpu_job.job", "gpu_job.training.cli", "shared"),
+}
 
 
 def module_name(path: Path) -> str:
@@ -47,8 +60,15 @@ def test_arrows_point_down():
                 assert d.startswith("shared"), f"{mod} imports {d}: shared imports only itself"
             if top == "functions":
                 assert d.startswith("shared"), f"{mod} imports {d}: the handlers stand on shared only"
-            if mod.startswith("gpu_job") and not mod.startswith(TRAINING_OR_EVALUATION) and mod != "gpu_job.__main__":
-                assert not d.startswith(TRAINING_OR_EVALUATION), f"{mod} imports {d}: the inference path stands alone"
+            room = next((r for r in ROOMS if mod == r or mod.startswith(r + ".")), None)
+            if room:
+                assert any(d == a or d.startswith(a + ".") for a in ROOMS[room]), f"{mod} imports {d}: {room} may import only {ROOMS[room]}"
+
+
+def test_every_module_has_a_room():
+    rooms = tuple(ROOMS) + ("cellpaint", "functions")
+    homeless = [m for m in imports() if m not in ("shared", "gpu_job") and not any(m == r or m.startswith(r + ".") for r in rooms)]
+    assert not homeless, f"modules outside the rooms of docs/architecture.md: {homeless}"
 
 
 def test_no_import_circles():
@@ -76,8 +96,9 @@ def loaded_by(statement: str, env: dict | None = None) -> set[str]:
 
 
 def test_the_batch_job_loads_no_training_evaluation_plotting_or_cli():
-    mods = loaded_by("import gpu_job.job")
-    unwanted = [m for m in mods if m.startswith((*TRAINING_OR_EVALUATION, "cellpaint", "matplotlib", "skimage"))]
+    # The Batch command's own path: `python -m gpu_job run --manifest ...` parses its flags and imports the job.
+    mods = loaded_by("from gpu_job.__main__ import parser; parser().parse_known_args(['run', '--manifest', 's3://b/k']); import gpu_job.job")
+    unwanted = [m for m in mods if m.startswith((*TRAINING_OR_EVALUATION, "gpu_job.data", "cellpaint", "matplotlib", "skimage"))]
     assert not unwanted, unwanted
 
 
@@ -85,5 +106,5 @@ def test_the_notify_lambda_loads_no_validation_or_preprocessing():
     env = {"BUCKET": "b", "TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:t", "LINK_EXPIRY_SECONDS": "60",
            "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_SERVICE_NAME": "notify"}
     mods = loaded_by("sys.path.insert(0, 'functions/notify'); import app", env)
-    unwanted = [m for m in mods if m in ("shared.ingest", "shared.validate", "shared.preprocess", "shared.windows", "numpy", "PIL")]
+    unwanted = [m for m in mods if m in ("shared.pipeline.ingest", "shared.pipeline.validate", "shared.imaging.preprocess", "shared.imaging.windows", "numpy", "PIL")]
     assert not unwanted, unwanted

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from gpu_job.diffusion import Diffusion, DiffusionConfig, linear_beta_schedule, training_loss
-from gpu_job.model import UNet, UNetConfig
-from gpu_job.sampler import sample, timesteps
-from gpu_job.weights import load_weights, save_weights
+from gpu_job.inpainter.diffusion import Diffusion, DiffusionConfig, linear_beta_schedule, training_loss
+from gpu_job.inpainter.model import UNet, UNetConfig
+from gpu_job.inpainter.sampler import sample, timesteps
+from gpu_job.inpainter.weights import load_weights, save_weights
 
 TINY = dict(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,), groups=4)
 

@@ -1,13 +1,13 @@
-"""Colour normalisation around the model (shared/normalize.py), the cell-size estimate that sizes
-windows (shared/scale.py), and the ways K samples become one fill (gpu_job.inpaint.combine)."""
+"""Colour normalisation around the model (shared/imaging/colour.py), the cell-size estimate that sizes
+windows (shared/imaging/scale.py), and the ways K samples become one fill (gpu_job.inpainter.inpaint.combine)."""
 import json
 
 import numpy as np
 import pytest
 
-from shared import normalize
-from shared.scale import PBC_CELL_PX, auto_window, cell_px
-from shared.stain import od_to_rgb, rgb_to_lab
+from shared.imaging import colour
+from shared.imaging.scale import PBC_CELL_PX, auto_window, cell_px
+from shared.imaging.colour import od_to_rgb, rgb_to_lab
 from tests.conftest import synthetic_cell
 
 
@@ -26,10 +26,10 @@ def two_stains(rng, h=96, w=96, scale=(1.0, 1.0), white=(250, 245, 240)):
 
 def test_reinhard_moves_the_known_pixels_statistics_to_the_reference(rng):
     img = synthetic_cell(rng, 80, 90)
-    ref = normalize.reference(np.stack([synthetic_cell(np.random.default_rng(i), 64, 64) // 2 + 100 for i in range(6)]))
+    ref = colour.reference(np.stack([synthetic_cell(np.random.default_rng(i), 64, 64) // 2 + 100 for i in range(6)]))
     known = np.ones(img.shape[:2], bool)
     known[20:50, 30:60] = False
-    t = normalize.fit("reinhard", img, known, ref)
+    t = colour.fit("reinhard", img, known, ref)
     moved = rgb_to_lab(t.forward(img)[known])
     assert np.allclose(moved.mean(0), ref["reinhard"]["mean"], atol=1.5)
     assert np.allclose(moved.std(0), ref["reinhard"]["std"], rtol=0.1)
@@ -39,23 +39,23 @@ def test_reinhard_moves_the_known_pixels_statistics_to_the_reference(rng):
 
 def test_macenko_finds_the_stains_and_matches_their_range(rng):
     img, stains = two_stains(rng)
-    est = np.array(normalize.macenko_stats(img.reshape(-1, 3))["stains"])
+    est = np.array(colour.macenko_stats(img.reshape(-1, 3))["stains"])
     assert (np.abs((est @ stains.T).diagonal()) > 0.98).all()  # each estimated vector is its dye's
     ref_img, _ = two_stains(np.random.default_rng(5), scale=(2.0, 0.5))
-    ref = normalize.reference(ref_img[None])
-    t = normalize.fit("macenko", img, np.ones(img.shape[:2], bool), ref)
-    moved = normalize.macenko_stats(normalize.to_uint8(t.forward(img)).reshape(-1, 3))
+    ref = colour.reference(ref_img[None])
+    t = colour.fit("macenko", img, np.ones(img.shape[:2], bool), ref)
+    moved = colour.macenko_stats(colour.to_uint8(t.forward(img)).reshape(-1, 3))
     assert np.allclose(moved["max_conc"], ref["macenko"]["max_conc"], rtol=0.2)
 
 
 def test_no_statistics_no_change(rng):
     img = synthetic_cell(rng, 40, 40)
-    ref = normalize.reference(img[None])
-    assert normalize.fit("reinhard", img, np.zeros((40, 40), bool), ref) is normalize.IDENTITY  # nothing known
-    assert normalize.fit("reinhard", img, np.ones((40, 40), bool), None) is normalize.IDENTITY  # weights without a reference
-    assert normalize.fit("none", img, np.ones((40, 40), bool), ref) is normalize.IDENTITY
+    ref = colour.reference(img[None])
+    assert colour.fit("reinhard", img, np.zeros((40, 40), bool), ref) is colour.IDENTITY  # nothing known
+    assert colour.fit("reinhard", img, np.ones((40, 40), bool), None) is colour.IDENTITY  # weights without a reference
+    assert colour.fit("none", img, np.ones((40, 40), bool), ref) is colour.IDENTITY
     with pytest.raises(ValueError, match="normalize must be one of"):
-        normalize.fit("vahadane", img, np.ones((40, 40), bool), ref)
+        colour.fit("vahadane", img, np.ones((40, 40), bool), ref)
 
 
 def disks(rng, diameter, side=700, n=None):
@@ -85,26 +85,26 @@ def test_windows_grow_with_the_cells_only_where_they_are_clearly_larger(rng):
 
 
 def test_normalised_inpainting_keeps_every_pixel_outside_the_mask(tiny_weights, tmp_path, rng):
-    from gpu_job.inpaint import Inpainter, InpaintOptions
+    from gpu_job.inpainter.inpaint import Inpainter, InpaintOptions
 
     rec = json.loads(tiny_weights.with_suffix(".json").read_text())
-    rec["normalize"] = normalize.reference(np.stack([synthetic_cell(np.random.default_rng(i), 64, 64) for i in range(8)]))
+    rec["normalize"] = colour.reference(np.stack([synthetic_cell(np.random.default_rng(i), 64, 64) for i in range(8)]))
     (tmp_path / "w.safetensors").write_bytes(tiny_weights.read_bytes())
     (tmp_path / "w.json").write_text(json.dumps(rec))
     inp = Inpainter(tmp_path / "w.safetensors", "cpu")
     img = (synthetic_cell(rng, 60, 64) * np.array([0.8, 1.0, 1.1])).clip(0, 255).astype(np.uint8)  # another lab's tint
     mask = np.zeros((60, 64), bool)
     mask[15:40, 20:45] = True
-    outs = {m: inp.inpaint(img, mask, InpaintOptions(steps=2, samples=2, normalize=m, texture=False)).image for m in normalize.METHODS}
+    outs = {m: inp.inpaint(img, mask, InpaintOptions(steps=2, samples=2, normalize=m, texture=False)).image for m in colour.METHODS}
     for out in outs.values():
         assert np.array_equal(out[~mask], img[~mask])
     assert not np.array_equal(outs["reinhard"], outs["none"])  # the tint was moved before the model and back after
 
 
 def test_nearest_is_the_sample_nearest_the_mean():
-    from gpu_job.inpaint import combine
-    from shared.preprocess import Prepared
-    from shared.windows import Box, Window
+    from gpu_job.inpainter.inpaint import combine
+    from shared.imaging.preprocess import Prepared
+    from shared.imaging.windows import Box, Window
 
     w = Window(Box(0, 0, 4, 4, -1), Prepared(np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool), 4, 4, (0, 0, 0, 0)), np.ones((4, 4), bool))
     samples = [[np.full((4, 4, 3), v, np.float32)] for v in (0.0, 40.0, 100.0)]  # mean 46.7: 40 is nearest

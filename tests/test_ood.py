@@ -1,4 +1,4 @@
-"""The out-of-distribution flag (gpu_job/ood.py): a slide lit unlike the training set's is flagged,
+"""The out-of-distribution flag (gpu_job/inpainter/ood.py): a slide lit unlike the training set's is flagged,
 one lit like it is not, and the flag reaches the inpainting result."""
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from gpu_job.ood import MESSAGE, OODScorer, classifier, features, leaning_message
-from shared.normalize import background
+from gpu_job.inpainter.ood import MESSAGE, OODScorer, classifier, features, leaning_message
+from shared.imaging.colour import background
 
 
 def slide(rng, light, n=64):
@@ -53,7 +53,7 @@ def test_a_slide_under_another_light_is_flagged(tmp_path, rng):
 
 
 def test_the_flag_reaches_the_result(tmp_path, tiny_weights, rng):
-    from gpu_job.inpaint import Inpainter
+    from gpu_job.inpainter.inpaint import Inpainter
     from shared.options import InpaintOptions
 
     inp = Inpainter(tiny_weights, "cpu", ood_weights=fitted(tmp_path, rng))
@@ -65,8 +65,8 @@ def test_the_flag_reaches_the_result(tmp_path, tiny_weights, rng):
 
 
 def test_an_unlike_image_leans_on_the_classical_fill(tmp_path, tiny_weights, rng):
-    from gpu_job.inpaint import Inpainter
-    from gpu_job.classical import classical_fill
+    from gpu_job.inpainter.inpaint import Inpainter
+    from gpu_job.inpainter.classical import classical_fill
     from shared.options import InpaintOptions
 
     for d in ("strict", "lenient"):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.images import InputError, load_image, load_mask
-from shared.preprocess import composite, preprocess
+from shared.imaging.images import InputError, load_image, load_mask
+from shared.imaging.preprocess import composite, preprocess
 from tests.conftest import synthetic_cell
 
 

@@ -4,7 +4,7 @@ masked PSNR and SSIM. The val test reads ../shared/data and skips without it."""
 import numpy as np
 import pytest
 
-from gpu_job.weights import DEFAULT_WEIGHTS, load_weights
+from gpu_job.inpainter.weights import DEFAULT_WEIGHTS, load_weights
 from tests.conftest import PBC
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="no shipped weights in gpu_job/weights/")
@@ -21,10 +21,10 @@ def test_shipped_weights_load_and_are_documented():
 @pytest.mark.skipif(not (PBC / "val").is_dir(), reason="real cells not available: ../shared/data/pbc/val is absent")
 def test_default_sampler_beats_the_baselines_on_val():
     from gpu_job.evaluation.evaluate import baselines
-    from gpu_job.evaluation.metrics import masked_metrics
-    from gpu_job.inpaint import Inpainter, InpaintOptions
-    from shared.images import load_image
-    from shared.masks import eval_masks
+    from gpu_job.data.metrics import masked_metrics
+    from gpu_job.inpainter.inpaint import Inpainter, InpaintOptions
+    from shared.imaging.images import load_image
+    from shared.imaging.masks import eval_masks
 
     files = [sorted(d.glob("*.jpg"))[0] for d in sorted((PBC / "val").iterdir()) if d.is_dir()]
     cases = []

@@ -1,4 +1,4 @@
-"""The texture stage (gpu_job/texture.py): its training pairs, training and resume, and refining
+"""The texture stage (gpu_job/inpainter/texture.py): its training pairs, training and resume, and refining
 a full-size composite without touching a pixel outside the mask."""
 import json
 
@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from gpu_job.model import UNetConfig
-from gpu_job.sampler import timesteps
-from gpu_job.texture import Texturer
+from gpu_job.inpainter.model import UNetConfig
+from gpu_job.inpainter.sampler import timesteps
+from gpu_job.inpainter.texture import Texturer
 from gpu_job.training.texture_stage import NativeSet, TextureConfig, coarse_view, make_batch, train_texture
-from gpu_job.weights import load_weights, read_config
+from gpu_job.inpainter.weights import load_weights, read_config
 from shared.options import OPTIONS
-from shared.preprocess import preprocess, upsample
+from shared.imaging.preprocess import preprocess, upsample
 from tests.conftest import synthetic_cell
 
 TINY = UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(), num_classes=0,
@@ -57,7 +57,7 @@ def test_crops_through_another_microscope_keep_truth_and_condition_together(rng)
 
 
 def test_recolour_pair_moves_truth_and_condition_alike(rng):
-    from gpu_job.training.augment import recolour_pair
+    from gpu_job.data.augment import recolour_pair
 
     img = synthetic_cell(rng, 64, 64)
     coarse = coarse_view(img)
@@ -154,7 +154,7 @@ def test_evaluate_scores_the_texture_stage(texture_run, tiny_weights, tmp_path, 
 
 def test_inpaint_with_the_texture_stage(texture_run, tiny_weights, tmp_path, rng, monkeypatch, capsys):
     from cellpaint.cli import main
-    from gpu_job.inpaint import Inpainter, InpaintOptions
+    from gpu_job.inpainter.inpaint import Inpainter, InpaintOptions
 
     _, run = texture_run
     img = synthetic_cell(rng, 50, 54)

@@ -4,9 +4,9 @@ import json
 import numpy as np
 from PIL import Image
 
-from gpu_job.model import UNetConfig
+from gpu_job.inpainter.model import UNetConfig
 from gpu_job.training.first_stage import TrainConfig, train
-from gpu_job.weights import load_weights
+from gpu_job.inpainter.weights import load_weights
 from tests.conftest import synthetic_cell, synthetic_field
 
 
@@ -48,8 +48,8 @@ def test_train_checkpoints_and_resumes(tmp_path, rng, monkeypatch):
 
 
 def test_pack_roundtrip(tmp_path, rng, monkeypatch):
-    from gpu_job.training.data import load_cellset
-    from gpu_job.training.pack import pack
+    from gpu_job.data.cells import load_cellset
+    from gpu_job.data.pack import pack
 
     monkeypatch.chdir(tmp_path)
     make_dataset(tmp_path / "train", rng, per_class=2)
@@ -83,7 +83,7 @@ def test_train_as_a_batch_job_reads_and_mirrors_s3(tmp_path, rng, monkeypatch, t
     from moto import mock_aws
 
     from gpu_job.__main__ import main as job_main
-    from gpu_job.training.pack import pack
+    from gpu_job.data.pack import pack
 
     monkeypatch.chdir(tmp_path)
     for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
@@ -144,9 +144,9 @@ def test_ship_weights_records_the_whole_lineage(tmp_path, tiny_weights, rng):
 
 
 def test_fields_are_cut_at_the_pipelines_window_and_some_held_back(tmp_path, rng):
-    from gpu_job.training.augment import FIELD
-    from gpu_job.training.fields import load_fields
-    from shared.scale import auto_window
+    from gpu_job.data.augment import FIELD
+    from gpu_job.data.fields import load_fields
+    from shared.imaging.scale import auto_window
 
     (tmp_path / "f").mkdir()
     photos = [synthetic_field(rng) for _ in range(5)]

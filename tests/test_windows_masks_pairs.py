@@ -1,8 +1,8 @@
 import numpy as np
 
-from shared.masks import KINDS, dilate, eval_masks, random_mask
-from shared.pairs import find_pairs, split_name
-from shared.windows import plan_windows, prepare, region_mask
+from shared.imaging.masks import KINDS, dilate, eval_masks, random_mask
+from shared.pipeline.pairs import find_pairs, split_name
+from shared.imaging.windows import plan_windows, prepare, region_mask
 
 
 def test_small_image_is_one_window():

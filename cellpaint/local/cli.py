@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the stack needs boto3 and moto: imported when a command runs, so `cellpaint train` works without them
-    from .server import LocalStack
+    from cellpaint.local.server import LocalStack
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,7 +62,7 @@ def _sigterm_is_ctrl_c() -> None:
 
 def cmd_up(a) -> int:
     _sigterm_is_ctrl_c()
-    from .server import LocalStack
+    from cellpaint.local.server import LocalStack
 
     stack = LocalStack(a.port, a.state)
     try:
@@ -81,7 +81,7 @@ def cmd_up(a) -> int:
 
 def cmd_demo(a) -> int:
     from cellpaint.errors import UsageError
-    from shared.s3 import INCOMING, result_key
+    from shared.pipeline.s3 import INCOMING, result_key
 
     image, mask = Path(a.image), Path(a.mask)
     for f in (image, mask):
@@ -90,7 +90,7 @@ def cmd_demo(a) -> int:
     pair = image.name[: -len(image.suffix)]
     t0 = time.time()
     _sigterm_is_ctrl_c()
-    from .server import LocalStack
+    from cellpaint.local.server import LocalStack
 
     with LocalStack(a.port, a.state) as stack:
         stack.banner(stack.out)

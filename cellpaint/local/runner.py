@@ -28,9 +28,9 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote_plus
 
-from shared.s3 import FAILED, INCOMING, RESULTS, get_json, parse_uri
+from shared.pipeline.s3 import FAILED, INCOMING, RESULTS, get_json, parse_uri
 
-from .stack import FunctionSpec, Stack
+from cellpaint.local.stack import FunctionSpec, Stack
 
 
 class Console:

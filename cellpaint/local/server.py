@@ -8,11 +8,11 @@ import threading
 import warnings
 from pathlib import Path
 
-from .runner import BatchRunner, Console, ScheduleSource, SqsEventSource
-from .stack import client_env, create_stack, start_moto, use_embedded_aws
-from .state import BucketMirror
-from .template import samconfig
-from .webhook import Receiver
+from cellpaint.local.runner import BatchRunner, Console, ScheduleSource, SqsEventSource
+from cellpaint.local.stack import client_env, create_stack, start_moto, use_embedded_aws
+from cellpaint.local.state import BucketMirror
+from cellpaint.local.template import samconfig
+from cellpaint.local.webhook import Receiver
 
 SNAPSHOT_SECONDS = 5
 

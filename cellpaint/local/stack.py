@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import requests
 
-from .template import ROOT, Template, Unresolved, camel, samconfig
+from cellpaint.local.template import ROOT, Template, Unresolved, camel, samconfig
 
 ACCOUNT = "123456789012"  # moto's default account
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}

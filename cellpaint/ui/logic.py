@@ -21,10 +21,10 @@ import numpy as np
 from PIL import Image
 
 from cellpaint.endpoints import is_loopback, origin
-from shared.images import InputError, png_bytes
+from shared.imaging.images import InputError, png_bytes
 from shared.options import OPTIONS, InpaintOptions, OptionError, UnknownOptions
-from shared.s3 import INCOMING, error_key, get_or_none, result_key
-from shared.validate import Limits, validate_image, validate_mask
+from shared.pipeline.s3 import INCOMING, error_key, get_or_none, result_key
+from shared.pipeline.validate import Limits, validate_image, validate_mask
 
 # What one upload may cost: the pipeline's own limits (bytes and pixels per file), so a file the
 # page takes is one the pipeline takes too.
@@ -57,7 +57,7 @@ PAGE_OPTIONS = ("steps", "seed", "label", "samples", "combine", "texture", "norm
 
 def decode_upload(data: bytes | None, name: str) -> tuple[np.ndarray | None, str | None]:
     """An uploaded image file -> ((H, W, 3) uint8, None), or (None, message). Bounded and checked
-    as the pipeline checks an upload (shared/validate.py)."""
+    as the pipeline checks an upload (shared/pipeline/validate.py)."""
     try:
         return validate_image(bytes(data or b""), name, LIMITS), None
     except InputError as exc:
@@ -176,7 +176,7 @@ def check_pair(image: np.ndarray | None, mask: np.ndarray | None) -> str | None:
 def load_inpainter(weights: str | None = None, device: str = "auto"):
     """(Inpainter, None) or (None, message). weights=None: $CELLPAINT_WEIGHTS or the shipped weights."""
     try:
-        from gpu_job.inpaint import Inpainter
+        from gpu_job.inpainter.inpaint import Inpainter
 
         return Inpainter(weights, device), None
     except FileNotFoundError as exc:
@@ -208,7 +208,7 @@ def run_direct(inpainter, image: np.ndarray, mask: np.ndarray, opts: dict) -> tu
     if inpainter is None:
         return None, "The local model is not loaded."
     try:
-        from shared.preview import heatmap
+        from shared.imaging.preview import heatmap
 
         o, _ = page_options(opts)
         label = o.label
@@ -466,7 +466,7 @@ def png_download(arr: np.ndarray) -> bytes:
 
 def background_png(image: np.ndarray, base_mask: np.ndarray | None, size: tuple[int, int]) -> bytes:
     """The canvas background: the image at canvas size, with a given (uploaded/shipped) mask tinted."""
-    from shared.preview import overlay
+    from shared.imaging.preview import overlay
 
     shown = overlay(image, base_mask) if base_mask is not None and base_mask.any() else image
     buf = io.BytesIO()

@@ -1,6 +1,6 @@
 """Ingest: S3 (incoming/) -> SQS -> here. Validates and leases each pair that became complete,
 writes failed/<pair>/error.json for bad input, and submits ONE Batch job for all ready pairs.
-The logic is in shared/ingest.py; this file only wires AWS, Powertools and the batch response.
+The logic is in shared/pipeline/ingest.py; this file only wires AWS, Powertools and the batch response.
 """
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared import ingest
-from shared.leases import seconds_left
-from shared.s3 import client
-from shared.s3events import object_events
-from shared.validate import Limits
+from shared.pipeline import ingest
+from shared.pipeline.leases import seconds_left
+from shared.pipeline.s3 import client
+from shared.pipeline.s3events import object_events
+from shared.pipeline.validate import Limits
 
 BUCKET = os.environ["BUCKET"]
 JOB_QUEUE = os.environ["JOB_QUEUE"]

@@ -1,7 +1,7 @@
 """Notify: results/*/result.json, failed/*/error.json (S3 -> SQS) and Batch FAILED (EventBridge ->
 SQS) -> one SNS message per pair, text for email and JSON for webhooks.
 
-The logic is in shared/notify.py; this file only wires AWS, Powertools and the batch response.
+The logic is in shared/pipeline/notify.py; this file only wires AWS, Powertools and the batch response.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared import notify
-from shared.leases import seconds_left
-from shared.s3 import client
+from shared.pipeline import notify
+from shared.pipeline.leases import seconds_left
+from shared.pipeline.s3 import client
 
 BUCKET = os.environ["BUCKET"]
 TOPIC_ARN = os.environ["TOPIC_ARN"]

@@ -1,6 +1,6 @@
 """Sweep: an EventBridge schedule -> here. Reports, once each, what no event will: half-uploaded
 pairs, sidecars that came after their pair, and ingest leases abandoned without a job.
-The logic is in shared/sweep.py; this file only wires AWS and Powertools.
+The logic is in shared/pipeline/sweep.py; this file only wires AWS and Powertools.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared import sweep
-from shared.leases import seconds_left
-from shared.s3 import client
+from shared.pipeline import sweep
+from shared.pipeline.leases import seconds_left
+from shared.pipeline.s3 import client
 
 BUCKET = os.environ["BUCKET"]
 CONFIG = sweep.SweepConfig(half_pair_s=float(os.environ["HALF_PAIR_SECONDS"]),

@@ -1,4 +1,4 @@
-"""Training the small CNN cell classifier (its architecture is gpu_job/ood.py's) on PBC train at
+"""Training the small CNN cell classifier (its architecture is gpu_job/inpainter/ood.py's) on PBC train at
 64x64: a measuring tool (is a generated or restored cell still recognisably its class?) and the
 feature extractor of the out-of-distribution flag. Its accuracy on real val cells says how far to
 trust it."""
@@ -14,18 +14,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from gpu_job.labeler import labeler_input
-from gpu_job.ood import classifier
-from gpu_job.tensors import from_uint8
+from gpu_job.inpainter.labeler import labeler_input
+from gpu_job.inpainter.ood import classifier
+from gpu_job.inpainter.tensors import from_uint8
 
-from ..training.augment import turn
+from gpu_job.data.augment import turn
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, n: int, epochs: int = 4, seed: int = 0,
                      masks: Callable[[np.random.Generator], np.ndarray] | None = None) -> tuple[nn.Module, float]:
     """(N, 64, 64, 3) uint8 cells and their class indices -> (classifier, seconds it took).
     `masks`: draws a (64, 64) mask per cell, and the classifier reads the cell through it as the
-    labeller does (gpu_job/labeler.py)."""
+    labeller does (gpu_job/inpainter/labeler.py)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = classifier(n, inputs=3 if masks is None else 4)
@@ -55,7 +55,7 @@ def predict(net: nn.Module, images: np.ndarray) -> np.ndarray:
 
 def load_or_train_classifier(train: str | Path, cache: str | Path = ".cache", epochs: int = 4) -> nn.Module:
     """The classifier trained on `train` (64-px cells), from the cache if this very set trained it before."""
-    from gpu_job.training.data import load_cellset
+    from gpu_job.data.cells import load_cellset
 
     cells = load_cellset(train)
     key = hashlib.sha1(f"{Path(train).resolve()}|{len(cells.names)}|{'|'.join(cells.names[:50])}|{epochs}".encode()).hexdigest()[:12]

@@ -31,19 +31,19 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from gpu_job.inpaint import Inpainter
-from gpu_job.ood import features
-from shared.images import load_image, save_png
+from gpu_job.inpainter.inpaint import Inpainter
+from gpu_job.inpainter.ood import features
+from shared.imaging.images import load_image, save_png
 from shared.options import OPTIONS, InpaintOptions
-from shared.photos import list_photos, split
-from shared.preprocess import preprocess
-from shared.preview import grid, overlay
-from shared.scale import cell_px
-from shared.stain import hed_to_rgb, rgb_to_hed, rgb_to_lab, to_uint8
+from shared.imaging.photos import list_photos, split
+from shared.imaging.preprocess import preprocess
+from shared.imaging.preview import grid, overlay
+from shared.imaging.scale import cell_px
+from shared.imaging.colour import hed_to_rgb, rgb_to_hed, rgb_to_lab, to_uint8
 
-from .classifier import load_or_train_classifier, predict
-from .evaluate import baselines, told
-from .metrics import masked_metrics
+from gpu_job.evaluation.classifier import load_or_train_classifier, predict
+from gpu_job.evaluation.evaluate import baselines, told
+from gpu_job.data.metrics import masked_metrics
 
 NUCLEUS_B = -20.0  # CIELAB b* below this is nucleus-coloured: PBC and BCCD nuclei alike, never red cells or background
 INVENTED = 0.015  # a fill invents a nucleus when at least this share of its region is nucleus-coloured...
@@ -113,7 +113,7 @@ def _ellipse(shape, cy, cx, ry, rx) -> np.ndarray:
 def background(image: np.ndarray, margin: int) -> np.ndarray:
     """Pixels of plain background at least `margin` px from any cell: lighter than Otsu's
     threshold on L*, then eroded."""
-    from shared.scale import _otsu
+    from shared.imaging.scale import _otsu
 
     light = rgb_to_lab(image)[..., 0]
     bg = Image.fromarray(((light > _otsu(light)) * 255).astype(np.uint8))

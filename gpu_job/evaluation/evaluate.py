@@ -1,6 +1,6 @@
 """`cellpaint evaluate`: quality inside the mask against classical baselines, and speed.
 
-Masks are deterministic (shared.masks.eval_masks, seeded by image index) and drawn at each
+Masks are deterministic (shared.imaging.masks.eval_masks, seeded by image index) and drawn at each
 image's original size; every method's output is composited the same way and scored on the
 original pixels. Outside the mask the error must be exactly 0 for every method.
 """
@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from shared.images import load_image, save_png
-from shared.masks import eval_masks
-from shared.preview import grid, overlay
+from shared.imaging.images import load_image, save_png
+from shared.imaging.masks import eval_masks
+from shared.imaging.preview import grid, overlay
 
-from gpu_job.inpaint import Inpainter
-from gpu_job.training.data import list_images
+from gpu_job.inpainter.inpaint import Inpainter
+from gpu_job.data.cells import list_images
 from shared.options import OPTIONS, InpaintOptions
 
-from .metrics import masked_metrics
+from gpu_job.data.metrics import masked_metrics
 
 DEFAULT_STEPS = OPTIONS["steps"].default
 
@@ -66,7 +66,7 @@ class EvalConfig:
 def baselines() -> dict:
     import cv2
 
-    from gpu_job.classical import biharmonic, classical_fill
+    from gpu_job.inpainter.classical import biharmonic, classical_fill
 
     def mean_fill(img, m):
         out = img.copy()
@@ -229,7 +229,7 @@ def speed(inp: Inpainter, cfg: EvalConfig, repeats: int = 3) -> list[dict]:
     s = inp.size
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (s, s, 3), dtype=np.uint8)
-    from shared.masks import random_mask
+    from shared.imaging.masks import random_mask
 
     m = random_mask(rng, s, s, "ellipse", 0.25)
     out = []

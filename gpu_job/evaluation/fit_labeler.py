@@ -1,4 +1,4 @@
-"""Train the labeller (gpu_job/labeler.py) and set how sure it must be:
+"""Train the labeller (gpu_job/inpainter/labeler.py) and set how sure it must be:
 
     .venv/bin/python -m gpu_job.evaluation.fit_labeler [--train ../shared/data/pbc/train] [--val ../shared/data/pbc/val] [--calibrate]
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import save_file
 
-from gpu_job.labeler import DEFAULT_LABELER_WEIGHTS, Labeler
-from shared.masks import random_mask
+from gpu_job.inpainter.labeler import DEFAULT_LABELER_WEIGHTS, Labeler
+from shared.imaging.masks import random_mask
 
-from ..training.data import load_cellset
-from .classifier import train_classifier
+from gpu_job.data.cells import load_cellset
+from gpu_job.evaluation.classifier import train_classifier
 
 EPOCHS = 6
 HOLDOUT = 0.1

@@ -1,4 +1,4 @@
-"""Fit and calibrate the out-of-distribution flag (gpu_job/ood.py):
+"""Fit and calibrate the out-of-distribution flag (gpu_job/inpainter/ood.py):
 
     .venv/bin/python -m gpu_job.evaluation.fit_ood [--train ../shared/data/pbc/train] [--val ../shared/data/pbc/val] [--bccd ../shared/data/bccd]
 
@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from gpu_job.ood import DEFAULT_OOD_WEIGHTS, OODScorer, features
-from shared.normalize import background
-from shared.windows import prepare
+from gpu_job.inpainter.ood import DEFAULT_OOD_WEIGHTS, OODScorer, features
+from shared.imaging.colour import background
+from shared.imaging.windows import prepare
 
-from ..training.data import load_cellset
-from .classifier import load_or_train_classifier, predict
-from .domain_shift import bccd_cases, pbc_cases
+from gpu_job.data.cells import load_cellset
+from gpu_job.evaluation.classifier import load_or_train_classifier, predict
+from gpu_job.evaluation.domain_shift import bccd_cases, pbc_cases
 
 CALIBRATION_CELLS = 40  # PBC val cells per class whose pairs set the thresholds
 SHRINK = 0.05  # covariance shrinkage toward its diagonal: 128 features, a few thousand cells

@@ -53,14 +53,14 @@ def add_texture_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run_train(a) -> None:
-    from . import remote
-    from .first_stage import TrainConfig, train
+    from gpu_job.training import remote
+    from gpu_job.training.first_stage import TrainConfig, train
 
     # s3:// inputs (a Batch training job) are downloaded once; an s3:// --out is mirrored (remote.py).
     data, val_data, init = (remote.fetch(x) if remote.is_s3(x) else x for x in (a.data, a.val_data or None, a.init))
     for given, path in ((a.data, data), (a.val_data, val_data)):
         if path and not Path(path).exists():
-            raise FileNotFoundError(f"{given}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.training.pack)")
+            raise FileNotFoundError(f"{given}: not found (expected a folder DATA/<class>/*.jpg or a pack from gpu_job.data.pack)")
     mirror = a.out if remote.is_s3(a.out) else None
     out = str(remote.local_run_dir(a.out)) if mirror else a.out
     cfg = TrainConfig(data=data, val_data=val_data, out=out, init=init, batch_size=a.batch_size, lr=a.lr,
@@ -72,7 +72,7 @@ def run_train(a) -> None:
 
 
 def run_train_texture(a) -> None:
-    from .texture_stage import TextureConfig, train_texture
+    from gpu_job.training.texture_stage import TextureConfig, train_texture
 
     for path in (a.data, a.val_data):
         if path and not Path(path).is_dir():

@@ -13,19 +13,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpu_job.diffusion import training_loss
-from gpu_job.sampler import sample
-from gpu_job.tensors import from_uint8, to_uint8
-from gpu_job.weights import save_weights
-from shared import normalize
-from shared.masks import random_mask
+from gpu_job.inpainter.diffusion import training_loss
+from gpu_job.inpainter.sampler import sample
+from gpu_job.inpainter.tensors import from_uint8, to_uint8
+from gpu_job.inpainter.weights import save_weights
+from shared.imaging import colour
+from shared.imaging.masks import random_mask
 
-from ..evaluation.metrics import masked_metrics
-from .augment import FIELD, DomainAug, domain_augment, reframe, turn
-from .data import CellSet, load_cellset
-from .fields import load_fields
-from .loop import RunConfig, fixed_loss, train_loop
-from .report import sample_grid
+from gpu_job.data.metrics import masked_metrics
+from gpu_job.data.augment import FIELD, DomainAug, domain_augment, reframe, turn
+from gpu_job.data.cells import CellSet, load_cellset
+from gpu_job.data.fields import load_fields
+from gpu_job.training.loop import RunConfig, fixed_loss, train_loop
+from gpu_job.training.report import sample_grid
 
 METRIC_IMAGES = 48  # val cells inpainted at each checkpoint (~5 s on 2 CPU cores)
 
@@ -44,10 +44,10 @@ class TrainConfig(RunConfig):
 
 
 def colour_reference(images: np.ndarray, n: int = 2000, seed: int = 0) -> dict:
-    """The training set's colour and stain statistics (shared/normalize.py), from up to n cells:
+    """The training set's colour and stain statistics (shared/imaging/colour.py), from up to n cells:
     what inference moves another lab's colours to. Stored in the weights record."""
     pick = np.random.default_rng(seed).choice(len(images), min(n, len(images)), replace=False)
-    return normalize.reference(images[np.sort(pick)])
+    return colour.reference(images[np.sort(pick)])
 
 
 def make_masks(rng: np.random.Generator, n: int, size: int, full_prob: float) -> np.ndarray:

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gpu_job.diffusion import Diffusion, DiffusionConfig, training_loss
-from gpu_job.model import UNet, UNetConfig, count_params
-from gpu_job.weights import lineage, read_config, totals
+from gpu_job.inpainter.diffusion import Diffusion, DiffusionConfig, training_loss
+from gpu_job.inpainter.model import UNet, UNetConfig, count_params
+from gpu_job.inpainter.weights import lineage, read_config, totals
 
-from .report import plot_history
+from gpu_job.training.report import plot_history
 
 CODE_VERSION = "0.1.0"
 LOSS_READ_EVERY = 50  # CUDA: training losses are read back in groups, so the CPU can run ahead
@@ -127,7 +127,7 @@ def train_loop(cfg: RunConfig, make_stage) -> Path:
     ckpt_minutes of training and at the end. `make_stage(cfg, device)` -> Stage."""
     device, out = start_run(cfg.threads, cfg.device, cfg.out, cfg.seed)
     if cfg.mirror:  # a Batch job: resume from the run in S3 (a Spot reclaim loses at most one checkpoint interval)
-        from .remote import download_run
+        from gpu_job.training.remote import download_run
 
         print(f"{cfg.mirror}: {download_run(cfg.mirror, out)} files of an earlier attempt")
     ckpt_path = out / "ckpt.pt"
@@ -246,7 +246,7 @@ def _checkpoint(cfg: RunConfig, out: Path, stage: Stage, model, ema, opt, diff, 
     with (out / "log.jsonl").open("a") as log:
         log.write(json.dumps(entry) + "\n")
     if cfg.mirror:
-        from .remote import upload_run
+        from gpu_job.training.remote import upload_run
 
         upload_run(out, cfg.mirror, [*written, "loss.png", "log.jsonl", "ckpt.pt"])
     shown = "".join(f", {k} {v:.3f}" for k, v in metrics.items())

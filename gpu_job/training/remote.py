@@ -24,7 +24,7 @@ def _client():
 
 def fetch(uri: str, folder: str | Path = ".cache/s3") -> str:
     """A local copy of s3://BUCKET/KEY (and of KEY's .json beside it for .safetensors weights)."""
-    from shared.s3 import download
+    from shared.pipeline.s3 import download
 
     return download(uri, str(folder))
 
@@ -36,7 +36,7 @@ def local_run_dir(uri: str) -> Path:
 
 def download_run(uri: str, folder: Path) -> int:
     """Copy every object under the run prefix into `folder` (resume). Returns how many."""
-    from shared.s3 import parse_uri
+    from shared.pipeline.s3 import parse_uri
 
     bucket, prefix = parse_uri(uri.rstrip("/"))
     s3 = _client()
@@ -54,7 +54,7 @@ def download_run(uri: str, folder: Path) -> int:
 def upload_run(folder: Path, uri: str, names: list[str]) -> None:
     """Upload these files of the run folder; ckpt.pt last, so a resume never sees a checkpoint
     newer than the weights and log beside it."""
-    from shared.s3 import parse_uri
+    from shared.pipeline.s3 import parse_uri
 
     bucket, prefix = parse_uri(uri.rstrip("/"))
     s3 = _client()

@@ -10,11 +10,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from shared.images import save_png  # noqa: E402
-from shared.preview import grid, overlay  # noqa: E402
+from shared.imaging.images import save_png  # noqa: E402
+from shared.imaging.preview import grid, overlay  # noqa: E402
 
-from gpu_job.sampler import sample  # noqa: E402
-from gpu_job.tensors import to_uint8  # noqa: E402
+from gpu_job.inpainter.sampler import sample  # noqa: E402
+from gpu_job.inpainter.tensors import to_uint8  # noqa: E402
 
 GRID_STEPS = 25  # DDIM steps for checkpoint grids: cheap enough to run every checkpoint
 

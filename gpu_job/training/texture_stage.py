@@ -1,7 +1,7 @@
-"""Training the texture stage (gpu_job/texture.py) on random crops of the full-size images.
+"""Training the texture stage (gpu_job/inpainter/texture.py) on random crops of the full-size images.
 
 Training pairs come from the real images alone: the condition is the image taken down to the
-first stage's 64 px and back up by the very functions the pipeline uses (shared.preprocess),
+first stage's 64 px and back up by the very functions the pipeline uses (shared.imaging.preprocess),
 blurred a little more at random, because a mean of first-stage samples is softer still. The loop
 is loop.py; this file is the stage's data, val set and checkpoint.
 """
@@ -16,19 +16,19 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from gpu_job.diffusion import training_loss
-from gpu_job.model import UNetConfig
-from gpu_job.tensors import from_uint8, mask_tensor, to_uint8
-from gpu_job.texture import STAGE, refine_crops
-from gpu_job.weights import save_weights
-from shared.images import load_image
-from shared.masks import random_mask
-from shared.preprocess import MODEL_SIZE, preprocess, upsample
+from gpu_job.inpainter.diffusion import training_loss
+from gpu_job.inpainter.model import UNetConfig
+from gpu_job.inpainter.tensors import from_uint8, mask_tensor, to_uint8
+from gpu_job.inpainter.texture import STAGE, refine_crops
+from gpu_job.inpainter.weights import save_weights
+from shared.imaging.images import load_image
+from shared.imaging.masks import random_mask
+from shared.imaging.preprocess import MODEL_SIZE, preprocess, upsample
 
-from ..evaluation.metrics import masked_metrics
-from .augment import recolour_pair
-from .data import list_images
-from .loop import RunConfig, fixed_loss, train_loop
+from gpu_job.data.metrics import masked_metrics
+from gpu_job.data.augment import recolour_pair
+from gpu_job.data.cells import list_images
+from gpu_job.training.loop import RunConfig, fixed_loss, train_loop
 
 
 def texture_unet() -> UNetConfig:

@@ -231,13 +231,13 @@ def later(monkeypatch, seconds: float) -> None:
     """Move the lease clock `seconds` into the future (every module that reads it)."""
     from datetime import timedelta
 
-    import shared.ingest
-    import shared.leases
-    import shared.notify
-    import shared.sweep
+    import shared.pipeline.ingest
+    import shared.pipeline.leases
+    import shared.pipeline.notify
+    import shared.pipeline.sweep
 
-    now = shared.leases.now_utc() + timedelta(seconds=seconds)
-    for mod in (shared.leases, shared.ingest, shared.notify, shared.sweep):
+    now = shared.pipeline.leases.now_utc() + timedelta(seconds=seconds)
+    for mod in (shared.pipeline.leases, shared.pipeline.ingest, shared.pipeline.notify, shared.pipeline.sweep):
         monkeypatch.setattr(mod, "now_utc", lambda: now)
 
 
@@ -259,5 +259,5 @@ def run_jobs(st: Stack, inpainter) -> list[dict]:
 
 @pytest.fixture
 def inpainter(tiny_weights):
-    from gpu_job.inpaint import Inpainter
+    from gpu_job.inpainter.inpaint import Inpainter
     return Inpainter(tiny_weights, "cpu")

@@ -3,7 +3,7 @@
 read back here. Nothing is stubbed between the stages: each stage reads what the previous one
 wrote to S3, exactly as the deployed stack does.
 
-Also the contract between the job's result.json / error.json and what shared/notify.py reads.
+Also the contract between the job's result.json / error.json and what shared/pipeline/notify.py reads.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from moto.sns.models import sns_backends
 
-from shared.images import load_image, load_mask
+from shared.imaging.images import load_image, load_mask
 
 from .conftest import BUCKET, REGION, Context, cell_image, disc_mask, encode, inbox, keys, load_event, s3_body, sqs_event
 
@@ -85,9 +85,9 @@ def weights_without_platelet(tmp_path_factory):
     accepts the label (it is a PBC class), only the GPU job can find the model does not know it."""
     import torch
 
-    from gpu_job.diffusion import DiffusionConfig
-    from gpu_job.model import UNet, UNetConfig
-    from gpu_job.weights import save_weights
+    from gpu_job.inpainter.diffusion import DiffusionConfig
+    from gpu_job.inpainter.model import UNet, UNetConfig
+    from gpu_job.inpainter.weights import save_weights
 
     torch.manual_seed(1)
     model = UNet(UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,

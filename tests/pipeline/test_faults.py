@@ -12,7 +12,7 @@ from botocore.awsrequest import AWSResponse
 from moto.core.botocore_stubber import MockRawResponse
 from moto.core.models import botocore_stubber
 
-from shared.leases import expired, now_utc
+from shared.pipeline.leases import expired, now_utc
 
 from .conftest import (BUCKET, Context, Crash, batch_jobs, crash_on, encode, good_pair, inbox, keys, later, load_event,
                        notify_outputs, run_jobs, sqs_event, upload)

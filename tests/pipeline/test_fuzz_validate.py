@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from shared.images import InputError
-from shared.s3 import classify, failed_prefix_for_key
-from shared.s3events import object_events
-from shared.validate import Limits, plan_mask, validate_image, validate_mask, validate_pair, validate_sidecar
+from shared.imaging.images import InputError
+from shared.pipeline.s3 import classify, failed_prefix_for_key
+from shared.pipeline.s3events import object_events
+from shared.pipeline.validate import Limits, plan_mask, validate_image, validate_mask, validate_pair, validate_sidecar
 
 EXAMPLES = int(os.environ.get("CELLPAINT_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 200,

@@ -35,7 +35,7 @@ def test_image_first_then_mask(stack):
     assert pair["pair"] == "demo/cell 1" and pair["image_key"] == "incoming/demo/cell 1.png"
     assert (pair["height"], pair["width"]) == (48, 64) and len(pair["windows"]) == 1
     assert pair["image_version"] and pair["mask_version"]
-    from shared.manifest import read_manifest, window_from_dict
+    from shared.pipeline.manifest import read_manifest, window_from_dict
     [job] = read_manifest(doc)
     w = window_from_dict(job.windows[0])
     assert w.prep.image.shape == (64, 64, 3) and w.prep.mask.any()

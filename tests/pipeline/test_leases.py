@@ -1,12 +1,12 @@
-"""shared/leases.py on moto S3: taking, holding, expiring, taking over, finishing, releasing."""
+"""shared/pipeline/leases.py on moto S3: taking, holding, expiring, taking over, finishing, releasing."""
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
 
-from shared import leases
-from shared.leases import LeaseLost, acquire, expired, finish, read, record, release
+from shared.pipeline import leases
+from shared.pipeline.leases import LeaseLost, acquire, expired, finish, read, record, release
 
 from .conftest import BUCKET
 from .test_faults import botocore_stubber, error, gate

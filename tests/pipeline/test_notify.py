@@ -5,8 +5,8 @@ import json
 
 from moto.sns.models import sns_backends
 
-from shared import notify
-from shared.s3 import pair_from_output_key
+from shared.pipeline import notify
+from shared.pipeline.s3 import pair_from_output_key
 
 from .conftest import BUCKET, REGION, Context, good_pair, inbox, keys, load_event, upload
 

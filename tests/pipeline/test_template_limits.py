@@ -7,8 +7,8 @@ import json
 import pytest
 from cfnlint.decode import cfn_yaml
 
-from shared.notify import RUNNABLE_CANCELLED
-from shared.s3 import INGEST_CLAIMS, NOTIFY_CLAIMS, SWEEP_CLAIMS
+from shared.pipeline.notify import RUNNABLE_CANCELLED
+from shared.pipeline.s3 import INGEST_CLAIMS, NOTIFY_CLAIMS, SWEEP_CLAIMS
 
 from .conftest import ROOT, load_event
 

@@ -75,7 +75,7 @@ def page(browser, app):
 
 
 def _write_png(path: Path, arr) -> Path:
-    from shared.images import png_bytes
+    from shared.imaging.images import png_bytes
 
     path.write_bytes(png_bytes(arr))
     return path

@@ -14,7 +14,7 @@ from PIL import Image
 
 from cellpaint.ui import logic
 from shared.options import OPTIONS
-from shared.images import load_image, load_mask, png_bytes
+from shared.imaging.images import load_image, load_mask, png_bytes
 from tests.conftest import ROOT, synthetic_cell
 
 
@@ -263,7 +263,7 @@ def test_pipeline_upload_then_result(s3, rng):
     assert sleeps == [0.5, 0.5]
 
     # what was uploaded: the pair the pipeline expects, and a sidecar its validator accepts
-    from shared.validate import validate_sidecar
+    from shared.pipeline.validate import validate_sidecar
 
     got = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="incoming/")["Contents"]}
     assert got == {"incoming/ui-t1.png", "incoming/ui-t1.mask.png", "incoming/ui-t1.json"}
@@ -351,7 +351,7 @@ def test_cli_ui_starts_streamlit_on_the_page(monkeypatch):
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == str(PAGE) and PAGE.is_file()
     assert cmd[cmd.index("--server.port") + 1] == "8599" and cmd[cmd.index("--server.headless") + 1] == "true"
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
-    assert cmd[cmd.index("--server.maxUploadSize") + 1] == "50"  # MiB: shared.validate.Limits().max_bytes
+    assert cmd[cmd.index("--server.maxUploadSize") + 1] == "50"  # MiB: shared.pipeline.validate.Limits().max_bytes
 
 
 def test_cli_ui_without_streamlit_is_one_line(monkeypatch, capsys):
@@ -368,7 +368,7 @@ def test_cli_ui_without_streamlit_is_one_line(monkeypatch, capsys):
 # ---- uploads are bounded as the pipeline bounds them ----------------------------------------------
 
 def test_uploads_have_the_pipelines_limits():
-    from shared.validate import Limits
+    from shared.pipeline.validate import Limits
     from tests.pipeline.inputs import png_with_header
 
     too_big = b"\x89PNG\r\n\x1a\n" + b"\0" * Limits().max_bytes
@@ -382,8 +382,8 @@ def test_uploads_have_the_pipelines_limits():
 
 @pytest.mark.parametrize("value, words", [(0, "the mask is all black"), (255, "the mask is all white")])
 def test_uniform_masks_are_refused_in_the_pipelines_words(value, words):
-    from shared.images import InputError
-    from shared.validate import validate_mask
+    from shared.imaging.images import InputError
+    from shared.pipeline.validate import validate_mask
 
     data = _png(np.full((10, 12), value, np.uint8))
     mask, err = logic.decode_mask_upload(data, "m.png", (10, 12))

@@ -1,0 +1,103 @@
+"""How large the cells of an image are, so that windows bring them to the model at training scale.
+
+The model learned cells from one magnification: a 360-px field of a CellaVision image. Another
+microscope's whole-field photo shows red cells larger or smaller, and a fixed 360-px window then
+hands the model cells of the wrong size. The cell size is estimated from the image itself with a
+granulometry (Matheron 1975): cells are the pixels darker than the background (Otsu on CIELAB L*),
+pale centres filled; the cell mask is opened with squares of growing side, and the side at which
+the most area disappears is the width of the commonest cells, the red cells. numpy only.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from shared.imaging.components import coarse_regions
+from shared.imaging.masks import dilate
+from shared.imaging.colour import rgb_to_lab
+
+DEFAULT_WINDOW = 360  # the PBC training images' field of view, in source pixels
+SIDE = 256  # px: the image is measured at this size (the estimate needs cells, not detail)
+# The granulometry's cell width on the PBC training images, in their own pixels: the median over
+# 400 train images (scripts/measure_cell_scale.py). Windows are scaled by measured / this.
+PBC_CELL_PX = 53.7
+MIN_RATIO, MAX_RATIO = 0.5, 2.0  # beyond these the estimate is not trusted
+NOISE = 1.15  # ratios within 1/NOISE..NOISE are PBC's own spread: the window stays as it is
+
+
+def _otsu(v: np.ndarray) -> float:
+    hist, edges = np.histogram(v, 128)
+    centre = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    m0 = np.cumsum(hist * centre)
+    w1, m1 = w0[-1] - w0, m0[-1] - m0
+    between = w0 * w1 * (m0 / np.maximum(w0, 1) - m1 / np.maximum(w1, 1)) ** 2
+    return float(centre[np.argmax(between)])
+
+
+def _erode(m: np.ndarray) -> np.ndarray:
+    """3x3 square erosion (outside the image counts as background)."""
+    p = np.pad(m, 1)
+    rows = p[:-2] & p[1:-1] & p[2:]
+    return rows[:, :-2] & rows[:, 1:-1] & rows[:, 2:]
+
+
+def cell_mask(image: np.ndarray, known: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(mask of cell pixels at the measuring size, scale factor of that size). Pixels not known
+    (masked for restoring) count as background: their content is the defect, not the slide."""
+    h, w = image.shape[:2]
+    f = min(1.0, SIDE / max(h, w))
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+    light = rgb_to_lab(small)[..., 0]
+    cells = light < _otsu(light)
+    # Pale centres of red cells are as light as the background: fill every hole that does not reach the border.
+    labels, _ = coarse_regions(~cells)
+    outside = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    cells |= (labels >= 0) & ~np.isin(labels, outside)
+    if known is not None:
+        k = np.asarray(Image.fromarray(known.astype(np.uint8) * 255).resize(size, Image.Resampling.BOX)) > 127
+        cells &= k
+    return cells, f
+
+
+def cell_px(image: np.ndarray, known: np.ndarray | None = None) -> float | None:
+    """The width, in the image's pixels, of its commonest cells; None if it shows none (a blank
+    field, or cells everywhere)."""
+    cells, f = cell_mask(image, known)
+    if not 0.05 < cells.mean() < 0.95:
+        return None
+    # Opening with a (2j+1)-px square: j erosions, then j dilations. The area each step removes is
+    # the pattern spectrum; its peak is the width of the commonest objects.
+    areas, eroded = [cells.mean()], cells
+    for j in range(1, max(2, int(0.3 * min(cells.shape)))):
+        eroded = _erode(eroded)
+        if not eroded.any():
+            areas.append(0.0)
+            break
+        opened = eroded
+        for _ in range(j):
+            opened = dilate(opened)
+        areas.append((opened & cells).mean())
+    drop = np.convolve(-np.diff(areas), np.ones(3) / 3, mode="same")
+    i = int(np.argmax(drop))
+    if 0 < i < len(drop) - 1:  # the peak between steps: the vertex of the parabola through its neighbours
+        a, b, c = drop[i - 1 : i + 2]
+        i += 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c < 0 else 0.0
+    return (2 * (i + 1) + 1) / f
+
+
+def auto_window(image: np.ndarray, mask: np.ndarray, window: int = DEFAULT_WINDOW) -> int:
+    """The window that shows this image's cells at the training scale: `window` scaled by the
+    image's cell width over PBC's. Only for images large enough to be windowed at all (a single
+    cell's image is one field whatever its cells' size), and only when the estimate is clearly
+    off PBC's own spread."""
+    if max(image.shape[:2]) <= 1.25 * window:
+        return window
+    px = cell_px(image, ~mask)
+    if px is None:
+        return window
+    ratio = px / PBC_CELL_PX
+    if not MIN_RATIO <= ratio <= MAX_RATIO or 1 / NOISE < ratio < NOISE:
+        return window
+    return int(round(window * ratio))

@@ -1,0 +1,264 @@
+"""Ingest: from one uploaded object to a validated, preprocessed, leased pair; and from the pairs
+of one invocation to one Batch job. The Lambda handler (functions/ingest/app.py) only wires these.
+
+Exactly once, and never lost (shared/pipeline/leases.py): a pair is leased at
+jobs/claims/ingest/<sha256 of the pair and both objects' versions>.json. Duplicate deliveries and
+the two halves' racing events meet a held lease and stop. The lease lasts as long as the
+invocation that holds it; if that invocation dies (timeout, out of memory), the redelivered
+message takes the expired lease over and does the work. Before SubmitJob the lease records the
+manifest, so whatever happens after that point (a crash, a SubmitJob answered 5xx) the retry
+submits that same manifest, and the job that takes it first is the only one that works on it
+(gpu_job/job.py). A re-upload of either half is a new version, hence a new lease and a new job.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
+
+from shared.imaging.images import InputError
+from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, finish, lease_key, now_utc, read, record, release_quietly, report
+from shared.pipeline.manifest import PairJob, manifest, window_to_dict
+from shared.pipeline.pairs import split_name
+from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, classify, error_key, failed_prefix_for_key, get_bytes, is_not_found, manifest_key,
+                 put_json, take_key)
+from shared.imaging.scale import auto_window
+from shared.pipeline.validate import Limits, plan_mask, validate_pair, validate_sidecar
+from shared.imaging.windows import prepare
+
+# A record is started only with this much of the invocation left: a pair at MAX_PIXELS (8000x5000)
+# validated, planned and preprocessed in 2.3 s on the 2-CPU development machine, and SubmitJob
+# needs seconds (more while botocore backs off). Records left over go back to the queue (partial
+# batch failure); should the invocation still time out, its leases expire and the retry takes over.
+RESERVE_S = 60.0
+
+
+class OutOfTime(Exception):
+    """This record was not started: too little of the invocation is left. SQS redelivers it."""
+
+
+def check_time(remaining_ms: int, reserve_s: float = RESERVE_S) -> None:
+    if remaining_ms < reserve_s * 1000:
+        raise OutOfTime(f"{remaining_ms / 1000:.0f} s left of the invocation, {reserve_s:.0f} s needed to start a record; "
+                        "left for redelivery")
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    key: str
+    version: str | None
+    etag: str
+    size: int
+
+    @property
+    def ref(self) -> list:
+        return [self.key, self.version]
+
+
+@dataclass(frozen=True)
+class PairRef:
+    pair: str
+    image: ObjectRef
+    mask: ObjectRef
+    sidecar: ObjectRef | None
+
+    @property
+    def claim_key(self) -> str:
+        return lease_key(INGEST_CLAIMS, self.pair, *(f"{o.key}@{o.version}@{o.etag}" for o in (self.image, self.mask)))
+
+
+@dataclass
+class Outcome:
+    status: str  # ignored | waiting | duplicate | failed | ready | resubmit
+    key: str
+    pair: str | None = None
+    detail: str = ""
+    job: PairJob | None = None
+    lease: Lease | None = None
+    error_key: str | None = None
+    sidecar: list | None = None  # [key, version] of the options used (ready)
+    manifest_key: str | None = None  # resubmit: the manifest an earlier delivery wrote and may have submitted
+
+
+# ---- The pair as it is in the bucket -------------------------------------------------------
+
+def _head(s3: BaseClient, bucket: str, key: str) -> ObjectRef:
+    r = s3.head_object(Bucket=bucket, Key=key)
+    version = r.get("VersionId")
+    return ObjectRef(key, None if version in (None, "null") else version, r.get("ETag", ""), int(r["ContentLength"]))
+
+
+def _get(s3: BaseClient, bucket: str, ref: ObjectRef) -> bytes:
+    return get_bytes(s3, bucket, ref.key, ref.version)
+
+
+def find_pair(s3: BaseClient, bucket: str, pair: str) -> PairRef | None:
+    """The pair's image, mask and sidecar as they are now, or None while a half is missing."""
+    images, masks, sidecars = [], [], []
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{INCOMING}{pair}.")
+    for page in pages:
+        for obj in page.get("Contents", []):
+            parsed = split_name(obj["Key"][len(INCOMING):])
+            if parsed and parsed[0] == pair:
+                {"image": images, "mask": masks, "sidecar": sidecars}[parsed[1]].append(obj["Key"])
+    if len(images) > 1:
+        raise InputError(f"{INCOMING}{pair}", f"more than one image for this pair ({', '.join(sorted(images))}); "
+                                              "keep one and upload the others under another name")
+    if not images or not masks:
+        return None
+    sidecar = _head(s3, bucket, sidecars[0]) if sidecars else None
+    return PairRef(pair, _head(s3, bucket, images[0]), _head(s3, bucket, masks[0]), sidecar)
+
+
+# ---- One object event ------------------------------------------------------------------------
+
+def ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None = None, limits: Limits = Limits(),
+                  now: datetime | None = None, lease_s: float = DEFAULT_LEASE_S) -> Outcome:
+    """Everything ingest does for one created object, short of submitting the job. `lease_s`: how
+    long the lease must last (shared.pipeline.leases.seconds_left of the invocation)."""
+    now = now or now_utc()
+    try:
+        upload = classify(key)
+    except InputError as exc:  # an odd key under incoming/: reported once per version
+        return _fail_once(s3, bucket, lease_key(INGEST_CLAIMS, "key", key, version), key, None, exc.reason,
+                          {"upload": key}, failed_prefix_for_key(key) + "error.json", now, lease_s)
+    if upload is None:
+        return Outcome("ignored", key, detail="not an upload under incoming/")
+    if upload.role == "sidecar":
+        return Outcome("ignored", key, upload.pair, "options are read when the image and mask are both there")
+    try:
+        ref = find_pair(s3, bucket, upload.pair)
+    except InputError as exc:
+        return _fail_once(s3, bucket, lease_key(INGEST_CLAIMS, "pair", key, version), key, upload.pair, exc.reason,
+                          {"upload": key}, error_key(upload.pair), now, lease_s)
+    if ref is None:
+        return Outcome("waiting", key, upload.pair, "the other half of the pair has not arrived")
+    doc = {"pair": ref.pair, "image": ref.image.ref, "mask": ref.mask.ref, "event_key": key, "claimed": now.isoformat()}
+    lease = acquire(s3, bucket, ref.claim_key, doc, lease_s, now=now)
+    if lease is None:
+        return Outcome("duplicate", key, ref.pair, "this version of the pair is held or done by another delivery")
+    if lease.state == "submitting" and _exists(s3, bucket, lease.doc.get("manifest", "")):
+        return Outcome("resubmit", key, ref.pair, "an earlier delivery stopped after writing its manifest", lease=lease,
+                       manifest_key=lease.doc["manifest"])
+    keys = {"image": ref.image.key, "mask": ref.mask.key, "sidecar": ref.sidecar.key if ref.sidecar else None}
+    try:
+        job = load_pair(s3, bucket, ref, limits)
+    except InputError as exc:
+        err = report(s3, bucket, lease, pair=ref.pair, reason=str(exc), keys=keys, key=error_key(ref.pair), stage="ingest", now=now)
+        return Outcome("failed", key, ref.pair, str(exc), lease=lease, error_key=err)
+    except Exception:
+        release_quietly(s3, bucket, lease)
+        raise
+    return Outcome("ready", key, ref.pair, job=job, lease=lease, sidecar=ref.sidecar.ref if ref.sidecar else None)
+
+
+def _exists(s3: BaseClient, bucket: str, key: str) -> bool:
+    if not key:
+        return False
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as exc:
+        if is_not_found(exc):
+            return False
+        raise
+
+
+def _fail_once(s3, bucket, lkey, key, pair, reason, keys, err_key, now, lease_s) -> Outcome:
+    lease = acquire(s3, bucket, lkey, {"key": key, "claimed": now.isoformat()}, lease_s, now=now)
+    if lease is None:
+        return Outcome("duplicate", key, pair, "this failure was already reported")
+    report(s3, bucket, lease, pair=pair, reason=f"{key}: {reason}", keys=keys, key=err_key, stage="ingest", now=now)
+    return Outcome("failed", key, pair, reason, lease=lease, error_key=err_key)
+
+
+def load_pair(s3: BaseClient, bucket: str, ref: PairRef, limits: Limits = Limits()) -> PairJob:
+    """Read exactly the leased versions, validate them, plan the windows (at most
+    limits.max_windows) and preprocess with the shared function."""
+    for obj in (ref.image, ref.mask) + ((ref.sidecar,) if ref.sidecar else ()):
+        cap = limits.max_sidecar_bytes if obj is ref.sidecar else limits.max_bytes
+        if obj.size > cap:  # refused before it is downloaded
+            raise InputError(obj.key, f"{obj.size} bytes is over the limit of {cap} bytes; "
+                                      "downscale or compress it and upload it again")
+    options = validate_sidecar(_get(s3, bucket, ref.sidecar), ref.sidecar.key, limits) if ref.sidecar else {}
+    image, mask = validate_pair(_get(s3, bucket, ref.image), _get(s3, bucket, ref.mask),
+                                ref.image.key, ref.mask.key, limits)
+    window = auto_window(image, mask)  # cells at the training scale (shared/imaging/scale.py)
+    plan = plan_mask(mask, ref.mask.key, limits, window)  # at most limits.max_windows, before any window is prepared
+    windows = [window_to_dict(w) for w in prepare(image, mask, window, plan=plan)]
+    return PairJob(pair=ref.pair, image_key=ref.image.key, mask_key=ref.mask.key, height=image.shape[0],
+                   width=image.shape[1], options=options, windows=windows,
+                   image_version=ref.image.version, mask_version=ref.mask.version)
+
+
+# ---- One job per invocation -----------------------------------------------------------------
+
+def submit_ready(s3: BaseClient, batch: BaseClient, bucket: str, job_queue: str, job_definition: str,
+                 ready: list[tuple[str, Outcome]], logger, now: datetime | None = None) -> list[str]:
+    """One job for the invocation's new pairs (one manifest), and the manifests that taken-over
+    leases name submitted again. Returns the message ids to redeliver."""
+    retry = []
+    fresh = [(mid, o) for mid, o in ready if o.status == "ready"]
+    if fresh:
+        retry += _submit_new(s3, batch, bucket, job_queue, job_definition, fresh, logger, now or now_utc())
+    again: dict[str, list] = {}
+    for mid, o in ready:
+        if o.status == "resubmit":
+            again.setdefault(o.manifest_key, []).append((mid, o))
+    for key, items in again.items():
+        taken = read(s3, bucket, take_key(key))
+        if taken:  # a job already started on this manifest: nothing to submit
+            _finish_all(s3, bucket, items, logger, state="submitted", batch_job_id=taken[0].get("owner"))
+        else:
+            retry += _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger)
+    return list(dict.fromkeys(retry))
+
+
+def _submit_new(s3, batch, bucket, job_queue, job_definition, items, logger, now: datetime) -> list[str]:
+    """jobs/<job-id>/manifest.json for all the pairs, then SubmitJob. Each lease records the
+    manifest *before* it is written, so a manifest exists only if every one of its pairs' leases
+    names it: a takeover then submits that manifest again (never a second one for the same pair),
+    and a lease naming a manifest that was never written is redone from the start."""
+    job_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    key = manifest_key(job_id)
+    try:
+        items = [(mid, replace(o, lease=record(s3, bucket, o.lease, state="submitting", manifest=key, sidecar=o.sidecar)))
+                 for mid, o in items]
+        # No If-None-Match: the job id is new, and an ambiguous 5xx retry must not turn into a 412.
+        put_json(s3, bucket, key, manifest(job_id, bucket, [o.job for _, o in items], now.isoformat()), indent=None)
+    except Exception:
+        logger.exception("could not write the manifest; the leases are released so the messages are retried")
+        for _, o in items:
+            release_quietly(s3, bucket, o.lease, logger)
+        return [mid for mid, _ in items]
+    return _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger)
+
+
+def _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger) -> list[str]:
+    """SubmitJob for the manifest `key`. A failure (after botocore's retries) releases the leases,
+    which keep the manifest: the redelivery submits this same manifest again."""
+    job_id = key.split("/")[-2]
+    try:
+        r = batch.submit_job(jobName=f"cellpaint-{job_id}", jobQueue=job_queue, jobDefinition=job_definition,
+                             parameters={"manifest": f"s3://{bucket}/{key}"})
+    except Exception:
+        logger.exception("job submission failed; the messages are retried with the same manifest", extra={"manifest": key})
+        for _, o in items:
+            release_quietly(s3, bucket, o.lease, logger)
+        return [mid for mid, _ in items]
+    logger.info("job submitted", extra={"job_id": job_id, "batch_job_id": r["jobId"], "pairs": [o.pair for _, o in items]})
+    _finish_all(s3, bucket, items, logger, state="submitted", batch_job_id=r["jobId"])
+    return []
+
+
+def _finish_all(s3, bucket, items, logger, **fields) -> None:
+    """Mark the leases done. A failure here is only logged: the job exists, the message is done,
+    and a lease left "submitting" is closed by the sweeper once it sees the job took the manifest."""
+    for _, o in items:
+        try:
+            finish(s3, bucket, o.lease, **fields)
+        except Exception:  # noqa: BLE001
+            logger.exception("could not mark the lease done", extra={"lease": o.lease.key})

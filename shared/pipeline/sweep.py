@@ -1,0 +1,181 @@
+"""The sweeper (functions/sweep/app.py, on an EventBridge schedule): what no event will ever report.
+
+- **A half-uploaded pair**: an image whose mask never came, a mask without its image, or options
+  alone, the newest of them older than `half_pair_s`.
+- **A late sidecar**: NAME.json uploaded after its pair was submitted with other options (or none),
+  so it was never used, whether it is valid or not.
+- **An abandoned lease**: ingest leased a pair and never finished (its message ran out of receives:
+  the function died on it every time) and no job took its manifest.
+
+Each is reported once, as failed/<pair>/error.json (stage "sweep"), which the notify function turns
+into the usual failure notification. Once: a lease under jobs/claims/sweep/ guards each report, and
+an abandoned ingest lease is itself taken over (shared/pipeline/leases.py), so a delivery that comes back
+later finds it done. Each sweep looks back `lookback_s`; what is older was looked at before.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from botocore.client import BaseClient
+
+from shared.errors import InputError
+from shared.pipeline.ingest import ObjectRef, PairRef
+from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, expired, finish, lease_key, now_utc, read, report
+from shared.pipeline.s3 import INCOMING, INGEST_CLAIMS, SWEEP_CLAIMS, classify, error_key, get_bytes, take_key
+from shared.pipeline.validate import validate_sidecar
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    half_pair_s: float = 24 * 3600  # HalfPairHours: how long the first half of a pair waits for the second
+    # LeaseGraceSeconds: how long an expired ingest lease may wait for its redelivery. Longer than
+    # the RUNNABLE limit (2 h) plus one redelivery (the ingest queue's 30 min visibility timeout).
+    lease_grace_s: float = 3 * 3600
+    lookback_s: float = 7 * 24 * 3600  # a week of sweeps that failed is still caught up
+
+
+@dataclass(frozen=True)
+class Found:
+    kind: str  # half-pair | late-sidecar | abandoned
+    pair: str
+    reason: str
+    error_key: str | None  # None: reported already (or, for abandoned leases, nothing to report)
+
+
+@dataclass(frozen=True)
+class Upload:
+    ref: ObjectRef
+    modified: datetime
+
+
+def _incoming(s3: BaseClient, bucket: str) -> dict[str, dict[str, list[Upload]]]:
+    """Every pair under incoming/ with its current objects by role (image, mask, sidecar)."""
+    pairs: dict[str, dict[str, list[Upload]]] = {}
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=INCOMING):
+        for v in page.get("Versions", []):
+            if not v.get("IsLatest"):
+                continue
+            try:
+                upload = classify(v["Key"])
+            except InputError:  # an odd key: ingest reported it
+                continue
+            if upload is None:
+                continue
+            version = None if v.get("VersionId") in (None, "null") else v["VersionId"]
+            ref = ObjectRef(v["Key"], version, v.get("ETag", ""), int(v.get("Size", 0)))
+            pairs.setdefault(upload.pair, {"image": [], "mask": [], "sidecar": []})[upload.role].append(Upload(ref, v["LastModified"]))
+    return pairs
+
+
+def _once(s3, bucket, kind: str, pair: str, parts: list, reason: str, keys: dict, now, lease_s) -> Found:
+    lease = acquire(s3, bucket, lease_key(SWEEP_CLAIMS, kind, pair, *parts), {"kind": kind, "pair": pair}, lease_s, now=now)
+    if lease is None:
+        return Found(kind, pair, reason, None)
+    return Found(kind, pair, reason, report(s3, bucket, lease, pair=pair, reason=reason, keys=keys, key=error_key(pair),
+                                            stage="sweep", now=now))
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.0f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def half_pair(s3, bucket, pair: str, g: dict, cfg: SweepConfig, now, lease_s) -> Found | None:
+    if g["image"] and g["mask"]:
+        return None
+    objs = g["image"] + g["mask"] + g["sidecar"]
+    age = (now - max(o.modified for o in objs)).total_seconds()
+    if not cfg.half_pair_s < age <= cfg.half_pair_s + cfg.lookback_s:
+        return None
+    waited = _hours(cfg.half_pair_s)
+    if g["image"]:
+        reason = (f"{g['image'][0].ref.key}: its mask {INCOMING}{pair}.mask.png has not arrived in {waited}, and nothing is "
+                  "restored until both are there: upload the mask (white = restore, black = keep, the image's size)")
+    elif g["mask"]:
+        reason = (f"{g['mask'][0].ref.key}: its image has not arrived in {waited}: upload {INCOMING}{pair}.png "
+                  "(or .jpg, .tif) beside it")
+    else:
+        reason = (f"{g['sidecar'][0].ref.key}: options without an image or a mask for {waited}: upload {INCOMING}{pair}.png "
+                  f"and {INCOMING}{pair}.mask.png")
+    keys = {role: g[role][0].ref.key for role in ("image", "mask", "sidecar") if g[role]}
+    return _once(s3, bucket, "half-pair", pair, sorted(f"{o.ref.key}@{o.ref.version}@{o.ref.etag}" for o in objs), reason,
+                 keys, now, lease_s)
+
+
+def _pair_ref(pair: str, g: dict) -> PairRef | None:
+    if len(g["image"]) != 1 or not g["mask"]:  # half, or two images (ingest reported that)
+        return None
+    return PairRef(pair, g["image"][0].ref, g["mask"][0].ref, g["sidecar"][0].ref if g["sidecar"] else None)
+
+
+def late_sidecar(s3, bucket, pair: str, g: dict, cfg: SweepConfig, now, lease_s) -> Found | None:
+    ref = _pair_ref(pair, g)
+    if ref is None or ref.sidecar is None or (now - g["sidecar"][0].modified).total_seconds() > cfg.lookback_s:
+        return None
+    found = read(s3, bucket, ref.claim_key)
+    if not found or found[0].get("state") not in ("submitting", "submitted") or found[0].get("sidecar") == ref.sidecar.ref:
+        return None  # not submitted yet (a later sweep looks again), or submitted with these very options
+    used = found[0].get("sidecar")
+    reason = (f"{ref.sidecar.key}: these options arrived after the pair had been submitted "
+              f"{'with the options it had then' if used else 'without options'}, so they were not used; "
+              "upload the image or the mask again to restore the pair with them")
+    try:
+        validate_sidecar(get_bytes(s3, bucket, ref.sidecar.key, ref.sidecar.version), ref.sidecar.key)
+    except InputError as exc:
+        reason += f" (and fix them first: {exc.reason})"
+    keys = {"image": ref.image.key, "mask": ref.mask.key, "sidecar": ref.sidecar.key}
+    return _once(s3, bucket, "late-sidecar", pair, [f"{ref.sidecar.key}@{ref.sidecar.version}@{ref.sidecar.etag}"], reason,
+                 keys, now, lease_s)
+
+
+def abandoned(s3, bucket, pairs: dict, cfg: SweepConfig, now, lease_s) -> list[Found]:
+    """Ingest leases whose holder died and whose message never came back (or ran out of receives)."""
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=INGEST_CLAIMS):
+        for obj in page.get("Contents", []):
+            if not cfg.lease_grace_s < (now - obj["LastModified"]).total_seconds() <= cfg.lease_grace_s + cfg.lookback_s:
+                continue
+            found = read(s3, bucket, obj["Key"])
+            doc = found[0] if found else {}
+            if "image" not in doc or not expired(doc, now - timedelta(seconds=cfg.lease_grace_s)):
+                continue  # finished, still held, or not a pair's lease
+            lease = acquire(s3, bucket, obj["Key"], {"swept": now.isoformat()}, lease_s, now=now)
+            if lease is not None:
+                out += [f for f in [_settle(s3, bucket, lease, pairs.get(doc["pair"]), now)] if f]
+    return out
+
+
+def _settle(s3, bucket, lease: Lease, g: dict | None, now) -> Found | None:
+    doc, pair = lease.doc, lease.doc["pair"]
+    ref = _pair_ref(pair, g) if g else None
+    if ref is None or ref.claim_key != lease.key:  # uploaded again since: the new version has its own lease
+        finish(s3, bucket, lease, state="superseded")
+        return None
+    manifest = doc.get("manifest") if doc.get("state") == "submitting" else None
+    if manifest:  # a job may have started on it after all; if none did, none may now (the take is ours)
+        if acquire(s3, bucket, take_key(manifest), {"swept": lease.key}, None, owner=f"sweep-{lease.owner}") is None:
+            taken = read(s3, bucket, take_key(manifest))
+            if not (taken and taken[0].get("swept") == lease.key):  # not an earlier sweep's that died before reporting
+                finish(s3, bucket, lease, state="submitted", batch_job_id=taken[0].get("owner") if taken else None)
+                return None
+    times = int(doc.get("takeovers") or 0)  # the first holder, and every takeover but ours, stopped once
+    reason = (f"the pair was accepted at {doc.get('claimed')} but no GPU job ever started for it: processing it stopped "
+              f"{times} time{'s' * (times != 1)} without finishing{' after its job manifest was written' if manifest else ''} "
+              "(the ingest function ran out of time or memory on it); upload the image or the mask again to retry, and if "
+              "it stops again, make the image smaller")
+    keys = {"image": doc["image"][0], "mask": doc["mask"][0], **({"manifest": manifest} if manifest else {})}
+    return Found("abandoned", pair, reason, report(s3, bucket, lease, pair=pair, reason=reason, keys=keys, key=error_key(pair),
+                                                   stage="sweep", now=now))
+
+
+def sweep(s3: BaseClient, bucket: str, cfg: SweepConfig = SweepConfig(), now: datetime | None = None,
+          lease_s: float = DEFAULT_LEASE_S) -> list[Found]:
+    """One sweep of the bucket: everything found, reported or (error_key None) reported before."""
+    now = now or now_utc()
+    pairs = _incoming(s3, bucket)
+    found = []
+    for pair, g in sorted(pairs.items()):
+        f = half_pair(s3, bucket, pair, g, cfg, now, lease_s) or late_sidecar(s3, bucket, pair, g, cfg, now, lease_s)
+        if f:
+            found.append(f)
+    return found + abandoned(s3, bucket, pairs, cfg, now, lease_s)
