@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, OPTIONS, InpaintOptions, OptionError
+from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, OPTIONS, OWN_MACHINE, InpaintOptions, OptionError, offered
 
 from cellpaint.errors import EXIT_INPUT, UsageError
 
@@ -17,7 +17,7 @@ def _inpaint_opts(a) -> InpaintOptions:
     """The flags of shared.options, checked as options given on one's own machine (any class of
     one's own weights, any number of samples)."""
     try:
-        return InpaintOptions(**{name: getattr(a, name) for name in OPTIONS}).check(local=True)
+        return InpaintOptions(**{o.name: getattr(a, o.name) for o in offered("cli")}).check(OWN_MACHINE)
     except OptionError as exc:
         raise UsageError(f"--{exc}") from exc
 
@@ -31,7 +31,7 @@ def add_option_flags(sp: argparse.ArgumentParser, names: list[str], defaults: di
         if o.kind is bool:
             sp.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=o.help)
         else:
-            choices = o.choices if o.choices and not o.local_open else None
+            choices = o.choices if o.choices and not o.open_on_own_machine else None
             sp.add_argument(flag, type=o.kind, default=default, choices=choices, help=f"{o.help} (default: {default})")
 
 
@@ -199,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--pairs", help="folder of NAME.<ext> + NAME.mask.png pairs")
     sp.add_argument("-o", "--output", required=True, help="output PNG (or folder with --pairs)")
     sp.add_argument("--texture-weights", help="texture-stage weights (default: the shipped ones)")
-    add_option_flags(sp, list(OPTIONS))
+    add_option_flags(sp, [o.name for o in offered("cli")])
     common(sp)
     sp.set_defaults(func=cmd_inpaint)
 

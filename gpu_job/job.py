@@ -37,6 +37,7 @@ from shared.pipeline.manifest import PairJob, read_manifest, window_from_dict
 from shared.options import InpaintOptions, OptionError
 from shared.imaging.preview import before_after, heatmap
 from shared.pipeline.leases import acquire
+from shared.pipeline.records import Result
 from shared.pipeline.s3 import download, get_bytes, get_json, parse_uri, put_json, result_key, take_key, write_error, written_by
 from shared.imaging.windows import reprepare
 
@@ -67,8 +68,8 @@ def load_pair(s3, bucket: str, p: PairJob, inpainter: Inpainter):
     mask = load_mask(get_bytes(s3, bucket, p.mask_key, p.mask_version), name_m)
     if image.shape[:2] != (p.height, p.width) or mask.shape != (p.height, p.width):
         raise InputError(name_i, f"size {image.shape[1]}x{image.shape[0]} differs from the manifest's {p.width}x{p.height}")
-    # The upload's bounds were checked at ingest (shared/pipeline/validate.py); the label is the weights' to check.
-    opts = InpaintOptions.from_dict(p.options, local=True)
+    # The options were checked once, at ingest, and the manifest carries them whole; the label is the weights' to check.
+    opts = InpaintOptions.from_record(p.options)
     inpainter.label_index(opts.label)
     if opts.texture:
         inpainter.texturer()  # no texture-stage weights: this pair fails with the reason, the others go on
@@ -92,13 +93,11 @@ def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: In
         outputs["uncertainty"] = result_key(p.pair, "uncertainty.png")
     timings = {**timings, "encode_upload_s": round(time.time() - t0, 3)}
     timings["total_s"] = round(time.time() - (t0 if t_start is None else t_start), 3)
-    put_json(s3, bucket, result_key(p.pair), {  # last: the completion signal
-        "status": "succeeded", "pair": p.pair, "job_id": job_id,
-        "inputs": {"image_key": p.image_key, "image_version": p.image_version, "mask_key": p.mask_key, "mask_version": p.mask_version},
-        "outputs": outputs, "size": {"width": p.width, "height": p.height}, "windows": len(p.windows),
-        "model": model, "sampler": opts.sampler, "steps": opts.steps, "temperature": opts.temperature, "seed": opts.seed, "label": opts.label, "labels": res.labels, "samples": opts.samples,
-        "combine": opts.combine, "texture": opts.texture, "normalize": opts.normalize, "guard": {"on": opts.guard, "fell_back": res.fell_back}, "ood": res.ood, "device": device, "timings": timings,
-        "time": datetime.now(timezone.utc).isoformat()}, indent=2)
+    result = Result(p.pair, job_id, {"image_key": p.image_key, "image_version": p.image_version, "mask_key": p.mask_key,
+                                     "mask_version": p.mask_version},
+                    outputs, {"width": p.width, "height": p.height}, len(p.windows), model, opts.to_dict(), res.labels, res.fell_back,
+                    res.ood, device, timings, datetime.now(timezone.utc).isoformat())
+    put_json(s3, bucket, result_key(p.pair), result.to_json(), indent=2)  # last: the completion signal
 
 
 # A job batch: about this many model batches of windows (x samples), so that a batch's model calls
@@ -112,7 +111,7 @@ def pair_rows(p: PairJob) -> int:
     """The model rows a pair adds to its batch: windows x samples (1 where its options are bad:
     that pair fails at load, with the reason)."""
     try:
-        samples = InpaintOptions.from_dict(p.options, local=True).samples
+        samples = int(InpaintOptions.from_record(p.options).samples)
     except (OptionError, ValueError, TypeError, KeyError):
         samples = 1
     return max(1, len(p.windows)) * samples

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     from gpu_job.evaluation.evaluate import peak_reset, peak_rss_mib
     from gpu_job.inpainter.inpaint import Inpainter, pick_device
     from shared.imaging.images import load_image, load_mask
-    from shared.options import InpaintOptions
+    from shared.options import OWN_MACHINE, InpaintOptions
     from shared.pipeline.pairs import find_pairs
     from shared.imaging.windows import prepare
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     for idx, (si, b) in enumerate(todo):
         name, opts, knobs = settings[si]
         row = rows[si]
-        o = InpaintOptions(**opts).check(local=True)
+        o = InpaintOptions(**opts).check(OWN_MACHINE)
         if "windows" not in row:
             t = time.perf_counter()
             row["windows"] = [prepare(img, m, o.window, size) for img, m in pairs]

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared.imaging.masks import random_mask  # noqa: E402
-from shared.options import OPTIONS, InpaintOptions, OptionError  # noqa: E402
+from shared.options import OPTIONS, OWN_MACHINE, InpaintOptions, OptionError  # noqa: E402
 from shared.pipeline.pairs import MASK_SUFFIX  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "pbc" / "val"
@@ -192,7 +192,7 @@ def parse_setting(text: str, knobs: dict[str, type] | None = None) -> tuple[str,
             allowed = list(OPTIONS) + list(knobs)
             raise SystemExit(f"bench: --setting {text!r}: unknown option {key!r}; the options are {', '.join(allowed)}")
     try:
-        InpaintOptions(**opts).check(local=True)
+        InpaintOptions(**opts).check(OWN_MACHINE)
     except OptionError as exc:
         raise SystemExit(f"bench: --setting {text!r}: {exc}") from None
     return name, opts, extra
@@ -275,7 +275,7 @@ def run_as_job(pairs_dir: str, out: str, options: str, weights: str | None, text
     from shared.imaging.images import load_image, load_mask, save_png
     from shared.pipeline.pairs import find_pairs
 
-    opts = InpaintOptions.from_dict(json.loads(options), local=True)
+    opts = InpaintOptions.from_dict(json.loads(options), OWN_MACHINE)
     found, _ = find_pairs(pairs_dir)
     loaded = [(img, (load_image(str(img)), load_mask(str(msk)))) for img, msk in found]
     inp = Inpainter(weights, device, texture_weights=texture_weights)

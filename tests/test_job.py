@@ -58,7 +58,7 @@ def test_job_writes_results_and_isolates_a_bad_pair(s3, tiny_weights, rng):
     out = load_image(s3.get_object(Bucket=BUCKET, Key="results/lab1/cell-a/inpainted.png")["Body"].read())
     assert out.shape == img.shape and np.array_equal(out[~mask], img[~mask])
     result = json.loads(s3.get_object(Bucket=BUCKET, Key="results/lab1/cell-a/result.json")["Body"].read())
-    assert result["status"] == "succeeded" and result["steps"] == 3 and result["samples"] == 2
+    assert result["status"] == "succeeded" and result["options"]["steps"] == 3 and result["options"]["samples"] == 2
     assert result["outputs"]["uncertainty"] == "results/lab1/cell-a/uncertainty.png"
     assert len(result["model"]["sha256"]) == 64 and result["timings"]["total_s"] > 0
     # result.json is the completion signal: it must be the last object written for the pair
@@ -85,7 +85,7 @@ def test_job_texture_option(s3, tiny_weights, tiny_texture_weights, rng, monkeyp
     monkeypatch.setenv("CELLPAINT_TEXTURE_WEIGHTS", str(tiny_texture_weights))
     assert run(f"s3://{BUCKET}/jobs/j-t/manifest.json", s3=s3, inpainter=Inpainter(tiny_weights, "cpu")) == {"plain": "succeeded", "textured": "succeeded"}
     result = lambda p: json.loads(s3.get_object(Bucket=BUCKET, Key=f"results/{p}/result.json")["Body"].read())  # noqa: E731
-    assert result("textured")["texture"] is True and result("plain")["texture"] is False
+    assert result("textured")["options"]["texture"] is True and result("plain")["options"]["texture"] is False
     out = load_image(s3.get_object(Bucket=BUCKET, Key="results/textured/inpainted.png")["Body"].read())
     assert np.array_equal(out[~mask], img[~mask])
     # no texture-stage weights: that pair fails with the reason, the plain one is unaffected

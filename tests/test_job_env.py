@@ -134,7 +134,8 @@ def test_the_job_runs_from_a_clean_env_with_the_requirements_file(tmp_path, rng)
         assert result["model"]["sha256"] == (record.get("sha256") or hashlib.sha256(weights.read_bytes()).hexdigest())
         assert result["model"]["version"] == record["code_version"]  # the baked weights, not a test model
         assert (result["status"], result["pair"], result["job_id"], result["device"]) == ("succeeded", "lab/cell", "j-env", "cpu")
-        assert (result["steps"], result["samples"], result["seed"], result["texture"]) == (2, 2, 3, True)
+        o = result["options"]
+        assert (o["steps"], o["samples"], o["seed"], o["texture"]) == (2, 2, 3, True)
         assert result["inputs"]["image_version"] == pairs[0].image_version and result["windows"] == len(pairs[0].windows)
         assert set(result["timings"]) == TIMINGS and result["timings"]["batch_pairs"] == 1
         err = json.loads(s3.get_object(Bucket=BUCKET, Key="failed/lab/bad/error.json")["Body"].read())

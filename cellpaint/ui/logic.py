@@ -22,7 +22,8 @@ from PIL import Image
 
 from cellpaint.endpoints import is_loopback, origin
 from shared.imaging.images import InputError, png_bytes
-from shared.options import OPTIONS, InpaintOptions, OptionError, UnknownOptions
+from shared.options import InpaintOptions, OptionError, UnknownOptions, offered
+from shared.pipeline.records import RecordError, Result
 from shared.pipeline.s3 import INCOMING, error_key, get_or_none, result_key
 from shared.pipeline.validate import Limits, validate_image, validate_mask
 
@@ -49,8 +50,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_IMAGE = EXAMPLES / "cell.png"
 EXAMPLE_MASK = EXAMPLES / "cell.mask.png"
 
-# The options the page offers (shared/options.py has their ranges and defaults).
-PAGE_OPTIONS = ("steps", "seed", "label", "samples", "combine", "texture", "normalize", "guard", "fallback")
+# The options the page offers: those the declaration offers in the UI (shared/options.py).
+PAGE_OPTIONS = tuple(o.name for o in offered("ui"))
 
 
 # ---- Inputs --------------------------------------------------------------------------------------
@@ -379,7 +380,11 @@ def upload_pair(s3, bucket: str, name: str, image: np.ndarray, mask: np.ndarray,
 
 def fetch_result(s3, bucket: str, name: str, doc: dict) -> Restored:
     """The images a result.json names, each under results/<name>/ and bounded as uploads are."""
-    outputs = doc.get("outputs") or {}
+    try:
+        r = Result.from_json(doc)
+    except RecordError as exc:
+        raise InputError(f"s3://{bucket}/{result_key(name)}", str(exc)) from exc
+    outputs = r.outputs
     key = own_output(name, outputs.get("inpainted") or result_key(name, "inpainted.png"), "inpainted")
     data = get_or_none(s3, bucket, key)
     if data is None:
@@ -388,7 +393,8 @@ def fetch_result(s3, bucket: str, name: str, doc: dict) -> Restored:
     ukey = own_output(name, outputs.get("uncertainty") or result_key(name, "uncertainty.png"), "uncertainty")
     udata = get_or_none(s3, bucket, ukey)
     unc = validate_image(udata, f"s3://{bucket}/{ukey}", LIMITS) if udata is not None else None
-    info = {"mode": "pipeline", "pair": name, **{k: doc[k] for k in ("job_id", "steps", "seed", "label", "samples", "device", "timings", "ood") if k in doc}}
+    info = {"mode": "pipeline", "pair": name, "job_id": r.job_id, "model": r.model, "options": r.options, "labels": r.labels,
+            "device": r.device, "timings": r.timings, "ood": r.ood}
     return Restored(image, unc, info)
 
 

@@ -21,7 +21,7 @@ import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 from cellpaint.ui import logic
-from shared.options import COMBINE_CHOICES, OPTIONS
+from shared.options import offered
 
 st.set_page_config(page_title="cellpaint: restore a cell", layout="wide")
 
@@ -73,28 +73,26 @@ def _choose_image():
     return image, base, Path(up.name).stem
 
 
+def _widget(o, choices: tuple | list):
+    """One option's widget, made from its declaration (shared/options.py): a checkbox for a
+    switch, a select box for choices, a slider for a bounded number, a number box for a count."""
+    title, key, help_ = o.title or o.name.replace("_", " ").capitalize(), o.name, o.help[:1].upper() + o.help[1:]
+    if o.kind is bool:
+        return st.sidebar.checkbox(title, value=o.default, key=key, help=help_)
+    if choices:
+        return st.sidebar.selectbox(title, choices, index=list(choices).index(o.default) if o.default in choices else 0, key=key, help=help_)
+    if o.kind is float and o.low is not None and o.high is not None:
+        return float(st.sidebar.slider(title, float(o.low), float(o.high), float(o.default), (o.high - o.low) / 10, key=key, help=help_))
+    return int(st.sidebar.number_input(title, min_value=int(o.low or 0), max_value=int(o.high) if o.high is not None else None,
+                                       value=o.default, step=1, key=key, help=help_))
+
+
 def _options(inpainter_labels: list[str]) -> dict:
+    """The sidebar's options: every option the declaration offers in the UI, in its order."""
     st.sidebar.header("4. Options")
-    steps = st.sidebar.number_input("Steps (DDIM)", min_value=1, max_value=int(OPTIONS["steps"].high), value=OPTIONS["steps"].default, step=1, key="steps")
-    seed = st.sidebar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed")
-    label = st.sidebar.selectbox("Cell class", inpainter_labels, index=0, key="label",
-                                 help="Condition the model on a class; auto guesses it from what the mask leaves, where it is sure")
-    samples = st.sidebar.number_input("Samples", min_value=1, max_value=int(OPTIONS["samples"].high), value=OPTIONS["samples"].default, step=1, key="samples",
-                                      help="More than 1 also gives an uncertainty map (the spread between samples)")
-    combine = st.sidebar.radio("Result", COMBINE_CHOICES, index=COMBINE_CHOICES.index(OPTIONS["combine"].default), key="combine",
-                               format_func={"mean": "mean of the samples (closest on average)", "first": "one sample (sharper texture)",
-                                            "nearest": "the sample nearest their mean (sharp, close to the average)"}.get)
-    texture = st.sidebar.checkbox("Texture at full size", value=OPTIONS["texture"].default, key="texture",
-                                  help="Redraw the restored region at the image's own resolution with the texture stage (BENCHMARKS.md)")
-    choices = OPTIONS["normalize"].choices
-    norm = st.sidebar.selectbox("Colour normalisation", choices, index=choices.index(OPTIONS["normalize"].default), key="normalize",
-                                help="Move the image's colours to the training set's around the model; auto does it as far as "
-                                     "the slide's light is unlike the training images'")
-    guard = st.sidebar.checkbox("Guard", value=OPTIONS["guard"].default, key="guard", help=OPTIONS["guard"].help)
-    fallback = st.sidebar.slider("Classical share on unlike images", 0.0, 1.0, OPTIONS["fallback"].default, 0.1, key="fallback",
-                                 help=OPTIONS["fallback"].help.capitalize())
-    return {"steps": int(steps), "seed": int(seed), "label": None if label == "none" else label, "samples": int(samples),
-            "combine": combine, "texture": bool(texture), "normalize": norm, "guard": bool(guard), "fallback": float(fallback)}
+    opts = {o.name: _widget(o, inpainter_labels if o.name == "label" else o.choices) for o in offered("ui")}
+    opts["label"] = None if opts.get("label") == "none" else opts.get("label")
+    return opts
 
 
 def _show_result(image: np.ndarray, mask: np.ndarray, restored: logic.Restored) -> None:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from gpu_job.inpainter.inpaint import Inpainter
 from gpu_job.inpainter.ood import features
 from shared.imaging.images import load_image, save_png
-from shared.options import OPTIONS, InpaintOptions
+from shared.options import OPTIONS, OWN_MACHINE, InpaintOptions
 from shared.imaging.photos import list_photos, split
 from shared.imaging.preprocess import preprocess
 from shared.imaging.preview import grid, overlay
@@ -281,7 +281,7 @@ def kid(a: np.ndarray, b: np.ndarray) -> float:
 def methods(cfg: DomainConfig) -> dict[str, InpaintOptions]:
     out = {"cellpaint default": InpaintOptions(seed=cfg.seed)}
     for name, opts in cfg.variants.items():
-        out[f"cellpaint {name}"] = InpaintOptions.from_dict({"seed": cfg.seed, **opts}, local=True)
+        out[f"cellpaint {name}"] = InpaintOptions.from_dict({"seed": cfg.seed, **opts}, OWN_MACHINE)
     return out
 
 

@@ -33,7 +33,6 @@ class Diffusion(nn.Module):
         betas = linear_beta_schedule(cfg.timesteps, cfg.beta_start, cfg.beta_end)
         alphas_cumprod = np.cumprod(1.0 - betas)
         f32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
-        self.register_buffer("betas", f32(betas), persistent=False)
         self.register_buffer("alphas_cumprod", f32(alphas_cumprod), persistent=False)
         self.register_buffer("sqrt_ac", f32(np.sqrt(alphas_cumprod)), persistent=False)
         self.register_buffer("sqrt_1mac", f32(np.sqrt(1.0 - alphas_cumprod)), persistent=False)

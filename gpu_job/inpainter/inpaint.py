@@ -13,7 +13,7 @@ import torch
 
 from shared.imaging import colour
 from shared.imaging.blend import keep_low_frequencies
-from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, InpaintOptions
+from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, SAMPLER_ARGS, InpaintOptions
 from shared.imaging.preprocess import composite
 from shared.imaging.windows import Window, prepare
 
@@ -70,10 +70,6 @@ def pick_device(name: str = "auto") -> torch.device:
 def item_seed(seed: int, sample: int, window: int) -> int:
     """Independent, reproducible noise streams per (seed, sample, window)."""
     return int(np.random.SeedSequence([seed, sample, window]).generate_state(1)[0])
-
-
-# The options `_run` hands the sampler: rows that agree on all of them share model batches.
-SAMPLER_FIELDS = ("steps", "sampler", "guidance", "temperature")
 
 
 class Inpainter:
@@ -138,17 +134,18 @@ class Inpainter:
             k = from_uint8(known[s]).to(self.device)
             m = mask_tensor(mask[s], self.device)
             lab = torch.tensor(labels[s], dtype=torch.long, device=self.device)
-            x = sample(self.model, self.diff, known=k.contiguous(memory_format=torch.channels_last), mask=m, seeds=seeds[s],
-                       steps=opts.steps, method=opts.sampler, labels=lab, guidance=opts.guidance,
-                       temperature=opts.temperature, autocast=self.device.type == "cpu")
+            # Every option the declaration routes to the sampler (shared/options.py SAMPLER_ARGS), by its keyword there.
+            x = sample(self.model, self.diff, known=k.contiguous(memory_format=torch.channels_last), mask=m, seeds=seeds[s], labels=lab,
+                       autocast=self.device.type == "cpu", **{arg: getattr(opts, name) for name, arg in SAMPLER_ARGS.items()})
             out.append(to_uint8(x))
         return np.concatenate(out)
 
     def inpaint_many(self, pairs: list[tuple[np.ndarray, np.ndarray]], opts: InpaintOptions | list[InpaintOptions],
                      windows: list[list[Window]] | None = None) -> list[InpaintResult]:
         """pairs: (image (H,W,3) uint8, mask (H,W) bool). `windows`: each pair's plan, if it was made
-        already (a job manifest's, shared/imaging/windows.py); otherwise it is made here."""
-        optlist = [o.check(local=True) for o in (opts if isinstance(opts, list) else [opts] * len(pairs))]
+        already (a job manifest's, shared/imaging/windows.py); otherwise it is made here. The options
+        were checked where they entered (InpaintOptions.check): they are used as they are."""
+        optlist = opts if isinstance(opts, list) else [opts] * len(pairs)
         if windows is None:
             windows = [prepare(img, m, o.window, self.size) for (img, m), o in zip(pairs, optlist)]
         # Each window's colours, moved to the training set's from its known pixels alone (or left as they are).
@@ -203,10 +200,10 @@ class Inpainter:
         for p, (o, ws) in enumerate(zip(optlist, windows)):
             for k in range(o.samples):
                 for j in range(len(ws)):
-                    groups.setdefault(tuple(getattr(o, f) for f in SAMPLER_FIELDS), []).append((p, k, j))
+                    groups.setdefault(tuple(getattr(o, f) for f in SAMPLER_ARGS), []).append((p, k, j))
         preds = {}
         for key, rows in groups.items():
-            o = InpaintOptions(**dict(zip(SAMPLER_FIELDS, key)))
+            o = InpaintOptions(**dict(zip(SAMPLER_ARGS, key)))
             known = np.stack([seen[(p, j)] for p, _, j in rows])
             mask = np.stack([windows[p][j].prep.mask for p, _, j in rows])
             seeds = [item_seed(optlist[p].seed, k, j) for p, k, j in rows]

@@ -76,7 +76,6 @@ def sample(
     guidance: float = 1.0,
     temperature: float = 1.0,
     autocast: bool = False,
-    progress=None,
     start: int | None = None,
     whole: bool = False,
 ) -> torch.Tensor:
@@ -122,6 +121,4 @@ def sample(
                 eps = model(inp, tt, labels).float()
         noise = _randn((c, h, w), gens, device) if method == "ddpm" else None
         x = step(diff, eps, t, t_prev, x, method, noise).prev_sample
-        if progress is not None:
-            progress.update(1)
     return mask * x.clamp(-1, 1) + (1 - mask) * known

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from gpu_job.inpainter.sampler import sample
+from shared.options import OPTIONS
 from gpu_job.inpainter.tensors import from_uint8, mask_tensor, to_uint8
 from gpu_job.inpainter.weights import load_weights, shipped, weights_path
 
@@ -50,7 +51,7 @@ def tiles(writes: np.ndarray, tile: int = TILE) -> list[tuple[int, int, int, int
     return out
 
 
-def refine_many(model, diff, items: list[tuple[np.ndarray, np.ndarray]], seeds: list[int], steps: int = 10, start: int = 200,
+def refine_many(model, diff, items: list[tuple[np.ndarray, np.ndarray]], seeds: list[int], steps: int, start: int,
                 batch: int = TILE_BATCH) -> list[np.ndarray]:
     """items: (composite (H, W, 3) uint8, writes (H, W) bool), the first stage's results. Returns
     each composite with its `writes` pixels redrawn; every other pixel is left as it was. The
@@ -93,10 +94,12 @@ class Texturer:
         self.model.to(memory_format=torch.channels_last)  # about 1.35x on the CPU's bf16 convolutions (BENCHMARKS.md)
         if self.record.get("stage") != STAGE:
             raise ValueError(f"{weights}: not texture-stage weights (train them with `cellpaint train-texture`)")
-        self.start = int(self.record[STAGE]["start"])
 
-    def refine(self, composite: np.ndarray, mask: np.ndarray, seed: int = 0, steps: int = 10, start: int | None = None) -> np.ndarray:
+    # The stage's default strength is the options' (texture_steps, texture_start): stated once, there.
+    def refine(self, composite: np.ndarray, mask: np.ndarray, seed: int = 0, steps: int = OPTIONS["texture_steps"].default,
+               start: int = OPTIONS["texture_start"].default) -> np.ndarray:
         return self.refine_many([(composite, mask)], [seed], steps, start)[0]
 
-    def refine_many(self, items: list[tuple[np.ndarray, np.ndarray]], seeds: list[int], steps: int = 10, start: int | None = None) -> list[np.ndarray]:
-        return refine_many(self.model, self.diff, items, seeds, steps, self.start if start is None else start)
+    def refine_many(self, items: list[tuple[np.ndarray, np.ndarray]], seeds: list[int], steps: int = OPTIONS["texture_steps"].default,
+                    start: int = OPTIONS["texture_start"].default) -> list[np.ndarray]:
+        return refine_many(self.model, self.diff, items, seeds, steps, start)

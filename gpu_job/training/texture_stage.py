@@ -22,6 +22,7 @@ from gpu_job.inpainter.tensors import from_uint8, mask_tensor, to_uint8
 from gpu_job.inpainter.texture import STAGE, refine_crops
 from gpu_job.inpainter.weights import save_weights
 from shared.imaging.images import load_image
+from shared.options import OPTIONS
 from shared.imaging.masks import random_mask
 from shared.imaging.preprocess import MODEL_SIZE, preprocess, upsample
 
@@ -45,7 +46,7 @@ class TextureConfig(RunConfig):
     lr: float = 2e-4
     ckpt_minutes: float = 10.0
     t_max: int = 400  # trained on t < t_max only: sampling starts below it
-    start: int = 200  # the sampling default stored with the weights: noise of std 0.59 erases granules and chromatin, not a nucleus
+    start: int = OPTIONS["texture_start"].default  # where checkpoints measure the redrawing from: the sampling default
     full_mask_prob: float = 0.3  # a crop wholly inside a large hole
     max_blur: float = 2.0  # extra Gaussian blur of the condition, in source px (uniform 0..max_blur)
     augment: str = "domain"  # "domain": each crop's stain, light and grain as another microscope's (augment.py); "none"
@@ -128,7 +129,7 @@ class TextureVal:
     def loss(self, model, diff, autocast_ctx) -> float:
         return fixed_loss(model, diff, autocast_ctx, self.x0, self.m, None, self.t, self.noise, cond=self.cond)
 
-    def metrics(self, model, diff, start: int, n: int = 32, steps: int = 10) -> dict[str, float]:
+    def metrics(self, model, diff, start: int, n: int = 32, steps: int = OPTIONS["texture_steps"].default) -> dict[str, float]:
         n = min(n, len(self.raw[0]))
         x0, cond, masks = (a[:n] for a in self.raw)
         out = to_uint8(refine_crops(model, diff, self.cond[:n], self.m[:n], list(range(n)), steps, start, self.x0.device.type == "cpu"))

@@ -47,13 +47,6 @@ def _cells(mask: np.ndarray, cell: int) -> np.ndarray:
     return padded.reshape(gh, cell, gw, cell)
 
 
-def regions(mask: np.ndarray, cell: int) -> tuple[np.ndarray, int]:
-    """Connected mask regions on a coarse grid of `cell`-px cells (8-connected), so specks a few
-    pixels apart share a window. Returns the coarse label grid (-1 where no cell is masked) and
-    the number of regions."""
-    return coarse_regions(_cells(mask, cell).any(axis=(1, 3)))
-
-
 def cell_size(window: int) -> int:
     return max(4, window // 45)
 

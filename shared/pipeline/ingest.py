@@ -26,6 +26,7 @@ from shared.pipeline.pairs import split_name
 from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, classify, error_key, failed_prefix_for_key, get_bytes, is_not_found, manifest_key,
                  put_json, take_key)
 from shared.imaging.scale import auto_window
+from shared.options import InpaintOptions
 from shared.pipeline.validate import Limits, plan_mask, validate_pair, validate_sidecar
 from shared.imaging.windows import prepare
 
@@ -183,7 +184,8 @@ def load_pair(s3: BaseClient, bucket: str, ref: PairRef, limits: Limits = Limits
         if obj.size > cap:  # refused before it is downloaded
             raise InputError(obj.key, f"{obj.size} bytes is over the limit of {cap} bytes; "
                                       "downscale or compress it and upload it again")
-    options = validate_sidecar(_get(s3, bucket, ref.sidecar), ref.sidecar.key, limits) if ref.sidecar else {}
+    # Checked here, once, and carried whole: the job reads them back as they are (InpaintOptions.from_record).
+    options = (validate_sidecar(_get(s3, bucket, ref.sidecar), ref.sidecar.key, limits) if ref.sidecar else InpaintOptions()).to_dict()
     image, mask = validate_pair(_get(s3, bucket, ref.image), _get(s3, bucket, ref.mask),
                                 ref.image.key, ref.mask.key, limits)
     window = auto_window(image, mask)  # cells at the training scale (shared/imaging/scale.py)

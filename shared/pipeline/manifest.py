@@ -49,7 +49,7 @@ class PairJob:
     mask_key: str
     height: int
     width: int
-    options: dict = field(default_factory=dict)  # the validated sidecar (shared/options.py); defaults not filled in
+    options: dict = field(default_factory=dict)  # every option, checked at ingest (InpaintOptions.to_dict); the job reads it back unchecked
     windows: list[dict] = field(default_factory=list)  # window_to_dict(...) each
     image_version: str | None = None
     mask_version: str | None = None

@@ -13,7 +13,6 @@ the lease and before publishing leaves a lease that expires, and the redelivery 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from urllib.parse import urlparse
 
@@ -21,6 +20,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from shared.pipeline.leases import DEFAULT_LEASE_S, acquire, finish, lease_key, now_utc, release_quietly
+from shared.pipeline.records import Notice, Result
 from shared.pipeline.s3 import NOTIFY_CLAIMS, error_key, get_json, pair_from_output_key, result_key, take_key, written_by
 from shared.pipeline.s3events import object_events
 
@@ -31,41 +31,17 @@ MAX_REASON = 2000  # characters: SNS allows 256 KB, an email should stay readabl
 SUBJECT_MAX = 100  # SNS's limit
 
 
-@dataclass
-class Notice:
-    status: str  # succeeded | failed
-    pair: str | None
-    reason: str | None = None
-    keys: dict = field(default_factory=dict)  # inputs and outputs, bucket-relative
-    bucket: str | None = None
-    link: str | None = None  # presigned GET of inpainted.png
-    link_expires_in: int | None = None  # seconds
-    timings: dict = field(default_factory=dict)
-    job: dict = field(default_factory=dict)  # job_id, batch_job_id, status_reason, ...
-    ood: dict | None = None  # the job's "unlike the training images" flag (gpu_job/inpainter/ood.py)
-    dedupe: str = ""  # what makes this notice unique (not sent)
-
-    def body(self) -> dict:
-        d = asdict(self)
-        d.pop("dedupe")
-        return {"version": 1, **d}
-
-
 def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version: str | None = None) -> Notice:
     """results/<pair>/result.json -> a success notice with a presigned link to inpainted.png."""
     pair, _ = pair_from_output_key(key)
-    doc = get_json(s3, bucket, key)
+    r = Result.from_json(get_json(s3, bucket, key))
     inpainted = result_key(pair, "inpainted.png")
     link = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": inpainted}, ExpiresIn=expires_in)
-    inputs = doc.get("inputs") if isinstance(doc.get("inputs"), dict) else {}
-    keys = {"image": inputs.get("image_key"), "mask": inputs.get("mask_key"), "inpainted": inpainted,
+    keys = {"image": r.inputs.get("image_key"), "mask": r.inputs.get("mask_key"), "inpainted": inpainted,
             "preview": result_key(pair, "preview.png"), "result": key}
-    outputs = doc.get("outputs") if isinstance(doc.get("outputs"), dict) else {}
-    keys.update({k: v for k, v in outputs.items() if isinstance(v, str) and k not in keys})  # e.g. uncertainty
-    job = {k: doc[k] for k in ("job_id", "model", "sampler", "steps", "temperature", "seed", "label", "labels", "samples", "combine") if k in doc}
-    timings = doc.get("timings") if isinstance(doc.get("timings"), dict) else {}
-    ood = doc.get("ood") if isinstance(doc.get("ood"), dict) else None
-    return Notice("succeeded", pair, None, keys, bucket, link, expires_in, timings, job, ood=ood, dedupe=f"{key}@{version}")
+    keys.update({k: v for k, v in r.outputs.items() if isinstance(v, str) and k not in keys})  # e.g. uncertainty
+    return Notice("succeeded", pair, None, keys, bucket, link, expires_in, r.timings, {"job_id": r.job_id}, ood=r.ood, model=r.model,
+                  options=r.options, labels=r.labels, fell_back=r.fell_back, dedupe=f"{key}@{version}")
 
 
 def from_error(s3: BaseClient, bucket: str, key: str, version: str | None = None) -> Notice:

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from shared.imaging.images import ALLOWED_FORMATS, InputError, check_frames, load_image, load_mask
-from shared.options import OptionError, UnknownOptions, parse
+from shared.options import SIDECAR, InpaintOptions, OptionError, UnknownOptions
 from shared.imaging.windows import DEFAULT_WINDOW, Box, plan_windows
 
 # (magic bytes, Pillow format): sniffed from the content, never from the file name.
@@ -183,9 +183,9 @@ def _no_constants(token: str):
     raise ValueError(f"{token} is not valid JSON")
 
 
-def validate_sidecar(data: bytes, name: str, limits: Limits = Limits()) -> dict:
-    """The options of one pair: a JSON object with only sidecar options (shared/options.py).
-    Returns the options given (the GPU job fills in the defaults)."""
+def validate_sidecar(data: bytes, name: str, limits: Limits = Limits()) -> InpaintOptions:
+    """The options of one pair: a JSON object with only sidecar options (shared/options.py),
+    checked with an upload's bounds; the options it does not give take their defaults."""
     if len(data) > limits.max_sidecar_bytes:
         raise InputError(name, f"the options file is {len(data)} bytes, over the limit of "
                                f"{limits.max_sidecar_bytes}; it should hold a few options only")
@@ -200,6 +200,6 @@ def validate_sidecar(data: bytes, name: str, limits: Limits = Limits()) -> dict:
         raise InputError(name, f"the options file must be a JSON object, not a {type(doc).__name__}; "
                                'write it like {"steps": 50, "seed": 0}')
     try:
-        return parse(doc)
+        return InpaintOptions.from_dict(doc, allowed=SIDECAR)
     except (OptionError, UnknownOptions) as exc:
         raise InputError(name, exc.in_document()) from exc

@@ -103,7 +103,7 @@ BAD = {
     "sidecar-unknown-key": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"steps": 10, "strength": 2}'}, "unknown option"),
     "sidecar-bad-steps": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"steps": 5000}'}, "from 1 to 1000"),
     "sidecar-bad-label": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"label": "cat"}'}, "one of basophil"),
-    "sidecar-bool-seed": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"seed": true}'}, "integer >= 0"),
+    "sidecar-bool-seed": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"seed": true}'}, "integer from 0 to"),
     "sidecar-not-json": ({".png": IMAGE, ".mask.png": MASK, ".json": b"steps=50"}, "not valid JSON"),
     "sidecar-not-object": ({".png": IMAGE, ".mask.png": MASK, ".json": b"[1, 2]"}, "JSON object"),
     "sidecar-nan": ({".png": IMAGE, ".mask.png": MASK, ".json": b'{"steps": NaN}'}, "not valid JSON"),

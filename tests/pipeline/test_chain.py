@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from moto.sns.models import sns_backends
 
+from shared.options import OPTIONS, InpaintOptions
+from shared.pipeline.records import NOTICE_VERSION
 from shared.imaging.images import load_image, load_mask
 
 from .conftest import BUCKET, REGION, Context, cell_image, disc_mask, encode, inbox, keys, load_event, s3_body, sqs_event
@@ -134,7 +136,7 @@ def test_upload_to_notification(stack, inpainter):
     assert manifest_uri.startswith(f"s3://{BUCKET}/jobs/") and manifest_uri.endswith("/manifest.json")
     manifest = read_json(stack, manifest_uri.split(f"s3://{BUCKET}/", 1)[1])
     assert [p["pair"] for p in manifest["pairs"]] == ["lab 1/cell-a"]  # the bad pair never reaches the GPU
-    assert manifest["pairs"][0]["options"] == {"steps": 3, "seed": 7, "samples": 2, "sampler": "ddim"}
+    assert manifest["pairs"][0]["options"] == InpaintOptions(steps=3, seed=7, samples=2, sampler="ddim").to_dict()  # checked once, carried whole
     # the bad pair was refused at ingest, once
     assert keys(stack, "failed/") == ["failed/lab 1/cell-b/error.json"]
     ingest_error = read_json(stack, "failed/lab 1/cell-b/error.json")
@@ -160,7 +162,8 @@ def test_upload_to_notification(stack, inpainter):
     assert result["inputs"]["image_key"] == "incoming/lab 1/cell-a.png"
     assert result["inputs"]["mask_key"] == "incoming/lab 1/cell-a.mask.png"
     assert result["inputs"]["image_version"] == manifest["pairs"][0]["image_version"]
-    assert (result["steps"], result["seed"], result["samples"], result["sampler"]) == (3, 7, 2, "ddim")
+    o = result["options"]
+    assert (o["steps"], o["seed"], o["samples"], o["sampler"]) == (3, 7, 2, "ddim") and set(o) == set(OPTIONS)  # recorded whole
     assert isinstance(result["model"], dict) and len(result["model"]["sha256"]) == 64
     assert result["model"]["version"] == "test"
     assert isinstance(result["timings"], dict) and result["timings"]["total_s"] > 0
@@ -181,14 +184,14 @@ def test_upload_to_notification(stack, inpainter):
     assert set(got) == {"lab 1/cell-a", "lab 1/cell-b"}  # one message each
 
     ok = got["lab 1/cell-a"]
-    assert ok["version"] == 1 and ok["status"] == "succeeded" and ok["reason"] is None
+    assert ok["version"] == NOTICE_VERSION and ok["status"] == "succeeded" and ok["reason"] is None
     assert ok["bucket"] == BUCKET
     assert ok["keys"] == {"image": "incoming/lab 1/cell-a.png", "mask": "incoming/lab 1/cell-a.mask.png",
                           "inpainted": base + "inpainted.png", "preview": base + "preview.png",
                           "result": base + "result.json", "uncertainty": base + "uncertainty.png"}
     assert ok["timings"] == result["timings"]
-    assert ok["job"] == {"job_id": manifest["job_id"], "model": result["model"], "sampler": "ddim", "steps": 3,
-                         "temperature": 0.6, "seed": 7, "label": "auto", "labels": result["labels"], "samples": 2, "combine": "first"}
+    assert ok["job"] == {"job_id": manifest["job_id"]} and ok["model"] == result["model"] and ok["labels"] == result["labels"]
+    assert ok["options"] == result["options"] == InpaintOptions(steps=3, seed=7, samples=2).to_dict()  # every option, as the fill was made
     assert len(result["labels"]) == result["windows"]  # per window: the class the model was told, or none
     link = urlparse(ok["link"])
     assert unquote(link.path).endswith("/results/lab 1/cell-a/inpainted.png")
@@ -262,7 +265,7 @@ def test_a_pair_failing_in_the_gpu_job_does_not_lose_the_other(stack, weights_wi
     assert got["c"]["status"] == "failed" and "unknown label 'platelet'" in got["c"]["reason"]
     assert got["c"]["job"] == {"job_id": read_json(stack, manifest_uri.split(f"{BUCKET}/", 1)[1])["job_id"], "stage": "gpu"}
     assert got["c"]["keys"] == {"image": "incoming/c.tif", "mask": "incoming/c.mask.png", "error": "failed/c/error.json"}
-    assert got["d"]["status"] == "succeeded" and got["d"]["job"]["steps"] == 2
+    assert got["d"]["status"] == "succeeded" and got["d"]["options"]["steps"] == 2
     assert set(upload_versions(stack)) == {f"incoming/{n}{s}" for n in "cd" for s in (".json", ".tif", ".mask.png")}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import threading
 
+from shared.options import InpaintOptions
+
 from .conftest import BUCKET, Context, good_pair, keys, load_event, s3_body, sqs_event, upload
 
 
@@ -49,7 +51,7 @@ def test_mask_first_then_image_with_sidecar(stack):
     stack.ingest.lambda_handler(upload(stack, "incoming/a.JPG", image), Context())
     assert len(stack.submits) == 1
     doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
-    assert doc["pairs"][0]["options"] == {"steps": 20, "seed": 3, "label": "monocyte"}
+    assert doc["pairs"][0]["options"] == InpaintOptions(steps=20, seed=3, label="monocyte").to_dict()
     assert doc["pairs"][0]["image_key"] == "incoming/a.JPG"
 
 

@@ -5,15 +5,16 @@ import json
 
 from moto.sns.models import sns_backends
 
+from shared.options import InpaintOptions
 from shared.pipeline import notify
+from shared.pipeline.records import Result
 from shared.pipeline.s3 import pair_from_output_key
 
 from .conftest import BUCKET, REGION, Context, good_pair, inbox, keys, load_event, upload
 
-RESULT = {"pair": "demo/cell 1", "status": "succeeded", "job_id": "20261126T120000Z-0a1b2c3d",
-          "inputs": {"image_key": "incoming/demo/cell 1.png", "mask_key": "incoming/demo/cell 1.mask.png"},
-          "model": {"version": "v1", "sha256": "ab" * 32}, "sampler": "ddim", "steps": 50, "seed": 0,
-          "samples": 1, "timings": {"load_s": 0.4, "sample_s": 3.2, "total_s": 4.1}}
+RESULT = Result("demo/cell 1", "20261126T120000Z-0a1b2c3d", {"image_key": "incoming/demo/cell 1.png", "mask_key": "incoming/demo/cell 1.mask.png"},
+                {"inpainted": "results/demo/cell 1/inpainted.png"}, {"width": 8, "height": 6}, 1, {"version": "v1", "sha256": "ab" * 32},
+                InpaintOptions(steps=50).to_dict(), timings={"load_s": 0.4, "sample_s": 3.2, "total_s": 4.1}).to_json()
 
 
 def published(st):
@@ -33,7 +34,7 @@ def test_result_event_file(stack):
     assert body["status"] == "succeeded" and body["pair"] == "demo/cell 1"
     assert body["keys"]["inpainted"] == "results/demo/cell 1/inpainted.png"
     assert "X-Amz-Expires=3600" in body["link"] and body["link_expires_in"] == 3600
-    assert body["timings"] == RESULT["timings"] and body["job"]["steps"] == 50
+    assert body["timings"] == RESULT["timings"] and body["options"] == RESULT["options"] and body["model"]["sha256"] == "ab" * 32
     [call] = calls
     assert call["MessageStructure"] == "json" and call["TopicArn"] == stack.topic_arn
     [(_, message, subject, *_)] = published(stack)

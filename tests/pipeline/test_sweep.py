@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from shared.options import InpaintOptions
+
 from .conftest import (BUCKET, Context, Crash, batch_jobs, crash_on, good_pair, inbox, keys, later, load_handler,
                        notify_outputs, upload)
 
@@ -66,7 +68,7 @@ def test_a_sidecar_after_its_pair_is_reported_once(stack, sweeper):
     stack.ingest.lambda_handler(upload(stack, "incoming/s.mask.png", mask), Context())
     [_, _, _, last] = batch_jobs(stack)
     manifest = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=last["manifest"].split(f"{BUCKET}/")[1])["Body"].read())
-    assert manifest["pairs"][0]["options"] == {"steps": 25}
+    assert manifest["pairs"][0]["options"] == InpaintOptions(steps=25).to_dict()
     assert sweep_and_notify(stack, sweeper) == []
 
 

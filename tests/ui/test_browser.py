@@ -112,7 +112,7 @@ def test_paint_and_restore_direct(page, tmp_path):
     expect(page.get_by_text("64×64 pixels inside the masked region", exact=False)).to_be_visible()
     expect(page.get_by_text("white = restore", exact=False).first).to_be_visible()
 
-    steps = page.get_by_label("Steps (DDIM)", exact=True)
+    steps = page.get_by_label("Steps", exact=True)
     steps.fill("3")
     steps.press("Enter")
     expect(steps).to_have_value("3")

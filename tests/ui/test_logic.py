@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from cellpaint.ui import logic
-from shared.options import OPTIONS
+from shared.options import OPTIONS, InpaintOptions
+from shared.pipeline.records import Result
 from shared.imaging.images import load_image, load_mask, png_bytes
 from tests.conftest import ROOT, synthetic_cell
 
@@ -240,9 +241,9 @@ def _fake_job(s3, name, image, fail=None, uncertainty=True):
     if uncertainty:
         s3.put_object(Bucket=BUCKET, Key=f"{base}/uncertainty.png", Body=_png(np.full((40, 44, 3), 9, np.uint8)))
         outputs["uncertainty"] = f"{base}/uncertainty.png"
-    s3.put_object(Bucket=BUCKET, Key=f"{base}/result.json",
-                  Body=json.dumps({"status": "succeeded", "pair": name, "job_id": "j1", "outputs": outputs, "steps": 7,
-                                   "seed": 3, "label": "none", "samples": 2}).encode())
+    result = Result(name, "j1", {}, outputs, {"width": 44, "height": 40}, 1, {"sha256": "ab" * 32},
+                    InpaintOptions(steps=7, seed=3, label=None, samples=2).to_dict())  # written through the schema, as the job does
+    s3.put_object(Bucket=BUCKET, Key=f"{base}/result.json", Body=json.dumps(result.to_json()).encode())
     return out
 
 
@@ -270,8 +271,9 @@ def test_pipeline_upload_then_result(s3, rng):
     body = lambda k: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()  # noqa: E731
     assert np.array_equal(load_image(body("incoming/ui-t1.png"), "i"), img)
     assert np.array_equal(load_mask(body("incoming/ui-t1.mask.png"), "m"), mask)
-    side = validate_sidecar(body("incoming/ui-t1.json"), "ui-t1.json")
-    assert side == {"steps": 7, "seed": 3, "samples": 2, "label": "none", "combine": "first", "texture": True, "normalize": "auto", "guard": False,
+    validate_sidecar(body("incoming/ui-t1.json"), "ui-t1.json")  # the validator accepts it
+    side = json.loads(body("incoming/ui-t1.json"))
+    assert side == {"steps": 7, "sampler": "ddim", "seed": 3, "samples": 2, "label": "none", "combine": "first", "texture": True, "normalize": "auto", "guard": False,
                     "fallback": OPTIONS["fallback"].default}
 
     res = stages[-1].result
