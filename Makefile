@@ -23,7 +23,7 @@ test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 check-template: setup
-	scripts/check-template.sh
+	.ci/check-template.sh
 
 ui: setup
 	$(BIN)/cellpaint ui

@@ -165,7 +165,7 @@ def markdown(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu", "auto"])
@@ -186,28 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
     ap.add_argument("--quick", action="store_true", help="a tiny run: batches 1 2, one timed run each")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_gpu", help="folder for bench_gpu.json and .md")
-    a = ap.parse_args(argv)
-    batches = sorted(set(a.batches or ([1, 2] if a.quick else [1, 16, 64, 256])))
-    repeats = a.repeats or (1 if a.quick else 3)
-    if min(batches) < 1 or repeats < 1 or a.warmup < 0:
-        ap.error("batches and --repeats must be >= 1, --warmup >= 0")
-    texts = ([] if a.no_builtin else list(BUILTIN)) + a.setting
-    if not texts:
-        ap.error("no settings: give --setting, or leave out --no-builtin")
-    settings = [parse_setting(t, KNOBS) for t in texts]
-    if len({n for n, _, _ in settings}) != len(settings):
-        ap.error("two settings share a name")
-    t_start = time.perf_counter()
+    return ap
 
+
+def open_device(a):
+    """The device, set up as asked, and what it is (printed)."""
     import torch
-    from tqdm import tqdm
 
-    from gpu_job.evaluation.evaluate import peak_reset, peak_rss_mib
-    from gpu_job.inpainter.inpaint import Inpainter, pick_device
-    from shared.imaging.images import load_image, load_mask
-    from shared.options import OWN_MACHINE, InpaintOptions
-    from shared.pipeline.pairs import find_pairs
-    from shared.imaging.windows import prepare
+    from gpu_job.inpainter.inpaint import pick_device
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -221,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {info['name']} ({device}); torch {info['torch']}" + (f", CUDA {info['cuda']}, cuDNN {info['cudnn']}, "
           f"capability {info['capability']}, {info['gpu_memory_gib']} GiB, cudnn.benchmark {info['cudnn_benchmark']}" if info.get("cuda") else "")
           + f"; host {info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch threads", flush=True)
-    precision = ("fp32 on CUDA (gpu_job/inpainter/sampler.py autocasts only on the CPU) unless a setting has autocast=true"
-                 if device.type == "cuda" else "bf16 autocast (the CPU path)")
-    print(f"precision: {precision}", flush=True)
+    return device, info
 
-    # The pairs: as many as the largest batch, written to a temporary folder, loaded, deleted.
-    n = max(batches)
+
+def load_workload(a, n: int) -> tuple[list, dict, bool]:
+    """n pairs, written to a temporary folder as the CLI would read them, loaded, the folder deleted."""
+    from shared.imaging.images import load_image, load_mask
+    from shared.pipeline.pairs import find_pairs
+
     synthetic = a.synthetic or not Path(a.data).is_dir()
     a.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-", dir=a.out))
@@ -236,6 +224,77 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"pairs: {len(pairs)} ({'synthetic random-texture cells' if synthetic else 'PBC val cells'}), cover {workload['cover']}", flush=True)
+    return pairs, workload, synthetic
+
+
+def time_batch(inp, times: dict, device, part, o, wins, warmup: int, repeats: int, share_s: float, load_s: float) -> dict:
+    """One measurement: `warmup` untimed calls, then as many timed calls (at most `repeats`) as fit
+    in `share_s`; the median, the stages of the median run, and peak memory."""
+    import torch
+
+    from gpu_job.evaluation.evaluate import peak_reset, peak_rss_mib
+
+    b, t_w = len(part), None
+    for _ in range(warmup):
+        sync(device)
+        t = time.perf_counter()
+        inp.inpaint_many(part, o, wins)
+        sync(device)
+        t_w = time.perf_counter() - t
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device) / 2**20
+    peak_reset()
+    reps = repeats if t_w is None else max(1, min(repeats, int(share_s / max(t_w, 1e-6))))
+    runs, stage_runs = [], []
+    for _ in range(reps):
+        for k in times:
+            times[k] = 0.0
+        sync(device)
+        t = time.perf_counter()
+        inp.inpaint_many(part, o, wins)
+        sync(device)
+        runs.append(time.perf_counter() - t)
+        stage_runs.append(dict(times))
+    med = statistics.median(runs)
+    m = sorted(range(len(runs)), key=runs.__getitem__)[len(runs) // 2]  # the median run (the upper one of an even count)
+    stages = {k: v / b * 1e3 for k, v in stage_runs[m].items()}
+    stages["other"] = max(0.0, runs[m] - sum(stage_runs[m].values())) / b * 1e3
+    res = {"batch": b, "pairs": b, "windows": sum(len(w) for w in wins), "model_rows": sum(len(w) for w in wins) * o.samples,
+           "warmup": warmup, "warmup_s": t_w, "times_s": [round(x, 4) for x in runs], "median_s": med, "pairs_per_s": b / med,
+           "stages_ms_per_pair": stages, "load_s": round(load_s, 3), "peak_rss_mib": peak_rss_mib(), "repeats": reps, "peak_gpu_mib": None}
+    if device.type == "cuda":
+        res |= {"peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20, "resident_before_mib": base,
+                "peak_reserved_mib": torch.cuda.max_memory_reserved(device) / 2**20}
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
+    a = ap.parse_args(argv)
+    batches = sorted(set(a.batches or ([1, 2] if a.quick else [1, 16, 64, 256])))
+    repeats = a.repeats or (1 if a.quick else 3)
+    if min(batches) < 1 or repeats < 1 or a.warmup < 0:
+        ap.error("batches and --repeats must be >= 1, --warmup >= 0")
+    texts = ([] if a.no_builtin else list(BUILTIN)) + a.setting
+    if not texts:
+        ap.error("no settings: give --setting, or leave out --no-builtin")
+    settings = [parse_setting(t, KNOBS) for t in texts]
+    if len({n for n, _, _ in settings}) != len(settings):
+        ap.error("two settings share a name")
+    t_start = time.perf_counter()
+
+    from tqdm import tqdm
+
+    from gpu_job.inpainter.inpaint import Inpainter
+    from shared.imaging.windows import prepare
+    from shared.options import OWN_MACHINE, InpaintOptions
+
+    device, info = open_device(a)
+    precision = ("fp32 on CUDA (gpu_job/inpainter/sampler.py autocasts only on the CPU) unless a setting has autocast=true"
+                 if device.type == "cuda" else "bf16 autocast (the CPU path)")
+    print(f"precision: {precision}", flush=True)
+    pairs, workload, synthetic = load_workload(a, max(batches))
 
     inpainters: dict[int, tuple] = {}
 
@@ -251,75 +310,37 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.perf_counter() + a.budget_s
     todo = [(s, b) for s in range(len(settings)) for b in batches]
     rows = [{"name": name, "options": opts, "knobs": knobs, "results": []} for name, opts, knobs in settings]
-    bar = tqdm(total=len(todo), desc="measuring", unit="meas")
     per_pair_est: float | None = None
-    for idx, (si, b) in enumerate(todo):
+    for idx, (si, b) in enumerate(tqdm(todo, desc="measuring", unit="meas")):
         name, opts, knobs = settings[si]
-        row = rows[si]
-        o = InpaintOptions(**opts).check(OWN_MACHINE)
+        row, o = rows[si], InpaintOptions(**opts).check(OWN_MACHINE)
         if "windows" not in row:
             t = time.perf_counter()
             row["windows"] = [prepare(img, m, o.window, size) for img, m in pairs]
             row["plan_ms_per_pair"] = (time.perf_counter() - t) / len(pairs) * 1e3
         remaining = deadline - time.perf_counter()
-        est = per_pair_est * b if per_pair_est else None
-        if est is not None and est * (a.warmup + 1) > remaining:
-            row["results"].append({"batch": b, "skipped": f"out of budget ({remaining:.0f} s left, one run ~{est:.0f} s)"})
+        if per_pair_est and per_pair_est * b * (a.warmup + 1) > remaining:
+            row["results"].append({"batch": b, "skipped": f"out of budget ({remaining:.0f} s left, one run ~{per_pair_est * b:.0f} s)"})
             tqdm.write(f"{name} batch {b}: skipped, out of budget")
-            bar.update(1)
             continue
         inp, times, load_s = inpainter(b)
+        share = remaining * b / sum(bb for _, bb in todo[idx:])  # this measurement's share of what is left, by batch size
         with knobs_applied(knobs):
             if o.texture:
                 inp.texturer()
-            part, wins = pairs[:b], row["windows"][:b]
-            t_w = None
-            for _ in range(a.warmup):
-                sync(device)
-                t = time.perf_counter()
-                inp.inpaint_many(part, o, wins)
-                sync(device)
-                t_w = time.perf_counter() - t
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-                base = torch.cuda.memory_allocated(device) / 2**20
-            peak_reset()
-            # Repeats that fit this measurement's share of what is left (shares by batch size).
-            left = sum(bb for ss, bb in todo[idx:])
-            share = (deadline - time.perf_counter()) * b / left
-            reps = repeats if t_w is None else max(1, min(repeats, int(share / max(t_w, 1e-6))))
-            runs, stage_runs = [], []
-            for _ in range(reps):
-                for k in times:
-                    times[k] = 0.0
-                sync(device)
-                t = time.perf_counter()
-                inp.inpaint_many(part, o, wins)
-                sync(device)
-                runs.append(time.perf_counter() - t)
-                stage_runs.append(dict(times))
-        med = statistics.median(runs)
-        m = sorted(range(len(runs)), key=runs.__getitem__)[len(runs) // 2]  # the median run (the upper one of an even count)
-        stages = {k: v / b * 1e3 for k, v in stage_runs[m].items()}
-        stages["other"] = max(0.0, runs[m] - sum(stage_runs[m].values())) / b * 1e3
-        per_pair_est = med / b
-        res = {"batch": b, "pairs": b, "windows": sum(len(w) for w in wins), "model_rows": sum(len(w) for w in wins) * o.samples,
-               "warmup": a.warmup, "warmup_s": t_w, "times_s": [round(x, 4) for x in runs], "median_s": med, "pairs_per_s": b / med,
-               "stages_ms_per_pair": stages, "load_s": round(load_s, 3), "peak_rss_mib": peak_rss_mib()}
-        if device.type == "cuda":
-            res |= {"peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20, "resident_before_mib": base,
-                    "peak_reserved_mib": torch.cuda.max_memory_reserved(device) / 2**20}
-        else:
-            res["peak_gpu_mib"] = None
+            res = time_batch(inp, times, device, pairs[:b], o, row["windows"][:b], a.warmup, repeats, share, load_s)
+        per_pair_est = res["median_s"] / b
         row["results"].append(res)
-        tqdm.write(f"{name} batch {b}: {res['pairs_per_s']:.1f} pairs/s (median of {reps}: {med:.3f} s)"
+        tqdm.write(f"{name} batch {b}: {res['pairs_per_s']:.1f} pairs/s (median of {res['repeats']}: {res['median_s']:.3f} s)"
                    + (f", peak GPU {res['peak_gpu_mib']:.0f} MiB" if res["peak_gpu_mib"] is not None else "")
-                   + "; ms/pair " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
-        bar.update(1)
-    bar.close()
+                   + "; ms/pair " + ", ".join(f"{k} {v:.1f}" for k, v in res["stages_ms_per_pair"].items()))
     for row in rows:
         row.pop("windows", None)
+    write_report(a, argv, info, precision, workload, synthetic, batches, repeats, rows, t_start)
+    return 0
 
+
+def write_report(a, argv, info, precision, workload, synthetic, batches, repeats, rows, t_start) -> None:
     rep = {"benchmark": "bench_gpu", "date": datetime.date.today().isoformat(), "device": info, "precision": precision,
            "workload": workload | {"synthetic": synthetic}, "batches": batches, "repeats": repeats, "warmup": a.warmup,
            "budget_s": a.budget_s, "argv": sys.argv[1:] if argv is None else argv, "settings": rows}
@@ -335,7 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     (a.out / "bench_gpu.md").write_text(md)
     print("\n" + md)
     print(f"wrote {a.out / 'bench_gpu.json'} and {a.out / 'bench_gpu.md'} ({rep['total_s']} s in all)")
-    return 0
 
 
 if __name__ == "__main__":

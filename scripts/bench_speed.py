@@ -332,7 +332,7 @@ def markdown(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--setting", action="append", default=[], metavar="NAME[:OPT=V,...]",
@@ -355,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--as-job", help=argparse.SUPPRESS)
     ap.add_argument("--job-out", help=argparse.SUPPRESS)
     ap.add_argument("--job-options", default="{}", help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
     a = ap.parse_args(argv)
     if a.as_job:
         return run_as_job(a.as_job, a.job_out, a.job_options, a.weights and str(a.weights), a.texture_weights and str(a.texture_weights), a.device)

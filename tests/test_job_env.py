@@ -60,6 +60,8 @@ def clean_env(**extra: str) -> dict:
 
 
 def test_the_job_runs_from_a_clean_env_with_the_requirements_file(tmp_path, rng):
+    """Long on purpose: building the clean environment costs half a minute, so one build is
+    asserted for everything the job image promises."""
     sources = local_package_sources()
     if not sources:
         pytest.skip("no package sources on this machine's disk (file:// index or find-links): this test runs offline only")

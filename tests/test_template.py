@@ -1,6 +1,6 @@
 """What template.yaml grants and refuses, read the way CloudFormation reads it: parameters and
 conditions resolved by the local stack's Template, and the roles as the SAM transform expands them
-(scripts/sam_expand.py). The checkov scan itself runs in scripts/check-template.sh."""
+(.ci/sam_expand.py). The checkov scan itself runs in .ci/check-template.sh."""
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +16,7 @@ REQUIRED = {"ImageUri": "cellpaint:test", "SubnetIds": "subnet-1", "VpcId": "vpc
 
 
 def script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / ".ci" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

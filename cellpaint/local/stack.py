@@ -94,6 +94,111 @@ def _s3_events_carry_version_ids() -> None:
     notifications._get_s3_event = with_version
 
 
+class _Builder:
+    """Creates each resource kind of the template that moto can hold, from its own properties
+    (one method per CloudFormation type, named in CREATORS)."""
+
+    def __init__(self, stack: Stack, t: Template, cfg: dict, restore):
+        c = stack.client
+        self.s3, self.sqs, self.sns, self.batch, self.events, self.iam = c("s3"), c("sqs"), c("sns"), c("batch"), c("events"), c("iam")
+        self.stack, self.t, self.cfg, self.restore = stack, t, cfg, restore
+
+    def name(self, lid: str) -> str:
+        return f"{self.cfg['stack_name']}-{lid}"  # CloudFormation adds a random suffix
+
+    def arn(self, svc: str, res: str) -> str:
+        return f"arn:aws:{svc}:{self.cfg['region']}:{ACCOUNT}:{res}"
+
+    def sqs_queue(self, lid, p):
+        attrs = {"VisibilityTimeout": p.get("VisibilityTimeout"), "MessageRetentionPeriod": p.get("MessageRetentionPeriod"),
+                 "RedrivePolicy": json.dumps(p["RedrivePolicy"]) if "RedrivePolicy" in p else None,
+                 "SqsManagedSseEnabled": str(p.get("SqsManagedSseEnabled", False)).lower()}
+        url = self.sqs.create_queue(QueueName=self.name(lid), Attributes={k: str(v) for k, v in attrs.items() if v is not None})["QueueUrl"]
+        self.t.register(lid, url, Arn=self.arn("sqs", self.name(lid)), QueueName=self.name(lid), QueueUrl=url)
+
+    def queue_policy(self, lid, p):
+        for url in p["Queues"]:
+            self.sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(p["PolicyDocument"])})
+        self.t.register(lid, lid)
+
+    def topic(self, lid, p):
+        attrs = {k: str(p[k]) for k in ("DisplayName", "KmsMasterKeyId", "SignatureVersion") if k in p}
+        topic_arn = self.sns.create_topic(Name=self.name(lid), Attributes=attrs)["TopicArn"]
+        self.t.register(lid, topic_arn, TopicName=self.name(lid), TopicArn=topic_arn)
+
+    def subscription(self, lid, p):
+        sub = self.sns.subscribe(TopicArn=p["TopicArn"], Protocol=p["Protocol"], Endpoint=p["Endpoint"], ReturnSubscriptionArn=True)
+        self.t.register(lid, sub["SubscriptionArn"])
+
+    def bucket(self, lid, p):
+        b = p["BucketName"]
+        self.s3.create_bucket(Bucket=b)
+        if "VersioningConfiguration" in p:
+            self.s3.put_bucket_versioning(Bucket=b, VersioningConfiguration=p["VersioningConfiguration"])
+        if "BucketEncryption" in p:
+            rules = [{("Apply" + k if k == "ServerSideEncryptionByDefault" else k): v for k, v in r.items()}
+                     for r in p["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
+            self.s3.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={"Rules": rules})
+        if "PublicAccessBlockConfiguration" in p:
+            self.s3.put_public_access_block(Bucket=b, PublicAccessBlockConfiguration=p["PublicAccessBlockConfiguration"])
+        if self.restore:
+            self.restore(self.s3, b)
+        queues = [{"QueueArn": q["Queue"], "Events": [q["Event"]],
+                   "Filter": {"Key": {"FilterRules": q["Filter"]["S3Key"]["Rules"]}}}
+                  for q in p.get("NotificationConfiguration", {}).get("QueueConfigurations", [])]
+        self.s3.put_bucket_notification_configuration(Bucket=b, NotificationConfiguration={"QueueConfigurations": queues})
+        self.t.register(lid, b, Arn=f"arn:aws:s3:::{b}", DomainName=f"{b}.s3.amazonaws.com")
+        self.stack.bucket = b
+
+    def compute_env(self, lid, p):
+        # MANAGED needs EC2 (subnets, GPU instances); an UNMANAGED one stands in: the runner is the compute.
+        role = self.iam.create_role(RoleName=self.name(lid), AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        ce = self.batch.create_compute_environment(computeEnvironmentName=self.name(lid), type="UNMANAGED", state=p.get("State", "ENABLED"),
+                                              serviceRole=role)["computeEnvironmentArn"]
+        self.t.register(lid, ce)
+
+    def job_queue(self, lid, p):
+        q = self.batch.create_job_queue(jobQueueName=self.name(lid), **camel({k: p[k] for k in ("State", "Priority", "ComputeEnvironmentOrder")}))
+        self.t.register(lid, q["jobQueueArn"])
+        self.stack.job_queue = q["jobQueueArn"]
+
+    def job_definition(self, lid, p):
+        kw = camel({k: p[k] for k in ("Type", "ContainerProperties", "RetryStrategy", "Timeout", "PlatformCapabilities",
+                                      "PropagateTags") if k in p})
+        r = self.batch.register_job_definition(jobDefinitionName=self.name(lid), parameters=p.get("Parameters", {}), **kw)
+        self.t.register(lid, r["jobDefinitionArn"])
+
+    def rule(self, lid, p):
+        rule_arn = self.events.put_rule(Name=self.name(lid), EventPattern=json.dumps(p["EventPattern"]), State=p.get("State", "ENABLED"),
+                                   Description=p.get("Description", ""))["RuleArn"]
+        self.events.put_targets(Rule=self.name(lid), Targets=[{"Id": x["Id"], "Arn": x["Arn"]} for x in p["Targets"]])
+        self.t.register(lid, self.name(lid), Arn=rule_arn)
+
+    def function(self, lid, p):
+        env = {**self.t.resolve(self.t.globals_for("Function").get("Environment", {}).get("Variables", {})),
+               **p.get("Environment", {}).get("Variables", {})}
+        spec = FunctionSpec(lid, ROOT / p["CodeUri"], p["Handler"], {k: str(v) for k, v in env.items()},
+                            int(p.get("Timeout", self.t.globals_for("Function").get("Timeout", 3))))
+        for ev in p.get("Events", {}).values():
+            if ev["Type"] == "SQS":
+                q = ev["Properties"]
+                url = self.sqs.get_queue_url(QueueName=q["Queue"].rsplit(":", 1)[1])["QueueUrl"]
+                spec.sqs_sources.append({"arn": q["Queue"], "url": url, "batch_size": int(q.get("BatchSize", 10)),
+                                         "window": int(q.get("MaximumBatchingWindowInSeconds", 0)),
+                                         "partial": "ReportBatchItemFailures" in q.get("FunctionResponseTypes", [])})
+            elif ev["Type"] == "Schedule":
+                spec.schedules.append(rate_seconds(ev["Properties"]["Schedule"]))
+        self.stack.functions.append(spec)
+        self.t.register(lid, self.name(lid), Arn=self.arn("lambda", f"function:{self.name(lid)}"))
+
+
+CREATORS = {"AWS::SQS::Queue": _Builder.sqs_queue, "AWS::SQS::QueuePolicy": _Builder.queue_policy, "AWS::SNS::Topic": _Builder.topic,
+            "AWS::SNS::Subscription": _Builder.subscription, "AWS::S3::Bucket": _Builder.bucket,
+            "AWS::Batch::ComputeEnvironment": _Builder.compute_env, "AWS::Batch::JobQueue": _Builder.job_queue,
+            "AWS::Batch::JobDefinition": _Builder.job_definition, "AWS::Events::Rule": _Builder.rule,
+            "AWS::Serverless::Function": _Builder.function}
+
+
 def create_stack(endpoint: str, webhook_url: str, restore=None, template_path: Path = ROOT / "template.yaml") -> Stack:
     """Every resource of the template that moto can hold, created from its own properties.
     `restore(s3, bucket)` runs after the bucket exists and before its notifications are set, so
@@ -106,107 +211,19 @@ def create_stack(endpoint: str, webhook_url: str, restore=None, template_path: P
     t = Template(template_path, local,
                  cfg["stack_name"], cfg["region"], ACCOUNT)
     stack = Stack(endpoint, cfg["region"], t, "", "", "", [], [])
-    c = stack.client
-    s3, sqs, sns, batch, events, iam = c("s3"), c("sqs"), c("sns"), c("batch"), c("events"), c("iam")
-    name = lambda lid: f"{cfg['stack_name']}-{lid}"  # noqa: E731  (CloudFormation adds a random suffix)
-    arn = lambda svc, res: f"arn:aws:{svc}:{cfg['region']}:{ACCOUNT}:{res}"  # noqa: E731
+    build = _Builder(stack, t, cfg, restore)
+    name, arn = build.name, build.arn
 
-    def sqs_queue(lid, p):
-        attrs = {"VisibilityTimeout": p.get("VisibilityTimeout"), "MessageRetentionPeriod": p.get("MessageRetentionPeriod"),
-                 "RedrivePolicy": json.dumps(p["RedrivePolicy"]) if "RedrivePolicy" in p else None,
-                 "SqsManagedSseEnabled": str(p.get("SqsManagedSseEnabled", False)).lower()}
-        url = sqs.create_queue(QueueName=name(lid), Attributes={k: str(v) for k, v in attrs.items() if v is not None})["QueueUrl"]
-        t.register(lid, url, Arn=arn("sqs", name(lid)), QueueName=name(lid), QueueUrl=url)
-
-    def queue_policy(lid, p):
-        for url in p["Queues"]:
-            sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(p["PolicyDocument"])})
-        t.register(lid, lid)
-
-    def topic(lid, p):
-        attrs = {k: str(p[k]) for k in ("DisplayName", "KmsMasterKeyId", "SignatureVersion") if k in p}
-        topic_arn = sns.create_topic(Name=name(lid), Attributes=attrs)["TopicArn"]
-        t.register(lid, topic_arn, TopicName=name(lid), TopicArn=topic_arn)
-
-    def subscription(lid, p):
-        sub = sns.subscribe(TopicArn=p["TopicArn"], Protocol=p["Protocol"], Endpoint=p["Endpoint"], ReturnSubscriptionArn=True)
-        t.register(lid, sub["SubscriptionArn"])
-
-    def bucket(lid, p):
-        b = p["BucketName"]
-        s3.create_bucket(Bucket=b)
-        if "VersioningConfiguration" in p:
-            s3.put_bucket_versioning(Bucket=b, VersioningConfiguration=p["VersioningConfiguration"])
-        if "BucketEncryption" in p:
-            rules = [{("Apply" + k if k == "ServerSideEncryptionByDefault" else k): v for k, v in r.items()}
-                     for r in p["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
-            s3.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={"Rules": rules})
-        if "PublicAccessBlockConfiguration" in p:
-            s3.put_public_access_block(Bucket=b, PublicAccessBlockConfiguration=p["PublicAccessBlockConfiguration"])
-        if restore:
-            restore(s3, b)
-        queues = [{"QueueArn": q["Queue"], "Events": [q["Event"]],
-                   "Filter": {"Key": {"FilterRules": q["Filter"]["S3Key"]["Rules"]}}}
-                  for q in p.get("NotificationConfiguration", {}).get("QueueConfigurations", [])]
-        s3.put_bucket_notification_configuration(Bucket=b, NotificationConfiguration={"QueueConfigurations": queues})
-        t.register(lid, b, Arn=f"arn:aws:s3:::{b}", DomainName=f"{b}.s3.amazonaws.com")
-        stack.bucket = b
-
-    def compute_env(lid, p):
-        # MANAGED needs EC2 (subnets, GPU instances); an UNMANAGED one stands in: the runner is the compute.
-        role = iam.create_role(RoleName=name(lid), AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        ce = batch.create_compute_environment(computeEnvironmentName=name(lid), type="UNMANAGED", state=p.get("State", "ENABLED"),
-                                              serviceRole=role)["computeEnvironmentArn"]
-        t.register(lid, ce)
-
-    def job_queue(lid, p):
-        q = batch.create_job_queue(jobQueueName=name(lid), **camel({k: p[k] for k in ("State", "Priority", "ComputeEnvironmentOrder")}))
-        t.register(lid, q["jobQueueArn"])
-        stack.job_queue = q["jobQueueArn"]
-
-    def job_definition(lid, p):
-        kw = camel({k: p[k] for k in ("Type", "ContainerProperties", "RetryStrategy", "Timeout", "PlatformCapabilities",
-                                      "PropagateTags") if k in p})
-        r = batch.register_job_definition(jobDefinitionName=name(lid), parameters=p.get("Parameters", {}), **kw)
-        t.register(lid, r["jobDefinitionArn"])
-
-    def rule(lid, p):
-        rule_arn = events.put_rule(Name=name(lid), EventPattern=json.dumps(p["EventPattern"]), State=p.get("State", "ENABLED"),
-                                   Description=p.get("Description", ""))["RuleArn"]
-        events.put_targets(Rule=name(lid), Targets=[{"Id": x["Id"], "Arn": x["Arn"]} for x in p["Targets"]])
-        t.register(lid, name(lid), Arn=rule_arn)
-
-    def function(lid, p):
-        env = {**t.resolve(t.globals_for("Function").get("Environment", {}).get("Variables", {})),
-               **p.get("Environment", {}).get("Variables", {})}
-        spec = FunctionSpec(lid, ROOT / p["CodeUri"], p["Handler"], {k: str(v) for k, v in env.items()},
-                            int(p.get("Timeout", t.globals_for("Function").get("Timeout", 3))))
-        for ev in p.get("Events", {}).values():
-            if ev["Type"] == "SQS":
-                q = ev["Properties"]
-                url = sqs.get_queue_url(QueueName=q["Queue"].rsplit(":", 1)[1])["QueueUrl"]
-                spec.sqs_sources.append({"arn": q["Queue"], "url": url, "batch_size": int(q.get("BatchSize", 10)),
-                                         "window": int(q.get("MaximumBatchingWindowInSeconds", 0)),
-                                         "partial": "ReportBatchItemFailures" in q.get("FunctionResponseTypes", [])})
-            elif ev["Type"] == "Schedule":
-                spec.schedules.append(rate_seconds(ev["Properties"]["Schedule"]))
-        stack.functions.append(spec)
-        t.register(lid, name(lid), Arn=arn("lambda", f"function:{name(lid)}"))
-
-    creators = {"AWS::SQS::Queue": sqs_queue, "AWS::SQS::QueuePolicy": queue_policy, "AWS::SNS::Topic": topic,
-                "AWS::SNS::Subscription": subscription, "AWS::S3::Bucket": bucket, "AWS::Batch::ComputeEnvironment": compute_env,
-                "AWS::Batch::JobQueue": job_queue, "AWS::Batch::JobDefinition": job_definition, "AWS::Events::Rule": rule,
-                "AWS::Serverless::Function": function}
     todo = [lid for lid in t.resources if t.enabled(lid)]
     for lid in todo:  # what moto does not hold still gets ids, so references to it resolve
-        if t.resources[lid]["Type"] not in creators:
+        if t.resources[lid]["Type"] not in CREATORS:
             kind = t.resources[lid]["Type"]
             iam_path = {"AWS::IAM::Role": "role/", "AWS::IAM::InstanceProfile": "instance-profile/"}.get(kind)
             t.register(lid, name(lid), Arn=f"arn:aws:iam::{ACCOUNT}:{iam_path}{name(lid)}" if iam_path
                        else arn(kind.split("::")[1].lower(), name(lid)))
             t.atts[lid] = StoodIn(name(lid), t.atts[lid])
             stack.stood_in.append(f"{lid} ({kind})")
-    todo = [lid for lid in todo if t.resources[lid]["Type"] in creators]
+    todo = [lid for lid in todo if t.resources[lid]["Type"] in CREATORS]
     while todo:  # in dependency order: a resource whose references do not resolve yet waits a round
         waiting = []
         for lid in todo:
@@ -215,7 +232,7 @@ def create_stack(endpoint: str, webhook_url: str, restore=None, template_path: P
             except Unresolved:
                 waiting.append(lid)
                 continue
-            creators[t.resources[lid]["Type"]](lid, props)
+            CREATORS[t.resources[lid]["Type"]](build, lid, props)
         if len(waiting) == len(todo):
             raise RuntimeError(f"template.yaml: cannot resolve the references of {waiting}")
         todo = waiting

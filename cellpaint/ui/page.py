@@ -129,6 +129,8 @@ _STAGE_NAME = {"uploaded": "uploaded", "waiting": "waiting for the result", "don
 
 
 def main() -> None:
+    """The page, top to bottom. Long on purpose: a Streamlit page is a script of widgets in the
+    order they appear, and read that way; each step's work is a call into logic.py."""
     st.title("cellpaint: paint a mask, restore the cell")
     st.markdown(f"**{logic.MODEL_SIZE_NOTE}**  \n**{logic.MASK_NOTE}**")
 

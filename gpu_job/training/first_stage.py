@@ -72,7 +72,7 @@ def to_device(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, device)
 
 
 def train_step(fwd, model, opt, diff, x, m, labels, autocast_ctx, min_snr: float = 0.0) -> torch.Tensor:
-    """One optimiser step on a batch, as the loop takes it (scripts/bench_train_step.py times this)."""
+    """One optimiser step on a batch, as the loop takes it (timed for docs/history.md, bench_train_step)."""
     with autocast_ctx():
         loss = training_loss(fwd, diff, x, m, labels, min_snr=min_snr)
     opt.zero_grad(set_to_none=True)

@@ -122,6 +122,24 @@ def init_weights(path: str, model: UNet) -> dict:
     return w
 
 
+def _resume(cfg: RunConfig, state: dict | None, model, ema, opt) -> tuple[Run, np.random.Generator]:
+    """The run's state and batch generator: a checkpoint's, else the --init weights' (their
+    lineage kept), else a fresh start."""
+    run = Run(before=lineage(read_config(cfg.init)) if cfg.init else [])
+    if state:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        run = Run(state["step"], state["images_seen"], state["history"], state["best_val"], state.get("elapsed_s", 0.0),
+                  state.get("before", run.before))
+        return run, np.random.default_rng([cfg.seed, run.step])  # not the first run's batches again
+    if cfg.init:
+        w = init_weights(cfg.init, model)
+        model.load_state_dict(w)
+        ema.load_state_dict(w)
+    return run, np.random.default_rng(cfg.seed)
+
+
 def train_loop(cfg: RunConfig, make_stage) -> Path:
     """Trains (or resumes) until max_steps, max_minutes or SIGTERM/SIGINT; checkpoints every
     ckpt_minutes of training and at the end. `make_stage(cfg, device)` -> Stage."""
@@ -131,29 +149,18 @@ def train_loop(cfg: RunConfig, make_stage) -> Path:
 
         print(f"{cfg.mirror}: {download_run(cfg.mirror, out)} files of an earlier attempt")
     ckpt_path = out / "ckpt.pt"
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    # weights_only: a checkpoint is tensors and plain data, and loading must never run code from a crafted file.
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
     settle_config(cfg, state)
     stage = make_stage(cfg, device)  # data after the config: it may also set the number of classes
 
     # Plain NCHW everywhere. channels_last made a CPU step 6-9 % slower for this model, and on an H100
-    # it gained 3 % eager but lost 12 % under torch.compile (scripts/bench_train_step.py, BENCHMARKS.md).
+    # it gained 3 % eager but lost 12 % under torch.compile (docs/history.md, bench_train_step).
     model = UNet(cfg.unet).to(device)
     diff = Diffusion(cfg.diffusion).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    run = Run(before=lineage(read_config(cfg.init)) if cfg.init else [])
-    rng = np.random.default_rng(cfg.seed)
-    if state:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        run = Run(state["step"], state["images_seen"], state["history"], state["best_val"], state.get("elapsed_s", 0.0),
-                  state.get("before", run.before))
-        rng = np.random.default_rng([cfg.seed, run.step])  # not the first run's batches again
-    elif cfg.init:
-        w = init_weights(cfg.init, model)
-        model.load_state_dict(w)
-        ema.load_state_dict(w)
+    run, rng = _resume(cfg, state, model, ema, opt)
     print(f"{stage.name}: {count_params(model) / 1e6:.2f}M params on {device}; step {run.step}")
 
     ema_params, model_params = list(ema.parameters()), list(model.parameters())

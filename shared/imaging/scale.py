@@ -19,7 +19,7 @@ from shared.imaging.colour import rgb_to_lab
 DEFAULT_WINDOW = 360  # the PBC training images' field of view, in source pixels
 SIDE = 256  # px: the image is measured at this size (the estimate needs cells, not detail)
 # The granulometry's cell width on the PBC training images, in their own pixels: the median over
-# 400 train images (scripts/measure_cell_scale.py). Windows are scaled by measured / this.
+# 400 train images (docs/history.md, measure_cell_scale). Windows are scaled by measured / this.
 PBC_CELL_PX = 53.7
 MIN_RATIO, MAX_RATIO = 0.5, 2.0  # beyond these the estimate is not trusted
 NOISE = 1.15  # ratios within 1/NOISE..NOISE are PBC's own spread: the window stays as it is

@@ -19,7 +19,7 @@ A lease is a small JSON object (the keys are in shared/pipeline/s3.py: jobs/clai
   lifecycle rule on jobs/ does, after JobsRetentionDays.
 
 Why S3 and not the Powertools idempotency utility with DynamoDB: docs/pipeline.md, "Exactly once"
-(measured with scripts/bench_claims.py).
+(measured: docs/history.md, bench_claims).
 """
 from __future__ import annotations
 

@@ -103,6 +103,9 @@ def weights_without_platelet(tmp_path_factory):
 # ---- the chain ---------------------------------------------------------------------------------
 
 def test_upload_to_notification(stack, inpainter):
+    """One upload through every stage, asserted stage by stage. Long on purpose: each stage's
+    assertions need the state the stage before left, and one run of the whole chain is what keeps
+    the suite fast."""
     from gpu_job.job import run
 
     image, mask = cell_image(H, W, seed=3), disc_mask(H, W)

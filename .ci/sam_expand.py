@@ -1,7 +1,7 @@
 """Write template.yaml as CloudFormation sees it after the SAM transform (what `sam deploy`
-creates), for the checkov scan in scripts/check-template.sh and tests/test_template.py.
+creates), for the checkov scan in .ci/check-template.sh and tests/test_template.py.
 
-    python scripts/sam_expand.py template.yaml OUT.json
+    python .ci/sam_expand.py template.yaml OUT.json
 """
 from __future__ import annotations
 

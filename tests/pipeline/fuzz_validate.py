@@ -10,9 +10,9 @@ the input to .cache/fuzz/crashes/crash-<sha1>. Keep every one as a regression ca
 tests/pipeline/test_fuzz_validate.py (REGRESSIONS).
 
     .venv/bin/pip install atheris
-    .venv/bin/python scripts/fuzz_validate.py -runs=1000000            # the long run
-    .venv/bin/python scripts/fuzz_validate.py -runs=2000                                  # a smoke run
-    .venv/bin/python scripts/fuzz_validate.py .cache/fuzz/crashes/crash-...               # replay one input
+    .venv/bin/python tests/pipeline/fuzz_validate.py -runs=1000000            # the long run
+    .venv/bin/python tests/pipeline/fuzz_validate.py -runs=2000                                  # a smoke run
+    .venv/bin/python tests/pipeline/fuzz_validate.py .cache/fuzz/crashes/crash-...               # replay one input
 
 Any libFuzzer flag works (-runs=N, -max_total_time=S, -max_len=N, -timeout=S). Positional
 arguments are corpus directories (default .cache/fuzz/corpus, git-ignored) or, to replay, files.
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import atheris
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 with atheris.instrument_imports(include=["PIL", "shared"]):

@@ -22,8 +22,8 @@ if [ ! -x "$SCAN/bin/checkov" ] || [ requirements-checkov.txt -nt "$SCAN/bin/che
   "$SCAN/bin/pip" install -q -r requirements-checkov.txt
   touch "$SCAN/bin/checkov"
 fi
-"$VENV/bin/python" scripts/sam_expand.py template.yaml .aws-sam/checkov/expanded.json >/dev/null
-"$SCAN/bin/python" scripts/checkov_scan.py template.yaml .aws-sam/checkov/expanded.json
+"$VENV/bin/python" .ci/sam_expand.py template.yaml .aws-sam/checkov/expanded.json >/dev/null
+"$SCAN/bin/python" .ci/checkov_scan.py template.yaml .aws-sam/checkov/expanded.json
 echo "== sam build"
 sam build --template-file template.yaml --build-dir .aws-sam/build --parallel
 test -f .aws-sam/build/SharedLayer/python/shared/pipeline/validate.py && test -f .aws-sam/build/SharedLayer/python/shared/imaging/images.py

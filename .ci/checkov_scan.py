@@ -1,8 +1,8 @@
 """The template scan: checkov over template.yaml (with our own checks, .ci/checkov/) and over its SAM
 expansion. Fails on any finding that .ci/checkov-skips.yaml does not list, and on a listed one that
-no longer occurs. Runs in checkov's own environment (scripts/check-template.sh makes it).
+no longer occurs. Runs in checkov's own environment (.ci/check-template.sh makes it).
 
-    .venv-checkov/bin/python scripts/checkov_scan.py template.yaml .aws-sam/checkov/expanded.json
+    .venv-checkov/bin/python .ci/checkov_scan.py template.yaml .aws-sam/checkov/expanded.json
 """
 from __future__ import annotations
 
