@@ -4,7 +4,7 @@
 shared preprocessing as a JPEG in one .npz, at 128 px by default (the field that training's domain
 augmentation reframes; `--size 64` for `--augment flips`): q92 without chroma subsampling gives a
 mean error of 2.4/255 at 64 px and 39 MB. That error costs something: at small t the noise is as faint as the JPEG artefacts,
-and a model trained on them expects them (BENCHMARKS.md, runs table). Where size does not matter
+and a model trained on them expects them (docs/training/history.md). Where size does not matter
 (a pack in S3 for a Batch job), `--lossless` stores PNGs instead: exact, about 96 MB for the same
 cells. `load_cellset` (data.py) reads a pack wherever it takes a class-folder root.
 Never commit a pack: it holds the data.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-RELAX_ITERS = 20  # Jacobi sweeps per pyramid level; chosen by measurement (BENCHMARKS.md)
+RELAX_ITERS = 20  # Jacobi sweeps per pyramid level (docs/benchmarks-log.md, the seam fix)
 
 
 def _resize(a: np.ndarray, h: int, w: int) -> np.ndarray:
