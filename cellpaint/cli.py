@@ -140,6 +140,17 @@ def cmd_sample(a) -> None:
     print(out / "grid.png")
 
 
+def cmd_adapt(a) -> None:
+    from gpu_job.training.adapt import AdaptConfig, adapt
+
+    if not a.output.endswith(".safetensors"):
+        raise UsageError(f"-o {a.output}: give a .safetensors path (its record, .json, is written beside it)")
+    res = adapt(AdaptConfig(images=a.images, out=a.output, base=a.weights, minutes=a.minutes, device=a.device, replay=a.replay,
+                            hold_every=a.hold_every, batch_size=a.batch_size, threads=a.threads, force=a.force, seed=a.seed))
+    if not res.written:
+        raise SystemExit(1)
+
+
 def cmd_evaluate(a) -> None:
     from gpu_job.evaluation.evaluate import EvalConfig, evaluate
 
@@ -218,6 +229,19 @@ def parser() -> argparse.ArgumentParser:
 
     add_train_arguments(sub.add_parser("train", help="train (or resume) a model"))
     add_texture_arguments(sub.add_parser("train-texture", help="train (or resume) the texture stage, which redraws the fill at full resolution (gpu_job/inpainter/texture.py)"))
+
+    sp = sub.add_parser("adapt", help="teach the model a lab's microscope from the lab's own unmasked images (no labels)")
+    sp.add_argument("images", nargs="+", help="folders or files of the lab's photos (fields or crops; at least 20)")
+    sp.add_argument("-o", "--output", required=True, help="LAB.safetensors; its record LAB.json is written beside it")
+    sp.add_argument("--minutes", type=float, default=10.0, help="the whole command's time budget, measuring included (default 10: 2 CPU cores)")
+    sp.add_argument("--replay", help="class folders of the base's training set (like pbc/train), mixed in so that it is not forgotten")
+    sp.add_argument("--hold-every", type=int, default=5, help="every n-th photo is held back to measure on (default 5)")
+    sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sp.add_argument("--force", action="store_true", help="write the weights even if they are not better than the base on the held-back photos")
+    sp.add_argument("--seed", type=int, default=0)
+    common(sp)
+    sp.set_defaults(func=cmd_adapt)
 
     sp = sub.add_parser("evaluate", help="quality and speed against classical baselines")
     sp.add_argument("--data", required=True, help="val folder of class subfolders")

@@ -104,7 +104,7 @@ class Inpainter:
             from gpu_job.inpainter.ood import OODScorer, default_ood_weights
 
             path = Path(self.ood_weights or default_ood_weights())
-            self._ood = OODScorer(path) if path.exists() else False
+            self._ood = OODScorer(path, self.record.get("ood")) if path.exists() else False
         return self._ood or None
 
     def labeler(self):

@@ -71,9 +71,13 @@ def default_ood_weights() -> Path:
 
 
 class OODScorer:
-    def __init__(self, weights: str | Path | None = None):
+    """`lab`: a lab model's own calibration (its weights record's "ood": the slide light of its
+    photos and thresholds fitted on them, gpu_job/training/adapt.py), so that "unlike the training
+    images" means unlike the images that model was adapted to."""
+
+    def __init__(self, weights: str | Path | None = None, lab: dict | None = None):
         path = Path(weights or default_ood_weights())
-        self.record = json.loads(path.with_suffix(".json").read_text())
+        self.record = {**json.loads(path.with_suffix(".json").read_text()), **(lab or {})}
         tensors = load_file(str(path))
         self.net = classifier(len(self.record["classes"]))
         self.net.load_state_dict({k: v.float() for k, v in tensors.items() if not k.startswith("stats.")})

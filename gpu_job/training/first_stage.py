@@ -16,7 +16,7 @@ import torch
 from gpu_job.inpainter.diffusion import training_loss
 from gpu_job.inpainter.sampler import sample
 from gpu_job.inpainter.tensors import from_uint8, to_uint8
-from gpu_job.inpainter.weights import save_weights
+from gpu_job.inpainter.weights import read_config, save_weights
 from shared.imaging import colour
 from shared.imaging.masks import random_mask
 
@@ -133,27 +133,36 @@ class FirstStage:
         # Domain augmentation reframes cells, from a field at twice the model's size so that zooming
         # in keeps detail (a pack has the size it was made at, pack.py --size; a smaller one works, softer).
         self.domain = cfg.augment == "domain"
-        self.cells = load_cellset(cfg.data, FIELD if self.domain else cfg.unet.image_size)
+        if not cfg.data and not cfg.fields:
+            raise ValueError("nothing to train on: give class folders (data), field photos (fields), or both")
+        # No class folders: field photos alone (a lab's own images, `cellpaint adapt`); the classes are the --init weights'.
+        self.cells = load_cellset(cfg.data, FIELD if self.domain else cfg.unet.image_size) if cfg.data else None
+        self.classes = self.cells.classes if self.cells else (read_config(cfg.init)["classes"] if cfg.init else [])
         self.val = ValSet(load_cellset(cfg.val_data, cfg.unet.image_size), cfg, device) if cfg.val_data else None
-        if self.cells.classes and len(self.cells.classes) != cfg.unet.num_classes:
+        if self.cells and self.cells.classes and len(self.cells.classes) != cfg.unet.num_classes:
             cfg.unet.num_classes = len(self.cells.classes)
-        self.reference = colour_reference(self.cells.images)
         self.aug = DomainAug(clean=cfg.clean)
         self.fields = load_fields(list(cfg.fields), cfg.hold_every) if cfg.fields else None
         self.field_val = (ValSet.from_fields(self.fields.held_back, cfg, device)
                           if self.fields and self.fields.held_back else None)
+        # The colours inference moves images to: the class folders' (the training set's), or, with field
+        # photos alone, theirs (a lab's own reference, so its images are moved nowhere).
+        self.reference = colour_reference(self.cells.images if self.cells else self.fields.crops(np.random.default_rng(cfg.seed), 2000))
         # Python mask drawing costs ~10 ms per 128: nothing on 2 CPU cores at ~1 s/step, half the step on a GPU.
         self.bank = make_masks(np.random.default_rng(cfg.seed), cfg.mask_bank, cfg.unet.image_size, cfg.full_mask_prob) if cfg.mask_bank else None
-        print(f"{len(self.cells.images)} train images" + (f", {len(self.fields.fields)} field photos ({len(self.fields.held_back)} held back)" if self.fields else ""))
+        print(f"{len(self.cells.images) if self.cells else 0} train images"
+              + (f", {len(self.fields.fields)} field photos ({len(self.fields.held_back)} held back)" if self.fields else ""))
 
     def batch(self, rng: np.random.Generator) -> tuple:
         cfg, size = self.cfg, self.cfg.unet.image_size
-        n_fields = int(rng.binomial(cfg.batch_size, cfg.field_share)) if self.fields else 0
+        n_fields = (cfg.batch_size if self.cells is None else int(rng.binomial(cfg.batch_size, cfg.field_share))) if self.fields else 0
         n_cells = cfg.batch_size - n_fields
-        idx = rng.integers(0, len(self.cells.images), n_cells)
         masks = draw_masks(self.bank, rng, cfg.batch_size) if self.bank is not None else make_masks(rng, cfg.batch_size, size, cfg.full_mask_prob)
-        fields = self.cells.images[idx]
-        labels = np.where(rng.random(n_cells) < cfg.label_drop_prob, cfg.unet.num_classes, self.cells.labels[idx])
+        fields, labels = np.empty((0, FIELD, FIELD, 3), np.uint8), np.empty(0, np.int64)
+        if n_cells:
+            idx = rng.integers(0, len(self.cells.images), n_cells)
+            fields = self.cells.images[idx]
+            labels = np.where(rng.random(n_cells) < cfg.label_drop_prob, cfg.unet.num_classes, self.cells.labels[idx])
         # Wholly masked rows teach generation (`cellpaint sample`): they stay PBC cells. With nothing
         # known there is no other microscope to adapt to, and generated cells should look like the training set's.
         full = masks.reshape(len(masks), -1).all(1)
@@ -181,7 +190,8 @@ class FirstStage:
 
     def save(self, out: Path, ema, diff, meta: dict, metrics: dict, improved: bool, step: int) -> list[str]:
         cells = self.cells
-        meta["training"].update(train_images=len(cells.images), class_counts={c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)})
+        if cells is not None:
+            meta["training"].update(train_images=len(cells.images), class_counts={c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)})
         meta["training"]["augment"] = {"kind": self.cfg.augment, **(asdict(self.aug) if self.domain else {})}
         if self.fields:
             meta["training"]["fields"] = {"photos": self.fields.names, "held_back": self.fields.held_back, "share": self.cfg.field_share}
@@ -189,9 +199,9 @@ class FirstStage:
         meta["val"].update({f"ddim10_64px_{k}": round(v, 4) for k, v in metrics.items()})
         written = ["last.safetensors", "last.json"]
         if improved:
-            save_weights(out / "best.safetensors", ema, diff.cfg, cells.classes, meta)
+            save_weights(out / "best.safetensors", ema, diff.cfg, self.classes, meta)
             written += ["best.safetensors", "best.json"]
-        save_weights(out / "last.safetensors", ema, diff.cfg, cells.classes, meta)
+        save_weights(out / "last.safetensors", ema, diff.cfg, self.classes, meta)
         if self.val is not None:
             grids = [f"generated-{step:07d}.png", f"inpaint-{step:07d}.png"]
             sample_grid(ema, diff, self.val, out / grids[0], out / grids[1])

@@ -201,7 +201,7 @@ def train_loop(cfg: RunConfig, make_stage) -> Path:
         bar.update(1)
         # Reading a loss waits for the GPU; on CUDA do it every LOSS_READ_EVERY steps, not every step.
         if device.type != "cuda" or len(pending) >= LOSS_READ_EVERY:
-            _read_losses(pending, run.history, bar)
+            _read_losses(pending, run.history, bar, cfg.max_minutes * 60 - (time.time() - start))
         now = time.time()
         active, tick = active + (now - tick if now - tick < 60 else 1.0), now
         if active - last_ckpt > cfg.ckpt_minutes * 60:
@@ -214,11 +214,13 @@ def train_loop(cfg: RunConfig, make_stage) -> Path:
     return out
 
 
-def _read_losses(pending: list, history: dict, bar) -> None:
+def _read_losses(pending: list, history: dict, bar, left_s: float | None = None) -> None:
     if pending:
         values = torch.stack([loss for _, loss in pending]).float().cpu().tolist()
         history["train"].extend((seen, v) for (seen, _), v in zip(pending, values))
-        bar.set_postfix(loss=f"{values[-1]:.4f}")
+        # The time budget, not the step count, ends most runs: the bar says how long is left.
+        left = {} if left_s is None else {"left": f"{int(max(0, left_s)) // 60}:{int(max(0, left_s)) % 60:02d}"}
+        bar.set_postfix(loss=f"{values[-1]:.4f}", **left)
         pending.clear()
 
 

@@ -158,11 +158,13 @@ def reference(images: np.ndarray) -> dict:
     light = np.stack([background(x) for x in flat])
     mac = [m for m in (macenko_stats(x) for x in flat) if m is not None]
     med = lambda rows, k: np.median(np.array([r[k] for r in rows]), axis=0).tolist()  # noqa: E731
-    stains = np.array(med(mac, "stains"))
-    stains /= np.linalg.norm(stains, axis=1, keepdims=True)
-    return {"reinhard": {"mean": med(rein, "mean"), "std": med(rein, "std")},
-            "background": {"median": np.median(light, 0).tolist(), "spread": light.std(0).tolist()},
-            "macenko": {"white": med(mac, "white"), "stains": stains.tolist(), "max_conc": med(mac, "max_conc")}}
+    ref = {"reinhard": {"mean": med(rein, "mean"), "std": med(rein, "std")},
+           "background": {"median": np.median(light, 0).tolist(), "spread": light.std(0).tolist()}}
+    if mac:  # images with too little stain to separate have no Macenko statistics (fit() then leaves them alone)
+        stains = np.array(med(mac, "stains"))
+        stains /= np.linalg.norm(stains, axis=1, keepdims=True)
+        ref["macenko"] = {"white": med(mac, "white"), "stains": stains.tolist(), "max_conc": med(mac, "max_conc")}
+    return ref
 
 
 def fit(method: str, image: np.ndarray, known: np.ndarray, ref: dict | None) -> Transform:
@@ -182,7 +184,7 @@ def fit(method: str, image: np.ndarray, known: np.ndarray, ref: dict | None) -> 
                 "std": (np.asarray(src["std"]) * (np.asarray(ref["reinhard"]["std"]) / src["std"]) ** strength).tolist()}
         return Transform("reinhard", {"src": src, "ref": goal, "strength": strength})
     src = macenko_stats(pixels)
-    return IDENTITY if src is None else Transform(method, {"src": src, "ref": ref["macenko"]})
+    return IDENTITY if src is None or "macenko" not in ref else Transform(method, {"src": src, "ref": ref["macenko"]})
 
 
 def background_distance(pixels: np.ndarray, light: dict) -> float:

@@ -42,6 +42,15 @@ def _erode(m: np.ndarray) -> np.ndarray:
     return rows[:, :-2] & rows[:, 1:-1] & rows[:, 2:]
 
 
+MIN_CONTRAST = 8.0  # L* between the lightest and darkest tenth: below it Otsu splits noise, not cells from slide
+
+
+def _contrast(image: np.ndarray) -> float:
+    light = rgb_to_lab(np.asarray(image[:: max(1, image.shape[0] // 128), :: max(1, image.shape[1] // 128)]))[..., 0]
+    lo, hi = np.percentile(light, [10, 90])
+    return float(hi - lo)
+
+
 def cell_mask(image: np.ndarray, known: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """(mask of cell pixels at the measuring size, scale factor of that size). Pixels not known
     (masked for restoring) count as background: their content is the defect, not the slide."""
@@ -65,7 +74,7 @@ def cell_px(image: np.ndarray, known: np.ndarray | None = None) -> float | None:
     """The width, in the image's pixels, of its commonest cells; None if it shows none (a blank
     field, or cells everywhere)."""
     cells, f = cell_mask(image, known)
-    if not 0.05 < cells.mean() < 0.95:
+    if not 0.05 < cells.mean() < 0.95 or _contrast(image) < MIN_CONTRAST:
         return None
     # Opening with a (2j+1)-px square: j erosions, then j dilations. The area each step removes is
     # the pattern spectrum; its peak is the width of the commonest objects.

@@ -1,0 +1,234 @@
+"""`cellpaint adapt`: the shipped model taught a lab's own microscope from the lab's ordinary,
+unmasked images. No labels: every photo is training data (random windows at the pipeline's own
+scale, random masks of the kinds people draw, domain augmentation), through the same training
+loop and first stage as `cellpaint train` (fields alone, or with `--replay` cells of the base's
+training set beside them).
+
+It measures itself before writing: part of the lab's photos is held back (shared/imaging/photos
+split), and on them, with masks like users draw (a blob, a box, strokes), it scores the base
+model, the adapted model (each alone: no classical share) and biharmonic. An adapted model that
+is not better than the base is not written unless asked (`force`). The record beside the weights
+says what went in (base model, photos, steps, minutes, device), what came out, and carries the
+lab's own colour reference and out-of-distribution calibration, so that the lab's images are
+neither recoloured toward PBC's nor flagged as unlike the training images.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from gpu_job.data.metrics import masked_metrics
+from gpu_job.inpainter.classical import biharmonic
+from gpu_job.inpainter.inpaint import Inpainter
+from gpu_job.inpainter.weights import default_weights, read_config
+from shared.errors import InputError
+from shared.imaging.images import load_image
+from shared.imaging.photos import list_photos, split
+from shared.imaging.scale import auto_window, cell_px
+from shared.options import InpaintOptions
+
+from .first_stage import TrainConfig, train
+
+MIN_IMAGES = 20  # fewer photos teach too little and leave too few to measure on
+MASK_KINDS = ("blob", "box", "strokes")
+
+
+@dataclass
+class AdaptConfig:
+    images: list[str]  # folders or files of the lab's unmasked photos
+    out: str  # LAB.safetensors (LAB.json is written beside it)
+    base: str | None = None  # weights to start from (default: the shipped ones)
+    minutes: float = 10.0  # the whole command: loading, training and the held-back measurement
+    device: str = "auto"
+    replay: str | None = None  # class folders of the base's training set, mixed in so that it is not forgotten
+    hold_every: int = 5  # every n-th photo is held back for measuring
+    batch_size: int = 16
+    lr: float = 1e-4
+    threads: int = 2
+    force: bool = False  # write even if the adapted model is not better than the base
+    measure_images: int = 12  # held-back photos measured (3 masks each)
+    max_steps: int = 1_000_000  # the time budget ends a run first, but on a fast GPU a step count may
+    seed: int = 0
+
+
+@dataclass
+class Adapted:
+    written: bool
+    scores: dict = field(default_factory=dict)  # method -> {kind: mean masked PSNR}
+    record: dict = field(default_factory=dict)
+
+
+def check_photos(sources: list[str]) -> tuple[list[Path], list[str]]:
+    """The usable photos, and one message per file left out (a mask uploaded by mistake, an
+    unreadable file, a photo with no cells in it). Too few usable photos is an error."""
+    usable, skipped = [], []
+    for f in list_photos(sources):
+        if f.name.lower().endswith(".mask.png"):
+            skipped.append(f"{f}: a mask, not a photo (adapt learns from unmasked images only)")
+            continue
+        try:
+            img = load_image(str(f))
+        except InputError as exc:
+            skipped.append(str(exc))
+            continue
+        if len(np.unique(img[::4, ::4].reshape(-1, 3), axis=0)) <= 2:
+            skipped.append(f"{f}: two colours only; it looks like a mask, not a photo")
+        elif cell_px(img) is None:
+            skipped.append(f"{f}: no cells found (a blank field, or not a blood smear)")
+        else:
+            usable.append(f)
+    if len(usable) < MIN_IMAGES:
+        raise InputError(", ".join(map(str, sources)), f"{len(usable)} usable photos, at least {MIN_IMAGES} are needed"
+                         + (f" ({len(skipped)} left out: {skipped[0]})" if skipped else ""))
+    return usable, skipped
+
+
+def user_mask(rng: np.random.Generator, h: int, w: int, side: int, kind: str) -> np.ndarray:
+    """A mask as people draw them, sized by the window that shows the cells at training scale:
+    a blob of radius 10-18 % of it, a box of 20-32 %, or 3-6 strokes 6-14 px wide (for a 575-px window)."""
+    side = min(side, h, w)
+    cy, cx = rng.uniform(side / 2, h - side / 2), rng.uniform(side / 2, w - side / 2)
+    img = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(img)
+    if kind == "blob":
+        r = rng.uniform(0.10, 0.18) * side
+        draw.ellipse([cx - r, cy - r * rng.uniform(0.7, 1.0), cx + r, cy + r * rng.uniform(0.7, 1.0)], fill=255)
+    elif kind == "box":
+        a, b = rng.uniform(0.20, 0.32, 2) * side
+        draw.rectangle([cx - a / 2, cy - b / 2, cx + a / 2, cy + b / 2], fill=255)
+    else:
+        for _ in range(int(rng.integers(3, 7))):
+            x0, y0, x1, y1 = cx + rng.uniform(-0.4, 0.4, 4) * side
+            draw.line([x0, y0 - cx + cy, x1, y1 - cx + cy], fill=255, width=max(2, int(rng.uniform(6, 14) * side / 575)))
+    return np.asarray(img) > 127
+
+
+def held_back_pairs(photos: list[Path], n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """(image, mask, kind): each held-back photo with one mask of each kind."""
+    out = []
+    for i, f in enumerate(photos[:n]):
+        img = load_image(str(f))
+        window = auto_window(img, np.zeros(img.shape[:2], bool))
+        rng = np.random.default_rng([seed, i])
+        out += [(img, user_mask(rng, *img.shape[:2], window, k), k) for k in MASK_KINDS]
+    return out
+
+
+def score(pairs, fills: list[np.ndarray]) -> dict[str, float]:
+    rows = [(k, masked_metrics(img, out, m)["psnr"]) for (img, m, k), out in zip(pairs, fills)]
+    by = {k: float(np.mean([p for kk, p in rows if kk == k])) for k in MASK_KINDS}
+    return {**by, "all": float(np.mean([p for _, p in rows]))}
+
+
+def measure(pairs, weights: dict[str, str], device: str) -> dict[str, dict]:
+    """Masked PSNR of each model alone (no classical share, no guard) and of biharmonic."""
+    alone = InpaintOptions(fallback=0.0, guard=False)
+    out = {}
+    for name, path in weights.items():
+        inp = Inpainter(path, device)
+        fills = []
+        for i in tqdm(range(0, len(pairs), 8), desc=f"measuring {name}", leave=False):
+            fills += [r.image for r in inp.inpaint_many([(img, m) for img, m, _ in pairs[i:i + 8]], alone)]
+        out[name] = score(pairs, fills)
+    out["biharmonic"] = score(pairs, [biharmonic(img, m) for img, m, _ in pairs])
+    return out
+
+
+def calibrate_ood(photos: list[Path], weights: str, device: str, seed: int) -> dict:
+    """The lab's own out-of-distribution calibration: the slide light of its photos, and
+    thresholds no lower than the shipped ones that its own windows stay under (99th percentile)."""
+    from shared.imaging import colour
+    from shared.imaging.windows import prepare
+
+    inp = Inpainter(weights, device)
+    scorer = inp.ood_scorer()
+    if scorer is None:
+        return {}
+    fields, known = [], []
+    for i, f in enumerate(photos[:40]):
+        img = load_image(str(f))
+        window = auto_window(img, np.zeros(img.shape[:2], bool))
+        m = user_mask(np.random.default_rng([seed, 1000 + i]), *img.shape[:2], window, MASK_KINDS[i % 3])
+        for w in prepare(img, m, window, inp.size):
+            fields.append(w.prep.image)
+            known.append(~w.prep.mask)
+    fields, known = np.stack(fields), np.stack(known)
+    shipped = scorer.record
+    bg = np.stack([colour.background(f[k]) for f, k in zip(fields, known)])  # the slide's light, as colour.reference measures it
+    # Never narrower than the training set's own spread: a lab's photos may be more alike than PBC's.
+    light = {"median": np.median(bg, 0).tolist(), "spread": np.maximum(bg.std(0), shipped["colour"]["background"]["spread"]).tolist()}
+    scorer.light = light
+    c, feat = scorer.distances(fields, known)
+    thresholds = {"colour": max(shipped["thresholds"]["colour"], float(np.percentile(c, 99))),
+                  "feature": max(shipped["thresholds"]["feature"], float(np.percentile(feat, 99)))}
+    return {"colour": {"background": light}, "thresholds": thresholds,
+            "calibration": f"the lab's own photos: {len(fields)} windows of {min(40, len(photos))} photos (99th percentile)"}
+
+
+def adapt(cfg: AdaptConfig) -> Adapted:
+    t0 = time.time()
+    base = str(cfg.base or default_weights())
+    photos, skipped = check_photos(cfg.images)
+    for msg in skipped:
+        print(f"skipped {msg}")
+    train_photos, held = split(photos, cfg.hold_every)
+    if len(held) < 3:
+        raise InputError(", ".join(cfg.images), f"{len(held)} photos held back for measuring; hold back more (--hold-every)")
+    pairs = held_back_pairs(held, cfg.measure_images, cfg.seed)
+    # The measurement's share of the budget: about 1 s a pair and model on 2 cores, read from the clock so far.
+    reserve_s = 60 + 2.5 * len(pairs) + 0.05 * cfg.minutes * 60
+    train_minutes = (cfg.minutes * 60 - (time.time() - t0) - reserve_s) / 60
+    if train_minutes < 0.5:
+        raise ValueError(f"--minutes {cfg.minutes:g} leaves {train_minutes:.1f} min for training after measuring; give more")
+    run = Path(tempfile.mkdtemp(prefix="cellpaint-adapt-"))
+    try:
+        tc = TrainConfig(data=cfg.replay, val_data=None, fields=tuple(map(str, photos)), hold_every=cfg.hold_every, field_share=0.75,
+                         init=base, out=str(run), batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=20, max_minutes=train_minutes, max_steps=cfg.max_steps,
+                         ckpt_minutes=train_minutes + 1, threads=cfg.threads, device=cfg.device, seed=cfg.seed)
+        train(tc)
+        adapted = run / "last.safetensors"
+        scores = measure(pairs, {"base": base, "adapted": str(adapted)}, cfg.device)
+        rec = read_config(adapted)
+        steps = rec["training"]["segments"][-1]["steps"] if rec["training"].get("segments") else rec["training"]["steps"]
+        rec["adapt"] = {
+            "base_sha256": read_config(base).get("sha256"), "images": len(photos), "held_back": len(held),
+            "images_sha256": hashlib.sha256("\n".join(sorted(p.name for p in photos)).encode()).hexdigest(),
+            "skipped": len(skipped), "steps": steps, "minutes": round((time.time() - t0) / 60, 2),
+            "device": rec["training"]["machine"], "replay": cfg.replay,
+            "held_back_psnr": {k: {kk: round(v, 2) for kk, v in s.items()} for k, s in scores.items()}}
+        rec["ood"] = calibrate_ood(train_photos, str(adapted), cfg.device, cfg.seed)
+        gain = scores["adapted"]["all"] - scores["base"]["all"]
+        report(scores)
+        write = should_write(scores, cfg.force)
+        if write:
+            out = Path(cfg.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(adapted, out)
+            out.with_suffix(".json").write_text(json.dumps(rec, indent=2) + "\n")
+            print(f"wrote {out} and {out.with_suffix('.json')}: {gain:+.2f} dB over the base model on {len(held)} held-back photos")
+        else:
+            print(f"not written: the adapted model is {gain:+.2f} dB against the base on the held-back photos (--force writes it anyway)")
+        return Adapted(write, scores, rec)
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def should_write(scores: dict, force: bool = False) -> bool:
+    """Only a model better than the base on the lab's held-back photos replaces it, unless forced."""
+    return force or scores["adapted"]["all"] > scores["base"]["all"]
+
+
+def report(scores: dict) -> None:
+    print("masked PSNR (dB) on the held-back photos:")
+    print(f"{'':12s}" + "".join(f"{k:>9s}" for k in (*MASK_KINDS, "all")))
+    for name, s in scores.items():
+        print(f"{name:12s}" + "".join(f"{s[k]:9.2f}" for k in (*MASK_KINDS, "all")))
