@@ -128,6 +128,21 @@ def _voc(xml: Path) -> list[tuple[str, int, int, int, int]]:
     return out
 
 
+def background_disks(free: np.ndarray, r: int, rng: np.random.Generator, n: int = 2) -> list[Region]:
+    """Up to n disks of radius r on plain background (`free`), away from the border and 4 r apart."""
+    free = free.copy()
+    free[: r + 2], free[-r - 2 :], free[:, : r + 2], free[:, -r - 2 :] = False, False, False, False
+    regions, (ys, xs) = [], np.nonzero(free)
+    for _ in range(n):
+        if not len(ys):
+            break
+        k = rng.integers(len(ys))
+        regions.append(Region("background", _disk(free.shape, ys[k], xs[k], r)))
+        far = (ys - ys[k]) ** 2 + (xs - xs[k]) ** 2 > (4 * r) ** 2
+        ys, xs = ys[far], xs[far]
+    return regions
+
+
 def bccd_cases(root: str | Path, n: int, r: int, seed: int, skip: int = 0) -> list[Case]:
     cases = []
     for i, f in enumerate(sorted(Path(root).glob("*.jpg"))[: skip + n]):
@@ -140,17 +155,7 @@ def bccd_cases(root: str | Path, n: int, r: int, seed: int, skip: int = 0) -> li
         free = background(img, r + 6)
         for _, x0, y0, x1, y1 in boxes:  # the boxes say where cells are, also where the colour does not
             free[max(0, y0 - r) : y1 + r, max(0, x0 - r) : x1 + r] = False
-        free[: r + 2], free[-r - 2 :], free[:, : r + 2], free[:, -r - 2 :] = False, False, False, False
-        regions = []
-        ys, xs = np.nonzero(free)
-        for _ in range(2):
-            if not len(ys):
-                break
-            k = rng.integers(len(ys))
-            m = _disk((h, w), ys[k], xs[k], r)
-            regions.append(Region("background", m))
-            far = (ys - ys[k]) ** 2 + (xs - xs[k]) ** 2 > (4 * r) ** 2
-            ys, xs = ys[far], xs[far]
+        regions = background_disks(free, r, rng)
         wbcs = [b for b in boxes if b[0] == "WBC"]
         rbcs = [b for b in boxes if b[0] == "RBC" and min(b[3] - b[1], b[4] - b[2]) >= 2 * r + 8
                 and b[1] > 0 and b[2] > 0 and b[3] < w and b[4] < h
@@ -185,17 +190,7 @@ def chula_cases(root: str | Path, hold_every: int, shifts: tuple[str, ...], seed
             img = shift(load_image(f), s, rng)
             h, w = img.shape[:2]
             r = max(6, int(round(0.4 * (cell_px(img) or 30))))
-            free = background(img, r + 4)
-            free[: r + 2], free[-r - 2 :], free[:, : r + 2], free[:, -r - 2 :] = False, False, False, False
-            regions = []
-            ys, xs = np.nonzero(free)
-            for _ in range(2):
-                if not len(ys):
-                    break
-                k = rng.integers(len(ys))
-                regions.append(Region("background", _disk((h, w), ys[k], xs[k], r)))
-                far = (ys - ys[k]) ** 2 + (xs - xs[k]) ** 2 > (4 * r) ** 2
-                ys, xs = ys[far], xs[far]
+            regions = background_disks(background(img, r + 4), r, rng)
             labels = root / "labels" / f"{f.stem}.txt"
             points = [tuple(map(int, line.split()[:2])) for line in labels.read_text().splitlines() if line.strip()] if labels.exists() else []
             points = [(x, y) for x, y in points if 2 * r < x < w - 2 * r and 2 * r < y < h - 2 * r
