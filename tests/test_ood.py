@@ -3,6 +3,7 @@ one lit like it is not, and the flag reaches the inpainting result."""
 import json
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -91,3 +92,12 @@ def test_an_unlike_image_leans_on_the_classical_fill(tmp_path, tiny_weights, rng
         want = 0.3 * alone[mask].astype(float) + 0.7 * classical_fill(img, mask)[mask]
         assert np.abs(res.image[mask] - want).max() <= 1
         assert np.abs(alone[mask].astype(float) - want).max() > 5  # and that is a change
+
+
+def test_the_classical_share_grows_with_how_unlike_the_image_is():
+    from gpu_job.inpainter.ood import lean_share
+
+    assert lean_share(1.0, 0.9, 2.0) == 0.0 and lean_share(0.5, 0.9, 2.0) == 0.0  # at and below the threshold: the model's fill
+    assert lean_share(1.5, 0.9, 2.0) == pytest.approx(0.45) and lean_share(2.0, 0.9, 2.0) == pytest.approx(0.9)
+    assert lean_share(10.0, 0.9, 2.0) == pytest.approx(0.9) and lean_share(10.0, 0.0, 2.0) == 0.0  # fallback 0: no classical share at all
+    assert lean_share(1.01, 0.9, 1.0) == pytest.approx(0.9)  # all or nothing

@@ -19,7 +19,7 @@ from shared.imaging.windows import Window, prepare
 
 from gpu_job.inpainter.classical import lean
 from gpu_job.inpainter.guard import MAX_FOREIGN, guard
-from gpu_job.inpainter.ood import leaning_message
+from gpu_job.inpainter.ood import lean_share, leaning_message
 from gpu_job.inpainter.sampler import sample
 from gpu_job.inpainter.tensors import from_uint8, mask_tensor, to_uint8
 from gpu_job.inpainter.weights import load_weights
@@ -168,10 +168,12 @@ class Inpainter:
             if scorer is None:
                 continue
             res.ood = scorer.score(np.stack([w.prep.image for w in ws]), np.stack([~w.prep.mask for w in ws]))
-            if res.ood["unlike_training"] and o.fallback > 0:
-                # Where the model has not seen images like this one, its fill is not trusted alone.
-                res.image = lean(res.image, image, mask, o.fallback)
-                res.ood.update(fallback=o.fallback, message=leaning_message(o.fallback))
+            share = lean_share(res.ood["score"], o.fallback) if res.ood["unlike_training"] else 0.0
+            if share > 0:
+                # Where the model has not seen images like this one, its fill is not trusted alone: the
+                # further from what it has seen, the more of the fill is a classical fill's.
+                res.image = lean(res.image, image, mask, share)
+                res.ood.update(fallback=round(share, 3), message=leaning_message(share))
         return results
 
     def _label_name(self, index: int) -> str:

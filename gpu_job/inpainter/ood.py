@@ -34,6 +34,20 @@ DEFAULT_OOD_WEIGHTS = shipped("ood")
 MESSAGE = "this image is unlike the training images; check the result"
 
 
+# The classical share may grow with how unlike the image is: none at the flag's threshold (score 1),
+# all of `fallback` from FULL_SHARE_AT on; 1.0 = all or nothing, the whole share on every flagged image
+# (BENCHMARKS.md, Other labs' images, measures the choice).
+FULL_SHARE_AT = 1.0
+
+
+def lean_share(score: float, fallback: float, full_at: float | None = None) -> float:
+    """The share of the fill taken from a classical fill, for an image of this OOD score."""
+    full_at = FULL_SHARE_AT if full_at is None else full_at
+    if score <= 1.0:
+        return 0.0
+    return float(fallback * np.clip((score - 1.0) / max(full_at - 1.0, 1e-9), 0.0, 1.0))
+
+
 def leaning_message(share: float) -> str:
     """MESSAGE, when the fill was moved toward a classical fill (the `fallback` option)."""
     return f"this image is unlike the training images, so {share:.0%} of the fill is a classical fill's; check the result"
