@@ -8,7 +8,8 @@ import logging
 import sys
 
 
-TRAINING = {"train": "train (or resume) the first stage", "train-texture": "train (or resume) the texture stage"}
+TRAINING = {"train": "train (or resume) the first stage", "train-texture": "train (or resume) the texture stage",
+            "adapt": "a lab's own model from its photos: --manifest s3://BUCKET/jobs/adapt/<lab>/<set>/manifest.json [--minutes M]"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,10 +26,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def train(cmd: str, args: list[str]) -> int:
-    from gpu_job.training.cli import add_texture_arguments, add_train_arguments
+    from gpu_job.training.cli import add_adapt_job_arguments, add_texture_arguments, add_train_arguments
 
     p = argparse.ArgumentParser(prog=f"python -m gpu_job {cmd}", description=TRAINING[cmd])
-    (add_train_arguments if cmd == "train" else add_texture_arguments)(p)
+    {"train": add_train_arguments, "train-texture": add_texture_arguments, "adapt": add_adapt_job_arguments}[cmd](p)
     a = p.parse_args(args)
     try:  # an input error is exit 2
         a.func(a)

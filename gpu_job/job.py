@@ -21,12 +21,16 @@ Each result.json's `timings` keeps model load, I/O and sampling apart (docs/pipe
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import boto3
 from botocore.config import Config
@@ -58,6 +62,44 @@ def fetch_weights(s3, model_uri: str | None) -> str:
     if not model_uri:
         return str(default_weights())
     return download(model_uri, s3=s3) if model_uri.startswith("s3://") else model_uri
+
+
+def model_info(inpainter: Inpainter, weights: str) -> dict:
+    """What result.json and the notification say of the weights that made a fill."""
+    rec = inpainter.record
+    return {"version": rec.get("code_version"), "sha256": rec.get("sha256") or hashlib.sha256(open(weights, "rb").read()).hexdigest(),
+            "trained_steps": rec.get("training", {}).get("steps")}
+
+
+class Models:
+    """The job's inpainters: the stack's, and each lab's own (models/<lab>/, named per pair by the
+    manifest, at the version ingest saw), each loaded once, on first use, by either thread."""
+
+    def __init__(self, s3, bucket: str, default: Inpainter, info: dict, device: str):
+        self.s3, self.bucket, self.device = s3, bucket, device
+        self.default = (default, info)
+        self.cache: dict[tuple, tuple[Inpainter, dict]] = {}
+        self.lock = threading.Lock()
+
+    def for_pair(self, p: PairJob) -> tuple[Inpainter, dict]:
+        if not p.model:
+            return self.default
+        key = (p.model["key"], p.model.get("version"))
+        with self.lock:
+            if key not in self.cache:
+                self.cache[key] = self._load(p.model)
+        return self.cache[key]
+
+    def _load(self, m: dict) -> tuple[Inpainter, dict]:
+        folder = Path(tempfile.mkdtemp(prefix="cellpaint-lab-"))
+        path = folder / "weights.safetensors"
+        path.write_bytes(get_bytes(self.s3, self.bucket, m["key"], m.get("version")))
+        record = get_json(self.s3, self.bucket, str(Path(m["key"]).with_suffix(".json")))
+        if record.get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
+            raise ValueError(f"s3://{self.bucket}/{m['key']}: the lab's model changed while this pair waited; upload the pair again")
+        path.with_suffix(".json").write_text(json.dumps(record))
+        inp = Inpainter(str(path), self.device)
+        return inp, {**model_info(inp, str(path)), "lab": m.get("lab"), "key": m["key"], "key_version": m.get("version")}
 
 
 def load_pair(s3, bucket: str, p: PairJob, inpainter: Inpainter):
@@ -133,12 +175,12 @@ def plan_batches(pairs: list[PairJob], rows: int, max_pixels: int = MAX_BATCH_PI
 @dataclass
 class Loaded:
     """One job batch's inputs, as the reader thread left them."""
-    todo: list = field(default_factory=list)  # (PairJob, image, mask, opts, windows, download_decode_s)
+    todo: list = field(default_factory=list)  # (PairJob, image, mask, opts, windows, download_decode_s, inpainter, model info)
     status: dict = field(default_factory=dict)  # pair -> "skipped" | "failed", for pairs that go no further
     seconds: float = 0.0  # the reader's time on this batch
 
 
-def read_batch(s3, bucket: str, batch: list[PairJob], inpainter: Inpainter, job_id: str) -> Loaded:
+def read_batch(s3, bucket: str, batch: list[PairJob], models: Models, job_id: str) -> Loaded:
     """Downloads and decodes a batch's pairs (the reader thread). A pair whose inputs or options are
     bad gets failed/<pair>/error.json here; one that an earlier attempt finished is skipped."""
     out, t_batch = Loaded(), time.time()
@@ -148,7 +190,8 @@ def read_batch(s3, bucket: str, batch: list[PairJob], inpainter: Inpainter, job_
             if written_by(s3, bucket, result_key(p.pair), job_id):
                 out.status[p.pair] = "skipped"  # an earlier attempt of this job (a spot reclaim) finished it
                 continue
-            out.todo.append((p, *load_pair(s3, bucket, p, inpainter), round(time.time() - t0, 3)))
+            inp, info = models.for_pair(p)
+            out.todo.append((p, *load_pair(s3, bucket, p, inp), round(time.time() - t0, 3), inp, info))
         except (InputError, OptionError, ValueError, KeyError, ClientError) as exc:
             write_error(s3, bucket, p.pair, str(exc), stage="gpu", keys={"image": p.image_key, "mask": p.mask_key}, job_id=job_id)
             out.status[p.pair] = "failed"
@@ -156,11 +199,11 @@ def read_batch(s3, bucket: str, batch: list[PairJob], inpainter: Inpainter, job_
     return out
 
 
-def write_batch(s3, bucket: str, job_id: str, items: list, results: list[InpaintResult], model: dict, device: str,
+def write_batch(s3, bucket: str, job_id: str, items: list, results: list[InpaintResult], device: str,
                 timings: list[dict], t_start: float) -> dict:
     """Writes a batch's results (the writer thread): {pair: "succeeded" | "failed"}."""
     status = {}
-    for (p, image, mask, opts, _, _), res, t in zip(items, results, timings):
+    for (p, image, mask, opts, _, _, _, model), res, t in zip(items, results, timings):
         try:
             write_result(s3, bucket, p, job_id, image, mask, opts, res, model, device, t, t_start)
             status[p.pair] = "succeeded"
@@ -169,6 +212,20 @@ def write_batch(s3, bucket: str, job_id: str, items: list, results: list[Inpaint
                         job_id=job_id)
             status[p.pair] = "failed"
     return status
+
+
+def sample_batch(todo: list) -> list[InpaintResult]:
+    """Each pair restored by its own model (the stack's, or its lab's); pairs of one model share
+    its model batches, and pairs with the same sampler settings share them inside inpaint_many."""
+    results: list = [None] * len(todo)
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(todo):
+        groups.setdefault(id(t[6]), []).append(i)
+    for idx in groups.values():
+        inp = todo[idx[0]][6]
+        for i, r in zip(idx, inp.inpaint_many([(todo[i][1], todo[i][2]) for i in idx], [todo[i][3] for i in idx], [todo[i][4] for i in idx])):
+            results[i] = r
+    return results
 
 
 def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto",
@@ -190,9 +247,7 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
     t_load = time.time()
     weights = fetch_weights(s3, os.environ.get("MODEL_URI"))
     inpainter = inpainter or Inpainter(weights, device)
-    rec = inpainter.record
-    model = {"version": rec.get("code_version"), "sha256": rec.get("sha256") or hashlib.sha256(open(weights, "rb").read()).hexdigest(),
-             "trained_steps": rec.get("training", {}).get("steps")}
+    models = Models(s3, bucket, inpainter, model_info(inpainter, weights), device)
     model_load_s = round(time.time() - t_load, 3)
     dev = str(inpainter.device)
 
@@ -201,14 +256,14 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
     totals = {"input_wait_s": 0.0, "sample_s": 0.0, "output_wait_s": 0.0, "download_decode_s": 0.0}
     with ThreadPoolExecutor(1, thread_name_prefix="gpu_job-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="gpu_job-write") as writer:
-        reading = reader.submit(read_batch, s3, bucket, batches[0], inpainter, job_id) if batches else None
+        reading = reader.submit(read_batch, s3, bucket, batches[0], models, job_id) if batches else None
         writing: Future | None = None
         for i in range(len(batches)):
             t0 = time.time()
             loaded = reading.result()
             input_wait = time.time() - t0
             if i + 1 < len(batches):  # the next batch downloads while this one samples
-                reading = reader.submit(read_batch, s3, bucket, batches[i + 1], inpainter, job_id)
+                reading = reader.submit(read_batch, s3, bucket, batches[i + 1], models, job_id)
             status.update(loaded.status)
             totals["input_wait_s"] += input_wait
             totals["download_decode_s"] += loaded.seconds
@@ -216,8 +271,7 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
             if not todo:
                 continue
             t0 = time.time()
-            # Pairs with the same sampler settings share model batches inside inpaint_many.
-            results = inpainter.inpaint_many([(t[1], t[2]) for t in todo], [t[3] for t in todo], [t[4] for t in todo])
+            results = sample_batch(todo)
             sample_s = time.time() - t0
             totals["sample_s"] += sample_s
             rows = sum(len(t[4]) * t[3].samples for t in todo)
@@ -227,7 +281,7 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
                 t0 = time.time()
                 status.update(writing.result())
                 totals["output_wait_s"] += time.time() - t0
-            writing = writer.submit(write_batch, s3, bucket, job_id, todo, results, model, dev, timings, t_start)
+            writing = writer.submit(write_batch, s3, bucket, job_id, todo, results, dev, timings, t_start)
         if writing is not None:
             status.update(writing.result())
     total = time.time() - t_start

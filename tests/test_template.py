@@ -87,14 +87,15 @@ def test_no_function_gets_the_managed_sqs_policy(expanded):
 def test_each_function_polls_only_its_own_queue(expanded):
     res = expanded["Resources"]
     mappings = [r["Properties"] for r in res.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
-    assert len(mappings) == 2
+    assert {m["FunctionName"]["Ref"] for m in mappings} == {"IngestFunction", "NotifyFunction", "AdaptFunction"}
     for m in mappings:
-        function = res[m["FunctionName"]["Ref"]]
-        role = res[function["Properties"]["Role"]["Fn::GetAtt"][0]]
+        lid = m["FunctionName"]["Ref"]
+        role = res[res[lid]["Properties"]["Role"]["Fn::GetAtt"][0]]
         sqs = [s for s in statements(role) if any(a.startswith("sqs:") for a in as_list(s["Action"]))]
         assert len(sqs) == 1 and as_list(sqs[0]["Resource"]) == [m["EventSourceArn"]], sqs
-        assert set(sqs[0]["Action"]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
-                                         "sqs:ChangeMessageVisibility"}
+        poll = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
+        # the adapt function also sends its own delayed checks, to its own queue only
+        assert set(sqs[0]["Action"]) == (poll | {"sqs:SendMessage"} if lid == "AdaptFunction" else poll)
 
 
 # What takes no resource-level permission, and so may name "*".

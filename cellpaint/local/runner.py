@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote_plus
 
-from shared.pipeline.s3 import FAILED, INCOMING, RESULTS, get_json, parse_uri
+from shared.pipeline.s3 import ADAPT, FAILED, INCOMING, MODELS, RESULTS, get_json, parse_uri
 
 from cellpaint.local.stack import FunctionSpec, Stack
 
@@ -153,6 +153,12 @@ class SqsEventSource(threading.Thread):
                 self.console.say("result written", key)
             elif key.startswith(FAILED):
                 self.console.say("error written", key)
+            elif key.startswith(ADAPT):
+                self.console.say("lab photo uploaded", key)
+            elif key.startswith(MODELS):
+                self.console.say("lab model written", key)
+        if "adapt_check" in body:
+            self.console.say("lab upload checked", body["adapt_check"])
 
 
 class ScheduleSource(threading.Thread):

@@ -52,6 +52,19 @@ def add_texture_arguments(sp: argparse.ArgumentParser) -> None:
     sp.set_defaults(func=run_train_texture)
 
 
+def add_adapt_job_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--manifest", required=True, help="s3://BUCKET/jobs/adapt/<lab>/<set>/manifest.json (written by the adapt function)")
+    sp.add_argument("--minutes", type=float, default=10.0, help="the whole job's time budget")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.set_defaults(func=run_adapt)
+
+
+def run_adapt(a) -> None:
+    from .adapt_job import run_adapt_job
+
+    print(run_adapt_job(a.manifest, a.minutes, a.device))
+
+
 def run_train(a) -> None:
     from gpu_job.training import remote
     from gpu_job.training.first_stage import TrainConfig, train

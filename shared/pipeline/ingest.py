@@ -20,6 +20,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from shared.imaging.images import InputError
+from shared.pipeline.adapt import LAB, model_key
 from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, finish, lease_key, now_utc, read, record, release_quietly, report
 from shared.pipeline.manifest import PairJob, manifest, window_to_dict
 from shared.pipeline.pairs import split_name
@@ -193,7 +194,23 @@ def load_pair(s3: BaseClient, bucket: str, ref: PairRef, limits: Limits = Limits
     windows = [window_to_dict(w) for w in prepare(image, mask, window, plan=plan)]
     return PairJob(pair=ref.pair, image_key=ref.image.key, mask_key=ref.mask.key, height=image.shape[0],
                    width=image.shape[1], options=options, windows=windows,
-                   image_version=ref.image.version, mask_version=ref.mask.version)
+                   image_version=ref.image.version, mask_version=ref.mask.version, model=lab_model(s3, bucket, ref.pair))
+
+
+def lab_model(s3: BaseClient, bucket: str, pair: str) -> dict | None:
+    """The pair's lab's own model, if the lab has one: pairs under incoming/<lab>/ are restored with
+    models/<lab>/ (`cellpaint adapt`), the version there now. Only the pair's own lab's: the lab is
+    the first part of the pair's own key, so no pair can name another lab's model."""
+    lab = pair.split("/", 1)[0] if "/" in pair else None
+    if lab is None or not LAB.match(lab):
+        return None
+    try:
+        head = s3.head_object(Bucket=bucket, Key=model_key(lab))
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    return {"key": model_key(lab), "version": head.get("VersionId"), "lab": lab}
 
 
 # ---- One job per invocation -----------------------------------------------------------------

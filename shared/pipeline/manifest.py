@@ -53,6 +53,7 @@ class PairJob:
     windows: list[dict] = field(default_factory=list)  # window_to_dict(...) each
     image_version: str | None = None
     mask_version: str | None = None
+    model: dict | None = None  # a lab's own model for this pair: {"key", "version"} under models/<lab>/ (None: the stack's)
 
 
 def manifest(job_id: str, bucket: str, pairs: list[PairJob], created: str) -> dict:

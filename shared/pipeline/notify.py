@@ -20,8 +20,8 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from shared.pipeline.leases import DEFAULT_LEASE_S, acquire, finish, lease_key, now_utc, release_quietly
-from shared.pipeline.records import Notice, Result
-from shared.pipeline.s3 import NOTIFY_CLAIMS, error_key, get_json, pair_from_output_key, result_key, take_key, written_by
+from shared.pipeline.records import ModelReady, Notice, Result
+from shared.pipeline.s3 import MODELS, NOTIFY_CLAIMS, error_key, get_json, pair_from_output_key, result_key, take_key, written_by
 from shared.pipeline.s3events import object_events
 
 # What Batch puts in statusReason when the job queue's JobStateTimeLimitActions cancels a job that
@@ -34,7 +34,7 @@ SUBJECT_MAX = 100  # SNS's limit
 def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version: str | None = None) -> Notice:
     """results/<pair>/result.json -> a success notice with a presigned link to inpainted.png."""
     pair, _ = pair_from_output_key(key)
-    r = Result.from_json(get_json(s3, bucket, key))
+    r = Result.from_json(get_json(s3, bucket, key, version))  # the version the event names, not a newer one
     inpainted = result_key(pair, "inpainted.png")
     link = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": inpainted}, ExpiresIn=expires_in)
     keys = {"image": r.inputs.get("image_key"), "mask": r.inputs.get("mask_key"), "inpainted": inpainted,
@@ -44,10 +44,23 @@ def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version:
                   options=r.options, labels=r.labels, fell_back=r.fell_back, dedupe=f"{key}@{version}")
 
 
+def from_model(s3: BaseClient, bucket: str, key: str, version: str | None = None) -> Notice:
+    """models/<lab>/adapted.json -> "a model for <lab> is ready", or why the base model stays."""
+    m = ModelReady.from_json(get_json(s3, bucket, key, version))
+    ok = m.status == "ready"
+    gain = f"{m.gain_db:+.2f} dB" if m.gain_db is not None else "no measured gain"
+    reason = (f"a model for {m.lab} is ready: {gain} over the shipped model on your held-back images "
+              f"({m.held_back} of {m.photos} photos); pairs under incoming/{m.lab}/ now use it" if ok else
+              f"no new model for {m.lab}: it was {gain} against the model in use on your held-back images, which stays"
+              if m.status == "not better" else f"no new model for {m.lab}: a model from newer photos of the lab is already in use")
+    return Notice("succeeded" if ok else "failed", None, reason, {"model": (m.model or {}).get("key"), "record": key}, bucket,
+                  job={"job_id": m.job_id, "lab": m.lab}, model=m.model, kind="model", dedupe=f"{key}@{version}")
+
+
 def from_error(s3: BaseClient, bucket: str, key: str, version: str | None = None) -> Notice:
     """failed/<pair>/error.json -> a failure notice with the reason."""
     pair, _ = pair_from_output_key(key)
-    doc = get_json(s3, bucket, key)
+    doc = get_json(s3, bucket, key, version)
     keys = {k: v for k, v in (doc.get("keys") or {}).items() if v} if isinstance(doc.get("keys"), dict) else {}
     keys["error"] = key
     job = {k: doc[k] for k in ("job_id", "stage") if k in doc}
@@ -109,10 +122,15 @@ def render(n: Notice) -> tuple[str, str]:
     """(subject, message) for sns.publish(MessageStructure="json")."""
     what = n.pair or (n.job.get("job_name") or "a job")
     subject = _ascii(f"cellpaint: {what} {'is restored' if n.status == 'succeeded' else 'failed'}")
+    if n.kind == "model":
+        lab = n.job.get("lab", "")
+        subject = _ascii(f"cellpaint: a model for {lab} is ready" if n.status == "succeeded" else f"cellpaint: no new model for {lab}")
     if len(subject) > SUBJECT_MAX:
         subject = subject[: SUBJECT_MAX - 3] + "..."
     lines = [f"Pair: {n.pair or '(unknown)'}", f"Status: {n.status}"]
-    if n.status == "succeeded":
+    if n.kind == "model":
+        lines = [n.reason or "", "", f"Record: s3://{n.bucket}/{n.keys.get('record')}"]
+    elif n.status == "succeeded":
         if n.ood and n.ood.get("unlike_training"):
             lines += ["", f"Warning: {n.ood.get('message') or 'this image is unlike the training images; check the result'}"
                           f" (score {n.ood.get('score')}; above 1 = unlike)", ""]
@@ -123,7 +141,8 @@ def render(n: Notice) -> tuple[str, str]:
         lines += ["", f"Reason: {n.reason}", ""]
         if n.keys.get("error"):
             lines.append(f"Details: s3://{n.bucket}/{n.keys['error']}")
-        lines.append("Fix the files and upload them again under incoming/; a new upload starts a new job.")
+        lines.append("Add or replace photos under adapt/<lab>/; once the upload settles the lab's model is made again."
+                     if (n.pair or "").startswith("adapt/") else "Fix the files and upload them again under incoming/; a new upload starts a new job.")
     for k in ("image", "mask"):
         if n.keys.get(k):
             lines.append(f"{k.capitalize()}: s3://{n.bucket}/{n.keys[k]}")
@@ -176,7 +195,9 @@ def notices_for(s3: BaseClient, bucket: str, body: dict, expires_in: int, logger
     found = []
     for ev in object_events(body):
         parsed = pair_from_output_key(ev.key) if ev.bucket == bucket else None
-        if parsed and parsed[1] == "succeeded":
+        if ev.bucket == bucket and ev.key.startswith(MODELS) and ev.key.endswith("/adapted.json"):
+            found.append(from_model(s3, bucket, ev.key, ev.version))
+        elif parsed and parsed[1] == "succeeded":
             found.append(from_result(s3, bucket, ev.key, expires_in, ev.version))
         elif parsed:
             found.append(from_error(s3, bucket, ev.key, ev.version))

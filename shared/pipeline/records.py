@@ -1,6 +1,6 @@
 """The records the stack writes and others read, each with its version: `result.json` (one pair
-restored, written by the GPU job; read by the notify Lambda, the UI and people), and the
-notification's body (a `Notice`, what e-mail and webhooks get). Written and read only through
+restored, written by the GPU job; read by the notify Lambda, the UI and people), `adapted.json`
+(a lab's model made), and the notification's body (a `Notice`, what e-mail and webhooks get). Written and read only through
 these classes, so a field is added in one place.
 
 A reader takes any version it knows: result.json of version 1 (before this module) kept the
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 RESULT_VERSION = 2
 NOTICE_VERSION = 2
+MODEL_READY_VERSION = 1
 # The options version 1 wrote at the top level (and "guard" as {"on": ..., "fell_back": ...}).
 _V1_OPTIONS = ("sampler", "steps", "temperature", "seed", "label", "samples", "combine", "texture", "normalize")
 
@@ -63,6 +64,33 @@ class Result:
 
 
 @dataclass
+class ModelReady:
+    """models/<lab>/adapted.json: the end of a lab's adapt job, written last (the notify function
+    tells the lab). `status`: ready (the lab's pairs now use it), not better (the base model stays
+    in use), or superseded (a model from a newer set of the lab's photos is already there)."""
+    lab: str
+    status: str
+    job_id: str
+    gain_db: float | None = None  # the lab's model over the base, masked PSNR on its held-back photos
+    held_back_psnr: dict = field(default_factory=dict)  # base | adapted | biharmonic -> {kind: dB}
+    photos: int = 0
+    held_back: int = 0
+    model: dict | None = None  # key, version, sha256 of what was written
+    time: str = ""
+    version: int = MODEL_READY_VERSION
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc) -> "ModelReady":
+        if not isinstance(doc, dict) or doc.get("version") != MODEL_READY_VERSION:
+            raise RecordError(f"not an adapted.json of version {MODEL_READY_VERSION}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+
+@dataclass
 class Notice:
     """One notification: a pair restored or failed. Its body goes to webhooks as JSON; e-mail gets
     text made from it (shared/pipeline/notify.py)."""
@@ -80,6 +108,7 @@ class Notice:
     options: dict | None = None  # every option the fill was made with
     labels: list | None = None
     fell_back: int | None = None
+    kind: str = "pair"  # pair | model (a lab's own model, `cellpaint adapt`)
     dedupe: str = ""  # what makes this notice unique (not sent)
 
     def body(self) -> dict:

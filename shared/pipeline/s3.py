@@ -9,6 +9,7 @@ the UI and the local stack use these, never their own copies).
     jobs/claims/{ingest,notify,sweep}/<sha256>.json   leases, one prefix per function (shared/pipeline/leases.py)
     results/<pair>/{inpainted.png,preview.png,result.json}   GPU job; result.json last
     failed/<pair>/error.json                          ingest or GPU job
+    adapt/<lab>/..., models/<lab>/...                 a lab's photos and its own model (shared/pipeline/adapt.py)
 
 The pair id is the key under incoming/ without its suffix: incoming/a/b.png -> "a/b".
 """
@@ -39,6 +40,8 @@ NOTIFY_CLAIMS = f"{CLAIMS}notify/"
 SWEEP_CLAIMS = f"{CLAIMS}sweep/"
 RESULTS = "results/"
 FAILED = "failed/"
+ADAPT = "adapt/"  # a lab's photos for its own model (shared/pipeline/adapt.py)
+MODELS = "models/"  # weights: the stack's MODEL_URI, and models/<lab>/ (a lab's own)
 MAX_KEY_BYTES = 1024  # S3's own limit
 
 # Throttling (429, SlowDown, TooManyRequestsException) and 5xx are retried with exponential

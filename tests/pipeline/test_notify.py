@@ -17,6 +17,15 @@ RESULT = Result("demo/cell 1", "20261126T120000Z-0a1b2c3d", {"image_key": "incom
                 InpaintOptions(steps=50).to_dict(), timings={"load_s": 0.4, "sample_s": 3.2, "total_s": 4.1}).to_json()
 
 
+def aws_event(name: str, version: str) -> dict:
+    """One of AWS's own event files, naming the object version the test just wrote (a notice
+    reads exactly the version its event names)."""
+    ev = load_event(name)
+    for r in ev["Records"]:
+        r["body"] = r["body"].replace("3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY", version)
+    return ev
+
+
 def published(st):
     """The raw messages moto's SNS received (the inbox queue only sees the "sqs" part)."""
     return sns_backends["123456789012"][REGION].topics[st.topic_arn].sent_notifications
@@ -24,8 +33,8 @@ def published(st):
 
 def test_result_event_file(stack):
     stack.s3.put_object(Bucket=BUCKET, Key="results/demo/cell 1/inpainted.png", Body=b"png")
-    stack.s3.put_object(Bucket=BUCKET, Key="results/demo/cell 1/result.json", Body=json.dumps(RESULT))
-    ev = load_event("sqs-s3-results-put.json")
+    put = stack.s3.put_object(Bucket=BUCKET, Key="results/demo/cell 1/result.json", Body=json.dumps(RESULT))
+    ev = aws_event("sqs-s3-results-put.json", put["VersionId"])
     calls = []
     stack.notify.SNS.meta.events.register("provide-client-params.sns.Publish", lambda params, **kw: calls.append(params))
     assert stack.notify.lambda_handler(ev, Context()) == {"batchItemFailures": []}
@@ -49,10 +58,9 @@ def test_result_event_file(stack):
 
 
 def test_error_event_file(stack):
-    stack.s3.put_object(Bucket=BUCKET, Key="failed/demo/cell 1/error.json",
-                        Body=json.dumps({"pair": "demo/cell 1", "stage": "gpu", "reason": "CUDA out of memory",
-                                         "job_id": "j1"}))
-    assert stack.notify.lambda_handler(load_event("sqs-s3-failed-put.json"), Context()) == {"batchItemFailures": []}
+    put = stack.s3.put_object(Bucket=BUCKET, Key="failed/demo/cell 1/error.json",
+                              Body=json.dumps({"pair": "demo/cell 1", "stage": "gpu", "reason": "CUDA out of memory", "job_id": "j1"}))
+    assert stack.notify.lambda_handler(aws_event("sqs-s3-failed-put.json", put["VersionId"]), Context()) == {"batchItemFailures": []}
     [msg] = inbox(stack)
     body = json.loads(msg["text"])
     assert body["status"] == "failed" and body["reason"] == "CUDA out of memory" and body["job"]["stage"] == "gpu"
@@ -99,8 +107,8 @@ def test_batch_events_other_than_failed_are_ignored(stack):
 
 
 def test_a_missing_object_fails_only_its_record(stack):
-    stack.s3.put_object(Bucket=BUCKET, Key="failed/demo/cell 1/error.json", Body=b'{"reason": "r"}')
-    good = load_event("sqs-s3-failed-put.json")["Records"][0]
+    put = stack.s3.put_object(Bucket=BUCKET, Key="failed/demo/cell 1/error.json", Body=b'{"reason": "r"}')
+    good = aws_event("sqs-s3-failed-put.json", put["VersionId"])["Records"][0]
     missing = load_event("sqs-s3-results-put.json")["Records"][0]  # no such result.json
     r = stack.notify.lambda_handler({"Records": [good, missing]}, Context())
     assert r == {"batchItemFailures": [{"itemIdentifier": missing["messageId"]}]}

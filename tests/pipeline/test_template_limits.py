@@ -50,7 +50,7 @@ def test_each_dead_letter_queue_has_an_alarm_on_the_topic(t):
     alarms = {r["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]: r["Properties"] for r in t["Resources"].values()
               if r["Type"] == "AWS::CloudWatch::Alarm"}
     dlqs = {lid for lid, r in t["Resources"].items() if r["Type"] == "AWS::SQS::Queue" and "DeadLetter" in lid}
-    assert set(alarms) == dlqs == {"IngestDeadLetterQueue", "NotifyDeadLetterQueue"}
+    assert set(alarms) == dlqs == {"IngestDeadLetterQueue", "NotifyDeadLetterQueue", "AdaptDeadLetterQueue"}
     for a in alarms.values():
         assert a["MetricName"] == "ApproximateNumberOfMessagesVisible" and a["Threshold"] == 0
         assert a["AlarmActions"] == [{"Ref": "Topic"}]
@@ -61,7 +61,7 @@ def test_each_dead_letter_queue_has_an_alarm_on_the_topic(t):
 
 
 def test_functions_are_bounded_by_the_event_source_not_reserved_concurrency(t):
-    for lid in ("IngestFunction", "NotifyFunction"):
+    for lid in ("IngestFunction", "NotifyFunction", "AdaptFunction"):
         p = res(t, lid)
         assert "ReservedConcurrentExecutions" not in p
         [ev] = p["Events"].values()
