@@ -182,6 +182,13 @@ def cmd_ui(a) -> None:
             raise UsageError(f"--allow-endpoint {url!r}: give http(s)://host[:port], like http://10.0.0.5:4566")
     if importlib.util.find_spec("streamlit") is None:
         raise UsageError("the UI needs streamlit: pip install -r requirements-ui.txt")
+    if a.weights:
+        from gpu_job.inpainter.weights import read_config
+
+        read_config(a.weights)  # a missing or foreign file is an error here, not a message in the page
+        if not Path(a.weights).is_file():
+            raise UsageError(f"--weights {a.weights}: not found")
+        os.environ["CELLPAINT_WEIGHTS"] = str(Path(a.weights).resolve())  # the page's direct mode reads it (logic.load_inpainter)
     if not is_loopback(a.host):
         print(f"cellpaint ui: warning: listening on {a.host}, not only on this machine: anyone who can reach port {a.port} "
               "can use the page, and in pipeline mode upload to the bucket with this machine's AWS credentials",
@@ -286,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
                     help="address to listen on (default: 127.0.0.1, this machine only); 0.0.0.0 opens the page to the network")
     sp.add_argument("--allow-endpoint", action="append", default=[], metavar="URL",
                     help="also let the page's pipeline mode use this S3 endpoint (besides this machine's and AWS's own); repeatable")
+    sp.add_argument("--weights", help="the model the page's direct mode restores with, e.g. a lab's own (`cellpaint adapt`); default: the shipped one")
     sp.set_defaults(func=cmd_ui)
     return p
 

@@ -26,17 +26,23 @@ def job_definitions():
     return {k: v["Properties"] for k, v in res.items() if v["Type"] == "AWS::Batch::JobDefinition"}
 
 
+def default(value) -> str:
+    """A job definition parameter's value as the deployed stack gives it (a template parameter's default)."""
+    params = cfn_yaml.load(str(ROOT / "template.yaml"))["Parameters"]
+    return str(params[value["Ref"]]["Default"]) if isinstance(value, dict) and "Ref" in value else str(value)
+
+
 def test_every_job_definition_runs_our_entry_point(capsys):
     defs = job_definitions()
-    assert set(defs) == {"JobDefinition", "TrainJobDefinition"}
+    assert set(defs) == {"JobDefinition", "TrainJobDefinition", "AdaptJobDefinition"}
     for name, p in defs.items():
         cmd = [str(x) for x in p["ContainerProperties"]["Command"]]
-        assert cmd[:3] == ["python", "-m", "gpu_job"] and cmd[3] in ("run", "train"), name
+        assert cmd[:3] == ["python", "-m", "gpu_job"] and cmd[3] in ("run", "train", "adapt"), name
         # every Ref::x placeholder has a default in Parameters
         assert {x[5:] for x in cmd if x.startswith("Ref::")} <= set(p["Parameters"]), name
         # the flags parse with the default parameters (--help, last, stops before anything runs)
         with pytest.raises(SystemExit) as stop:
-            job_main([str(p["Parameters"][x[5:]]) if x.startswith("Ref::") else x for x in cmd[3:]] + ["--help"])
+            job_main([default(p["Parameters"][x[5:]]) if x.startswith("Ref::") else x for x in cmd[3:]] + ["--help"])
         assert stop.value.code == 0, name
 
 

@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     up = sub.add_parser("up", help="run the stack on this machine until Ctrl-C")
     up.add_argument("--port", type=int, default=4566, help="port of the embedded AWS endpoint on 127.0.0.1 (0: any free port)")
     up.add_argument("--state", help="keep the bucket, notifications and logs in this folder across restarts")
+    up.add_argument("--adapt-minutes", type=float, default=10, help="time budget of a lab's adapt job (photos under adapt/<lab>/) on this CPU")
     up.set_defaults(local_func=cmd_up)
     demo = sub.add_parser("demo", help="start the stack, upload one pair with the aws CLI, wait for its result")
     demo.add_argument("image", nargs="?", default="examples/cell.png")
@@ -64,7 +65,7 @@ def cmd_up(a) -> int:
     _sigterm_is_ctrl_c()
     from cellpaint.local.server import LocalStack
 
-    stack = LocalStack(a.port, a.state)
+    stack = LocalStack(a.port, a.state, params={"AdaptMinutes": f"{a.adapt_minutes:g}"})
     try:
         stack.start()
         stack.banner(stack.out)

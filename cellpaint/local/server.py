@@ -18,8 +18,8 @@ SNAPSHOT_SECONDS = 5
 
 
 class LocalStack:
-    def __init__(self, port: int = 4566, state: str | Path | None = None, console=None):
-        self.port = port
+    def __init__(self, port: int = 4566, state: str | Path | None = None, console=None, params: dict | None = None):
+        self.port, self.params = port, params or {}  # template parameters over the defaults (AdaptMinutes, say)
         self.keep = state is not None
         self.state = Path(state) if state else Path(tempfile.mkdtemp(prefix="cellpaint-local-"))
         self.out = console or sys.stdout  # the terminal: sys.stdout is the functions' log while running
@@ -35,7 +35,7 @@ class LocalStack:
         use_embedded_aws(self.endpoint, self.region)  # the handlers' and the jobs' boto3 clients
         self.receiver = Receiver(self.state / "notifications.jsonl", self.endpoint, on_message=self.show).start()
         self.mirror = BucketMirror(self.state) if self.keep else None
-        self.stack = create_stack(self.endpoint, self.receiver.url, restore=self.mirror.restore if self.mirror else None)
+        self.stack = create_stack(self.endpoint, self.receiver.url, restore=self.mirror.restore if self.mirror else None, params=self.params)
         self.receiver.expect_topic(self.stack.topic_arn)
         # The functions' logs and metrics (Powertools writes both to stdout) go where CloudWatch would have them.
         self.saved_stdout, self.lambda_log = sys.stdout, (self.state / "logs" / "lambda.log").open("a", buffering=1)

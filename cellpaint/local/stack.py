@@ -165,7 +165,8 @@ class _Builder:
     def job_definition(self, lid, p):
         kw = camel({k: p[k] for k in ("Type", "ContainerProperties", "RetryStrategy", "Timeout", "PlatformCapabilities",
                                       "PropagateTags") if k in p})
-        r = self.batch.register_job_definition(jobDefinitionName=self.name(lid), parameters=p.get("Parameters", {}), **kw)
+        params = {k: str(v) for k, v in p.get("Parameters", {}).items()}  # Batch takes strings; a Number parameter resolves to a number
+        r = self.batch.register_job_definition(jobDefinitionName=self.name(lid), parameters=params, **kw)
         self.t.register(lid, r["jobDefinitionArn"])
 
     def rule(self, lid, p):
@@ -199,15 +200,17 @@ CREATORS = {"AWS::SQS::Queue": _Builder.sqs_queue, "AWS::SQS::QueuePolicy": _Bui
             "AWS::Serverless::Function": _Builder.function}
 
 
-def create_stack(endpoint: str, webhook_url: str, restore=None, template_path: Path = ROOT / "template.yaml") -> Stack:
+def create_stack(endpoint: str, webhook_url: str, restore=None, template_path: Path = ROOT / "template.yaml",
+                 params: dict | None = None) -> Stack:
     """Every resource of the template that moto can hold, created from its own properties.
     `restore(s3, bucket)` runs after the bucket exists and before its notifications are set, so
     restored objects trigger nothing."""
     cfg = samconfig()
     # The parameters `sam deploy --guided` would ask for; the EC2 ones only name what the runner stands in for.
     # The receiver is on loopback, so plain http stays on this machine.
+    # On one machine an upload is done when the aws CLI returns: a lab's photos settle in 15 s, not AWS's 120.
     local = {"WebhookUrl": webhook_url, "AllowInsecureWebhook": "true", "ImageUri": "cellpaint:local", "SubnetIds": "subnet-local",
-             "VpcId": "vpc-local"}
+             "VpcId": "vpc-local", "AdaptSettleSeconds": "15", **(params or {})}
     t = Template(template_path, local,
                  cfg["stack_name"], cfg["region"], ACCOUNT)
     stack = Stack(endpoint, cfg["region"], t, "", "", "", [], [])

@@ -216,9 +216,12 @@ def run_direct(inpainter, image: np.ndarray, mask: np.ndarray, opts: dict) -> tu
         inpainter.label_index(label)  # ValueError names the classes
         t0 = time.time()
         res = inpainter.inpaint(image, mask, o)
-        info = {"mode": "direct", "seconds": round(time.time() - t0, 2), "steps": o.steps, "seed": o.seed,
-                "label": label or "none", "labels": res.labels, "samples": o.samples, "combine": o.combine, "texture": o.texture, "device": str(inpainter.device),
-                **({"ood": res.ood} if res.ood else {})}
+        rec = inpainter.record
+        # A lab's own model (`cellpaint ui --weights LAB.safetensors`) says what it was adapted from and how it measured.
+        model = {"sha256": rec.get("sha256"), **({"adapt": {k: rec["adapt"].get(k) for k in ("base_sha256", "images", "held_back_psnr")}}
+                                                 if rec.get("adapt") else {})}
+        info = {"mode": "direct", "seconds": round(time.time() - t0, 2), "model": model, "options": o.to_dict(), "labels": res.labels,
+                "device": str(inpainter.device), **({"ood": res.ood} if res.ood else {})}
         return Restored(res.image, heatmap(res.std) if res.std is not None else None, info), None
     except ValueError as exc:
         return None, str(exc)

@@ -18,6 +18,7 @@ from shared.pipeline.s3events import object_events
 
 BUCKET, QUEUE_URL = os.environ["BUCKET"], os.environ["ADAPT_QUEUE_URL"]
 JOB_QUEUE, JOB_DEFINITION = os.environ["JOB_QUEUE"], os.environ["ADAPT_JOB_DEFINITION"]
+SETTLE_S = float(os.environ.get("SETTLE_SECONDS", adapt.SETTLE_S))
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 S3, SQS, BATCH = client("s3"), client("sqs"), client("batch")
@@ -28,13 +29,13 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def record_handler(record: SQSRecord) -> None:
     body = record.json_body
     if "adapt_check" in body:
-        c = adapt.check(S3, BATCH, SQS, BUCKET, body["adapt_check"], QUEUE_URL, JOB_QUEUE, JOB_DEFINITION)
+        c = adapt.check(S3, BATCH, SQS, BUCKET, body["adapt_check"], QUEUE_URL, JOB_QUEUE, JOB_DEFINITION, settle_s=SETTLE_S)
         logger.info(c.detail, extra={"status": c.status, "lab": c.lab, "manifest": c.manifest})
         metrics.add_metric(name=f"Adapt{c.status.capitalize()}", unit=MetricUnit.Count, value=1)
         return
     for ev in object_events(body):
         lab = adapt.lab_of_key(ev.key) if ev.bucket == BUCKET else None
-        if lab and adapt.schedule(S3, SQS, BUCKET, lab, QUEUE_URL):
+        if lab and adapt.schedule(S3, SQS, BUCKET, lab, QUEUE_URL, min(adapt.CHECK_DELAY_S, SETTLE_S + 5)):
             logger.info("check scheduled", extra={"lab": lab, "key": ev.key})
 
 

@@ -66,12 +66,12 @@ def photos(s3: BaseClient, bucket: str, lab: str) -> list[dict]:
     return sorted(out, key=lambda p: p["key"])
 
 
-def schedule(s3: BaseClient, sqs: BaseClient, bucket: str, lab: str, queue_url: str) -> bool:
+def schedule(s3: BaseClient, sqs: BaseClient, bucket: str, lab: str, queue_url: str, delay_s: float = CHECK_DELAY_S) -> bool:
     """A photo arrived: one check of its lab, unless one is already on its way (an upload of 200
     photos schedules one check, not 200). False if one was."""
-    if acquire(s3, bucket, f"{CLAIMS}adapt/{lab}/scheduled.json", {"lab": lab}, CHECK_DELAY_S) is None:
+    if acquire(s3, bucket, f"{CLAIMS}adapt/{lab}/scheduled.json", {"lab": lab}, delay_s) is None:
         return False
-    ask_later(sqs, queue_url, lab)
+    ask_later(sqs, queue_url, lab, delay_s)
     return True
 
 
@@ -80,15 +80,15 @@ def ask_later(sqs: BaseClient, queue_url: str, lab: str, delay_s: float = CHECK_
 
 
 def check(s3: BaseClient, batch: BaseClient, sqs: BaseClient, bucket: str, lab: str, queue_url: str, job_queue: str,
-          job_definition: str, now: datetime | None = None) -> Check:
+          job_definition: str, now: datetime | None = None, settle_s: float = SETTLE_S) -> Check:
     """Submit the lab's training job if its upload has settled and this set of photos has none yet."""
     now = now or now_utc()
     found = photos(s3, bucket, lab)
     if not found:
         return Check("empty", lab, "no photos under adapt/")
     age = (now - max(p["modified"] for p in found)).total_seconds()
-    if age < SETTLE_S:
-        ask_later(sqs, queue_url, lab, SETTLE_S - age + 5)
+    if age < settle_s:
+        ask_later(sqs, queue_url, lab, settle_s - age + 5)
         return Check("settling", lab, f"{len(found)} photos, the newest {age:.0f} s old")
     d = digest(*[f"{p['key']}@{p['version']}" for p in found])[:16]
     key = f"{JOBS}adapt/{lab}/{d}/manifest.json"

@@ -178,7 +178,7 @@ def test_run_direct(inpainter, rng):
     assert res.image.shape == img.shape and res.image.dtype == np.uint8
     assert np.array_equal(res.image[~mask], img[~mask])
     assert not np.array_equal(res.image[mask], img[mask])
-    assert res.info["mode"] == "direct" and res.info["steps"] == 3
+    assert res.info["mode"] == "direct" and res.info["options"]["steps"] == 3
 
 
 def test_run_direct_samples_give_uncertainty(inpainter, rng):
@@ -186,9 +186,9 @@ def test_run_direct_samples_give_uncertainty(inpainter, rng):
     mask = np.zeros((32, 32), bool)
     mask[8:20, 8:20] = True
     res, err = logic.run_direct(inpainter, img, mask, {"steps": 2, "seed": 0, "label": "platelet", "samples": 2, "combine": "mean"})
-    assert err is None and res.uncertainty.shape == (32, 32, 3) and res.info["combine"] == "mean"
+    assert err is None and res.uncertainty.shape == (32, 32, 3) and res.info["options"]["combine"] == "mean"
     first, err = logic.run_direct(inpainter, img, mask, {"steps": 2, "seed": 0, "label": "platelet", "samples": 2, "combine": "first"})
-    assert err is None and first.info["combine"] == "first" and not np.array_equal(first.image, res.image)
+    assert err is None and first.info["options"]["combine"] == "first" and not np.array_equal(first.image, res.image)
 
 
 def test_run_direct_errors_are_messages(inpainter, rng):

@@ -79,3 +79,10 @@ def test_ui_host_opens_it_wider_and_warns(tmp_path):
     assert (ipaddress.ip_address("0.0.0.0"), ui.port) in sockets, sockets
     assert reached
     assert "warning: listening on 0.0.0.0, not only on this machine" in ui.output()
+
+
+def test_ui_refuses_a_weights_file_that_is_not_one(tmp_path, capsys):
+    from cellpaint.cli import main
+
+    assert main(["ui", "--weights", str(tmp_path / "lab1.safetensors")]) == 2
+    assert "lab1.json: missing" in capsys.readouterr().err
