@@ -263,6 +263,9 @@ class BatchRunner(threading.Thread):
         uri = params.get("manifest", "")
         try:
             doc = get_json(self.s3, *parse_uri(uri))
+            if "photos" in doc:  # a lab's adapt job (shared/pipeline/adapt.py)
+                self.console.say("job submitted", f"{job['jobName']} ({len(doc['photos'])} photos of {doc.get('lab')}, {uri})")
+                return []
             for p in doc.get("pairs", []):
                 pairs.append(p.get("pair"))
                 self.console.say("validated", f"{p.get('pair')} ({p.get('width')}x{p.get('height')})")

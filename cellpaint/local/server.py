@@ -81,7 +81,9 @@ class LocalStack:
     def show(self, msg: dict) -> None:
         b = msg["body"]
         what = f"[{b.get('status')}] {b.get('pair')}: {msg.get('subject')}"
-        if b.get("status") == "succeeded":
+        if b.get("kind") == "model":  # a lab's own model: the reason says it all
+            what = f"[{b.get('status')}] {b.get('reason')}"
+        elif b.get("status") == "succeeded":
             what += f" -> s3://{b.get('bucket')}/{(b.get('keys') or {}).get('inpainted')}"
         else:
             what += f" -> {b.get('reason')}"

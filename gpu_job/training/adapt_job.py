@@ -66,7 +66,7 @@ def run_adapt_job(manifest_uri: str, minutes: float, device: str = "auto", s3=No
             write_error(s3, bucket, f"adapt/{lab}", reason, stage="adapt", keys={"photos": f"adapt/{lab}/", "manifest": key}, job_id=job_id)
             return "failed"
         scores = res.record.get("adapt", {}).get("held_back_psnr", {})
-        gain = scores["adapted"]["all"] - scores["base"]["all"] if scores else None
+        gain = round(scores["adapted"]["all"] - scores["base"]["all"], 2) if scores else None
         status, model = ("ready" if res.written else "not better"), None
         if res.written and newer_model(s3, bucket, lab, doc["photos_as_of"]):
             status = "superseded"
