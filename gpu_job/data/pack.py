@@ -21,8 +21,11 @@ from gpu_job.data.augment import FIELD
 from gpu_job.data.cells import load_cellset
 
 
-def pack(root: str | Path, out: str | Path, size: int = FIELD, quality: int = 92, lossless: bool = False) -> Path:
+def pack(root: str | Path, out: str | Path, size: int = FIELD, quality: int = 92, lossless: bool = False, every: int = 1) -> Path:
+    """`every`: keep every n-th cell only (a pack that must travel small: a lent GPU's 64 MiB)."""
     cells = load_cellset(root, size)
+    keep = slice(None, None, every)
+    cells = type(cells)(cells.images[keep], cells.labels[keep], cells.classes, cells.names[keep])
     blobs = []
     for img in cells.images:
         buf = io.BytesIO()
@@ -47,5 +50,7 @@ if __name__ == "__main__":
     ap.add_argument("out", help="the pack to write (.npz)")
     ap.add_argument("--lossless", action="store_true", help="PNG instead of JPEG q92: exact, about 2.5x larger")
     ap.add_argument("--size", type=int, default=FIELD, help=f"px of each cell's field (default {FIELD}; 64 for --augment flips)")
+    ap.add_argument("--quality", type=int, default=92, help="JPEG quality (default 92; less for a pack that must travel small)")
+    ap.add_argument("--every", type=int, default=1, help="keep every n-th cell only")
     a = ap.parse_args()
-    print(pack(a.root, a.out, a.size, lossless=a.lossless))
+    print(pack(a.root, a.out, a.size, a.quality, lossless=a.lossless, every=a.every))

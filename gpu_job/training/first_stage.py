@@ -169,7 +169,7 @@ class FirstStage:
         if n_fields:  # field rows are never wholly masked: a generated field is nobody's cell
             full[n_cells:] = False
             masks[n_cells:] = make_masks(rng, n_fields, size, 0.0)
-            fields = np.concatenate([fields, self.fields.crops(rng, n_fields)])
+            fields = [*fields, *self.fields.crops(rng, n_fields)]  # a list: a pack's cells may be smaller than FIELD
             labels = np.concatenate([labels, np.full(n_fields, cfg.unet.num_classes)])
         images = (domain_augment(fields, rng, size, self.aug, clean=full) if self.domain
                   else np.stack([turn(reframe(f, size) if len(f) != size else f, rng) for f in fields]))
