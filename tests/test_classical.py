@@ -52,7 +52,14 @@ def test_the_guard_replaces_a_fill_foreign_to_its_ring_and_keeps_one_that_belong
     blob[m] = (90, 40, 140)  # a purple, nucleus-like object where the slide is plain
     out, share = guard(blob, m, m)
     assert share > MAX_FOREIGN and np.abs(out[m].astype(int) - img[m]).max() <= 2  # back to the plain slide
-    plain = img.copy()
-    plain[m] = (222, 213, 219)  # the ring's own colour: it belongs
-    out, share = guard(plain, m, m)
-    assert share == 0.0 and np.array_equal(out, plain)
+    faint = img.copy()
+    faint[m] = (215, 180, 190)  # a faint red cell drawn in a hole of plain slide: nothing around says it is there
+    out, share = guard(faint, m, m)
+    assert share == 1.0 and np.abs(out[m].astype(int) - img[m]).max() <= 2
+    cells = img.copy()
+    cells[:, 32:] = (200, 120, 130)  # the ring shows slide and a red cell
+    fill = cells.copy()
+    left = np.broadcast_to(np.arange(64)[None, :, None] < 32, (64, 64, 1))
+    fill[m] = np.where(left, np.array([224, 214, 219]), np.array([201, 121, 131]))[m]  # the ring's own colours
+    out, share = guard(fill, m, m)
+    assert share == 0.0 and np.array_equal(out, fill)  # it belongs: kept

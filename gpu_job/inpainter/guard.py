@@ -9,6 +9,11 @@ foreign, its fill is replaced by the smooth (harmonic) fill of the ring, the sam
 the seam fix uses (gpu_job/inpainter/classical.py): plain, and never an invented object. A mask over part
 of a white cell keeps the model's fill, because its ring shows the nucleus and cytoplasm colours
 the fill uses.
+
+A hole in plain surroundings is guarded too: where every pixel of the ring is the same empty
+slide (within PLAIN_DE of the ring's median), nothing that enters the hole says a cell is in it,
+and the likeliest content is more slide, so the smooth fill replaces whatever the model drew (on
+other microscopes' photos it could draw a faint red cell there).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ FOREIGN_DE = 20.0  # CIELAB distance: a colour clearly unlike every colour of th
 MAX_FOREIGN = 0.05  # share of a region's pixels that may be foreign before it falls back
 RING = 12  # px of known pixels around the region that say which colours are plausible
 SAMPLE = 512  # ring colours compared against (enough for a palette, cheap at any size)
+PLAIN_DE = 8.0  # CIELAB distance from the ring's median that 95 % of a plain ring stays within
 
 
 def foreign_share(fill: np.ndarray, region: np.ndarray, unknown: np.ndarray, rng: np.random.Generator | None = None) -> float:
@@ -40,9 +46,19 @@ def foreign_share(fill: np.ndarray, region: np.ndarray, unknown: np.ndarray, rng
     return float((np.sqrt(nearest) > FOREIGN_DE).mean())
 
 
+def plain_ring(image: np.ndarray, region: np.ndarray, unknown: np.ndarray) -> bool:
+    """True if the known ring around the region is one plain colour: empty slide, no cell edge in it."""
+    ring = dilate(region, RING) & ~unknown
+    if ring.sum() < 16:
+        return False
+    lab = rgb_to_lab(image[ring])
+    return bool(np.percentile(np.sqrt(((lab - np.median(lab, axis=0)) ** 2).sum(-1)), 95) < PLAIN_DE)
+
+
 def guard(fill: np.ndarray, region: np.ndarray, unknown: np.ndarray) -> tuple[np.ndarray, float]:
-    """The fill, or where it is foreign to its surroundings the classical fill; and the foreign share."""
-    share = foreign_share(fill, region, unknown)
+    """The fill, or where it is foreign to its surroundings or its surroundings are plain, the
+    classical fill; and the foreign share (1.0 for a plain ring)."""
+    share = 1.0 if plain_ring(fill, region, unknown) else foreign_share(fill, region, unknown)
     if share <= MAX_FOREIGN:
         return fill, share
     out = fill.copy()
