@@ -125,8 +125,9 @@ OPTIONS = {o.name: o for o in (
     # share of the way to a classical fill (gpu_job/inpainter/classical.py). On other labs' photos the model alone
     # was below biharmonic; 0.9 is the least share (in tenths) that put every region kind above it with no
     # fill 6 dB below, on photos 41-110 of that set (BENCHMARKS.md). PBC-like images are not flagged.
+    # Above 0 it also lets a hole in plain slide take the smooth fill (gpu_job/inpainter/guard.py, plain_ring).
     Option("fallback", float, 0.9, "on an image unlike the training images, the share of the fill taken from a classical fill "
-           "(0 = the model's fill as it is)", low=0.0, high=1.0, title="Classical share on unlike images"),
+           "(0 = the model's fill as it is, with no classical share anywhere)", low=0.0, high=1.0, title="Classical share on unlike images"),
     # 0.6: the warmest temperature, in tenths, at which one sample loses nothing on PBC val against the
     # mean of 8 (PSNR, SSIM) on two seeds: +1.0 dB over a sample at 1, at no cost in time; with the
     # labeller's threshold 0.55, class kept 92/88 % against 93/90 % at 1 and 85/84 % for the mean of 8.

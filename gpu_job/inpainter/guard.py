@@ -10,10 +10,11 @@ the seam fix uses (gpu_job/inpainter/classical.py): plain, and never an invented
 of a white cell keeps the model's fill, because its ring shows the nucleus and cytoplasm colours
 the fill uses.
 
-A hole in plain surroundings is guarded too: where every pixel of the ring is the same empty
-slide (within PLAIN_DE of the ring's median), nothing that enters the hole says a cell is in it,
-and the likeliest content is more slide, so the smooth fill replaces whatever the model drew (on
-other microscopes' photos it could draw a faint red cell there).
+A hole in plain surroundings is guarded too (with any classical share allowed: `fallback` above
+0): where every pixel of the ring is the same empty slide (within PLAIN_DE of the ring's median),
+nothing that enters the hole says a cell is in it, and the likeliest content is more slide, so the
+smooth fill replaces whatever the model drew (on other microscopes' photos it could draw a faint
+red cell there).
 """
 from __future__ import annotations
 
@@ -55,10 +56,10 @@ def plain_ring(image: np.ndarray, region: np.ndarray, unknown: np.ndarray) -> bo
     return bool(np.percentile(np.sqrt(((lab - np.median(lab, axis=0)) ** 2).sum(-1)), 95) < PLAIN_DE)
 
 
-def guard(fill: np.ndarray, region: np.ndarray, unknown: np.ndarray) -> tuple[np.ndarray, float]:
-    """The fill, or where it is foreign to its surroundings or its surroundings are plain, the
-    classical fill; and the foreign share (1.0 for a plain ring)."""
-    share = 1.0 if plain_ring(fill, region, unknown) else foreign_share(fill, region, unknown)
+def guard(fill: np.ndarray, region: np.ndarray, unknown: np.ndarray, foreign: bool = True, plain: bool = True) -> tuple[np.ndarray, float]:
+    """The fill, or the classical fill where it is foreign to its surroundings (`foreign`) or its
+    surroundings are plain slide (`plain`); and the foreign share (1.0 for a plain ring)."""
+    share = 1.0 if plain and plain_ring(fill, region, unknown) else foreign_share(fill, region, unknown) if foreign else 0.0
     if share <= MAX_FOREIGN:
         return fill, share
     out = fill.copy()

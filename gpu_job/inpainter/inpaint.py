@@ -253,10 +253,10 @@ class Inpainter:
         """One pair's composited (and textured) result -> its InpaintResult: the guard, and the
         samples' spread when there are several."""
         fell_back = 0
-        if o.guard:
+        if o.guard or o.fallback > 0:  # `--fallback 0 --no-guard`: the model's fill, with no classical share at all
             for w in ws:
                 crop = w.box.crop(image_out)
-                crop[...], share = guard(crop, w.writes, w.box.crop(mask))
+                crop[...], share = guard(crop, w.writes, w.box.crop(mask), foreign=o.guard, plain=o.fallback > 0)
                 fell_back += share > MAX_FOREIGN
         samples, std = [image_out], None
         if o.samples > 1:
