@@ -151,6 +151,46 @@ def cmd_adapt(a) -> None:
         raise SystemExit(1)
 
 
+def cmd_status(a) -> None:
+    """How far a folder under incoming/ is; exit 0 when every pair is done, 1 if any failed, 3 if any are pending."""
+    import time
+
+    import boto3
+    from tqdm import tqdm
+
+    from shared.pipeline.s3 import INCOMING, parse_uri
+    from shared.pipeline.status import folder_status
+
+    try:
+        bucket, key = parse_uri(a.folder if a.folder.endswith("/") else a.folder + "/")
+    except ValueError:
+        bucket, key = None, ""
+    if not bucket or not key.startswith(INCOMING):
+        raise UsageError(f"{a.folder}: give s3://BUCKET/incoming/FOLDER/")
+    # boto3 reads AWS_ENDPOINT_URL as the aws CLI does: the same command works against `cellpaint local`.
+    s3, batch = boto3.client("s3"), boto3.client("batch")
+    folder = key[len(INCOMING):]
+    st = folder_status(s3, bucket, folder, batch)
+    if a.wait and not st.finished:
+        deadline = time.time() + a.timeout
+        with tqdm(total=len(st.pairs), initial=len(st.pairs) - st.count("pending"), unit="pair", desc=folder or "incoming") as bar:
+            while not st.finished and time.time() < deadline:
+                time.sleep(a.interval)
+                st = folder_status(s3, bucket, folder, batch)
+                bar.total = len(st.pairs)
+                bar.update(len(st.pairs) - st.count("pending") - bar.n)
+                bar.set_postfix(failed=st.count("failed"), jobs=st.running_jobs)
+    for p in st.pairs:
+        if p.state == "failed" or (p.state == "pending" and p.detail):
+            print(f"{p.state}: {p.pair}: {p.detail}")
+    jobs = f"{st.running_jobs} job{'s' * (st.running_jobs != 1)} running, {st.queued_jobs} queued"
+    left = f"; about {st.seconds_left / 60:.0f} min left at the pace so far" if st.seconds_left else ""
+    print(f"s3://{bucket}/{key}: {len(st.pairs)} pairs; {jobs}{left}")
+    print(st.line())
+    if not st.finished or st.count("failed"):
+        raise SystemExit(3 if not st.finished else 1)
+
+
 def cmd_evaluate(a) -> None:
     from gpu_job.evaluation.evaluate import EvalConfig, evaluate
 
@@ -249,6 +289,13 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     common(sp)
     sp.set_defaults(func=cmd_adapt)
+
+    sp = sub.add_parser("status", help="how far a folder of uploads is: done, failed, pending (AWS, or cellpaint local via AWS_ENDPOINT_URL)")
+    sp.add_argument("folder", help="s3://BUCKET/incoming/FOLDER/")
+    sp.add_argument("--wait", action="store_true", help="wait, with a progress bar, until no pair is pending")
+    sp.add_argument("--interval", type=float, default=10.0, help="seconds between looks with --wait")
+    sp.add_argument("--timeout", type=float, default=24 * 3600, help="stop waiting after this many seconds")
+    sp.set_defaults(func=cmd_status)
 
     sp = sub.add_parser("evaluate", help="quality and speed against classical baselines")
     sp.add_argument("--data", required=True, help="val folder of class subfolders")

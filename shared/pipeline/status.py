@@ -1,0 +1,108 @@
+"""How far is a folder? Every pair under incoming/<folder>/, as the stack sees it now: done (a
+result.json made from the pair's current image and mask), failed (an error.json newer than the
+pair's last upload, and no such result), or pending (anything else: waiting for a half, queued,
+running). `cellpaint status` prints it; counts are of distinct pairs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from botocore.client import BaseClient
+
+from shared.pipeline.leases import now_utc
+from shared.pipeline.pairs import split_name
+from shared.pipeline.records import RecordError, Result
+from shared.pipeline.s3 import FAILED, INCOMING, RESULTS, get_json
+
+
+@dataclass
+class PairState:
+    pair: str
+    state: str  # done | failed | pending
+    detail: str = ""
+
+
+@dataclass
+class FolderStatus:
+    folder: str
+    pairs: list[PairState] = field(default_factory=list)
+    running_jobs: int = 0
+    queued_jobs: int = 0
+    first_upload: datetime | None = None
+    seconds_left: float | None = None  # None: nothing done yet to estimate from, or nothing left
+
+    def count(self, state: str) -> int:
+        return sum(p.state == state for p in self.pairs)
+
+    @property
+    def finished(self) -> bool:
+        return self.count("pending") == 0
+
+    def line(self) -> str:
+        return f"{self.count('done')} done, {self.count('failed')} failed, {self.count('pending')} pending"
+
+
+def _latest(s3: BaseClient, bucket: str, prefix: str) -> dict[str, dict]:
+    out = {}
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for v in page.get("Versions", []):
+            if v["IsLatest"]:
+                out[v["Key"]] = v
+    return out
+
+
+def folder_status(s3: BaseClient, bucket: str, folder: str, batch: BaseClient | None = None, now: datetime | None = None) -> FolderStatus:
+    """`folder`: the part after incoming/ ("lab1/2026-12-03"); "" is the whole of incoming/."""
+    folder = folder.strip("/")
+    prefix = f"{INCOMING}{folder}/" if folder else INCOMING
+    uploads = _latest(s3, bucket, prefix)
+    halves: dict[str, dict] = {}
+    for key, v in uploads.items():
+        parsed = split_name(key[len(INCOMING):])
+        if parsed and parsed[1] in ("image", "mask"):
+            halves.setdefault(parsed[0], {})[parsed[1]] = v
+    sub = f"{folder}/" if folder else ""
+    results = {k[len(RESULTS):-len("/result.json")]: v for k, v in _latest(s3, bucket, f"{RESULTS}{sub}").items() if k.endswith("/result.json")}
+    errors = {k[len(FAILED):-len("/error.json")]: v for k, v in _latest(s3, bucket, f"{FAILED}{sub}").items() if k.endswith("/error.json")}
+    st = FolderStatus(folder)
+    for pair, h in sorted(halves.items()):
+        st.pairs.append(_state(s3, bucket, pair, h, results.get(pair), errors.get(pair)))
+        for v in h.values():
+            st.first_upload = min(st.first_upload or v["LastModified"], v["LastModified"])
+    if batch is not None:
+        st.running_jobs, st.queued_jobs = _jobs(batch)
+    done = st.count("done") + st.count("failed")
+    if done and not st.finished and st.first_upload:
+        rate = done / max(1.0, ((now or now_utc()) - st.first_upload).total_seconds())
+        st.seconds_left = st.count("pending") / rate
+    return st
+
+
+def _state(s3, bucket: str, pair: str, halves: dict, result: dict | None, error: dict | None) -> PairState:
+    if set(halves) != {"image", "mask"}:
+        return PairState(pair, "pending", f"waiting for its {'mask' if 'image' in halves else 'image'}")
+    if result is not None:
+        try:
+            r = Result.from_json(get_json(s3, bucket, result["Key"], result.get("VersionId")))
+        except RecordError:
+            r = None
+        # Done only if made from the versions uploaded last: a re-upload is pending again.
+        if r and r.inputs.get("image_version") == halves["image"].get("VersionId") and r.inputs.get("mask_version") == halves["mask"].get("VersionId"):
+            return PairState(pair, "done")
+    last_upload = max(v["LastModified"] for v in halves.values())
+    if error is not None and error["LastModified"] >= last_upload:
+        reason = get_json(s3, bucket, error["Key"], error.get("VersionId")).get("reason", "")
+        return PairState(pair, "failed", str(reason)[:200])
+    return PairState(pair, "pending")
+
+
+def _jobs(batch: BaseClient) -> tuple[int, int]:
+    """(running, queued) cellpaint jobs in every job queue these credentials see."""
+    running = queued = 0
+    for q in batch.describe_job_queues().get("jobQueues", []):
+        for status, is_running in (("RUNNING", True), ("STARTING", True), ("RUNNABLE", False), ("PENDING", False), ("SUBMITTED", False)):
+            jobs = batch.list_jobs(jobQueue=q["jobQueueArn"], jobStatus=status).get("jobSummaryList", [])
+            n = sum(j["jobName"].startswith("cellpaint-") for j in jobs)
+            running, queued = (running + n, queued) if is_running else (running, queued + n)
+    return running, queued
