@@ -32,6 +32,7 @@ test -f .aws-sam/build/IngestFunction/app.py
 test -f .aws-sam/build/NotifyFunction/app.py
 test -f .aws-sam/build/SweepFunction/app.py
 test -f .aws-sam/build/AdaptFunction/app.py
+test -f .aws-sam/build/DigestFunction/app.py
 if find .aws-sam/build -path '*torch*' -print -quit | grep -q .; then
   echo "torch must not reach the Lambda build" >&2; exit 1
 fi

@@ -103,7 +103,7 @@ def test_the_batch_job_loads_no_training_evaluation_plotting_or_cli():
 
 
 def test_the_notify_lambda_loads_no_validation_or_preprocessing():
-    env = {"BUCKET": "b", "TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:t", "LINK_EXPIRY_SECONDS": "60",
+    env = {"BUCKET": "b", "TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:t", "LINK_EXPIRY_SECONDS": "60", "DIGEST_QUEUE_URL": "https://q",
            "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_SERVICE_NAME": "notify"}
     mods = loaded_by("sys.path.insert(0, 'functions/notify'); import app", env)
     unwanted = [m for m in mods if m in ("shared.pipeline.ingest", "shared.pipeline.validate", "shared.imaging.preprocess", "shared.imaging.windows", "numpy", "PIL")]

@@ -87,15 +87,19 @@ def test_no_function_gets_the_managed_sqs_policy(expanded):
 def test_each_function_polls_only_its_own_queue(expanded):
     res = expanded["Resources"]
     mappings = [r["Properties"] for r in res.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
-    assert {m["FunctionName"]["Ref"] for m in mappings} == {"IngestFunction", "NotifyFunction", "AdaptFunction"}
+    assert {m["FunctionName"]["Ref"] for m in mappings} == {"IngestFunction", "NotifyFunction", "AdaptFunction", "DigestFunction"}
+    poll = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
     for m in mappings:
         lid = m["FunctionName"]["Ref"]
         role = res[res[lid]["Properties"]["Role"]["Fn::GetAtt"][0]]
         sqs = [s for s in statements(role) if any(a.startswith("sqs:") for a in as_list(s["Action"]))]
-        assert len(sqs) == 1 and as_list(sqs[0]["Resource"]) == [m["EventSourceArn"]], sqs
-        poll = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
-        # the adapt function also sends its own delayed checks, to its own queue only
-        assert set(sqs[0]["Action"]) == (poll | {"sqs:SendMessage"} if lid == "AdaptFunction" else poll)
+        polling = [s for s in sqs if set(as_list(s["Action"])) & poll]
+        assert len(polling) == 1 and as_list(polling[0]["Resource"]) == [m["EventSourceArn"]], sqs
+        # the adapt and digest functions also send their own delayed checks, to their own queue only
+        assert set(polling[0]["Action"]) == (poll | {"sqs:SendMessage"} if lid in ("AdaptFunction", "DigestFunction") else poll)
+        sends = [s for s in sqs if s not in polling]  # the notify function schedules digest checks, and does nothing else with SQS
+        assert [(as_list(s["Action"]), as_list(s["Resource"])) for s in sends] == ([(["sqs:SendMessage"], [{"Fn::GetAtt": ["DigestQueue", "Arn"]}])]
+                                                                                    if lid == "NotifyFunction" else [])
 
 
 # What takes no resource-level permission, and so may name "*".

@@ -125,10 +125,16 @@ def render(n: Notice) -> tuple[str, str]:
     if n.kind == "model":
         lab = n.job.get("lab", "")
         subject = _ascii(f"cellpaint: a model for {lab} is ready" if n.status == "succeeded" else f"cellpaint: no new model for {lab}")
+    elif n.kind == "folder":
+        subject = _ascii(f"cellpaint: {n.job.get('folder')}: {n.job.get('done')} restored, {n.job.get('failed')} failed")
     if len(subject) > SUBJECT_MAX:
         subject = subject[: SUBJECT_MAX - 3] + "..."
     lines = [f"Pair: {n.pair or '(unknown)'}", f"Status: {n.status}"]
-    if n.kind == "model":
+    if n.kind == "folder":
+        lines = [n.reason or "", "", f"Summary: s3://{n.bucket}/{n.keys.get('summary')}"]
+        if n.link:
+            lines.append(f"Contact sheet ({_expiry(n.link_expires_in)}): {n.link}")
+    elif n.kind == "model":
         lines = [n.reason or "", "", f"Record: s3://{n.bucket}/{n.keys.get('record')}"]
     elif n.status == "succeeded":
         if n.ood and n.ood.get("unlike_training"):
@@ -161,6 +167,17 @@ def _expiry(seconds: int | None) -> str:
     return f"link valid for {seconds // 3600} h" if seconds >= 3600 else f"link valid for {seconds // 60} min"
 
 
+def attributes(n: Notice) -> dict:
+    """What subscriptions filter on (template.yaml): kind (pair | folder | model), status, and the
+    folder of a pair that has one. E-mail takes folder digests, model notices and the pairs that
+    belong to no folder; webhooks take everything."""
+    attrs = {"status": n.status, "kind": n.kind}
+    folder = n.pair.rsplit("/", 1)[0] if n.kind == "pair" and n.pair and "/" in n.pair else None
+    if folder:
+        attrs["folder"] = folder
+    return {k: {"DataType": "String", "StringValue": v} for k, v in attrs.items()}
+
+
 def publish(sns: BaseClient, s3: BaseClient, bucket: str, topic_arn: str, n: Notice,
             now: datetime | None = None, lease_s: float = DEFAULT_LEASE_S, logger=None) -> str | None:
     """Publish once per notice (leased in jobs/claims/notify/), returning the MessageId, or None
@@ -173,7 +190,7 @@ def publish(sns: BaseClient, s3: BaseClient, bucket: str, topic_arn: str, n: Not
     try:
         subject, message = render(n)
         message_id = sns.publish(TopicArn=topic_arn, Subject=subject, Message=message, MessageStructure="json",
-                                 MessageAttributes={"status": {"DataType": "String", "StringValue": n.status}})["MessageId"]
+                                 MessageAttributes=attributes(n))["MessageId"]
     except Exception:
         release_quietly(s3, bucket, lease, logger)
         raise

@@ -1,6 +1,6 @@
 """The records the stack writes and others read, each with its version: `result.json` (one pair
 restored, written by the GPU job; read by the notify Lambda, the UI and people), `adapted.json`
-(a lab's model made), and the notification's body (a `Notice`, what e-mail and webhooks get). Written and read only through
+(a lab's model made), `summary.json` (a folder's digest), and the notification's body (a `Notice`, what e-mail and webhooks get). Written and read only through
 these classes, so a field is added in one place.
 
 A reader takes any version it knows: result.json of version 1 (before this module) kept the
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 RESULT_VERSION = 2
 NOTICE_VERSION = 2
 MODEL_READY_VERSION = 1
+FOLDER_SUMMARY_VERSION = 1
 # The options version 1 wrote at the top level (and "guard" as {"on": ..., "fell_back": ...}).
 _V1_OPTIONS = ("sampler", "steps", "temperature", "seed", "label", "samples", "combine", "texture", "normalize")
 
@@ -91,6 +92,20 @@ class ModelReady:
 
 
 @dataclass
+class FolderSummary:
+    """results/<folder>/summary.json: every pair of a folder once all have an answer (the digest)."""
+    folder: str
+    counts: dict  # done, failed, flagged
+    pairs: list  # [{pair, status, reason, keys, flagged, fell_back, model}], failed and flagged first
+    contact_sheet: str | None = None  # results/<folder>/contact-sheet.png
+    time: str = ""
+    version: int = FOLDER_SUMMARY_VERSION
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class Notice:
     """One notification: a pair restored or failed. Its body goes to webhooks as JSON; e-mail gets
     text made from it (shared/pipeline/notify.py)."""
@@ -108,7 +123,7 @@ class Notice:
     options: dict | None = None  # every option the fill was made with
     labels: list | None = None
     fell_back: int | None = None
-    kind: str = "pair"  # pair | model (a lab's own model, `cellpaint adapt`)
+    kind: str = "pair"  # pair | folder (the digest of a folder) | model (a lab's own model, `cellpaint adapt`)
     dedupe: str = ""  # what makes this notice unique (not sent)
 
     def body(self) -> dict:

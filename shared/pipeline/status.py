@@ -21,6 +21,8 @@ class PairState:
     pair: str
     state: str  # done | failed | pending
     detail: str = ""
+    result: Result | None = None  # a done pair's result.json
+    error_key: str | None = None  # a failed pair's error.json
 
 
 @dataclass
@@ -89,11 +91,11 @@ def _state(s3, bucket: str, pair: str, halves: dict, result: dict | None, error:
             r = None
         # Done only if made from the versions uploaded last: a re-upload is pending again.
         if r and r.inputs.get("image_version") == halves["image"].get("VersionId") and r.inputs.get("mask_version") == halves["mask"].get("VersionId"):
-            return PairState(pair, "done")
+            return PairState(pair, "done", result=r)
     last_upload = max(v["LastModified"] for v in halves.values())
     if error is not None and error["LastModified"] >= last_upload:
         reason = get_json(s3, bucket, error["Key"], error.get("VersionId")).get("reason", "")
-        return PairState(pair, "failed", str(reason)[:200])
+        return PairState(pair, "failed", str(reason)[:200], error_key=error["Key"])
     return PairState(pair, "pending")
 
 

@@ -50,7 +50,7 @@ def test_each_dead_letter_queue_has_an_alarm_on_the_topic(t):
     alarms = {r["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]: r["Properties"] for r in t["Resources"].values()
               if r["Type"] == "AWS::CloudWatch::Alarm"}
     dlqs = {lid for lid, r in t["Resources"].items() if r["Type"] == "AWS::SQS::Queue" and "DeadLetter" in lid}
-    assert set(alarms) == dlqs == {"IngestDeadLetterQueue", "NotifyDeadLetterQueue", "AdaptDeadLetterQueue"}
+    assert set(alarms) == dlqs == {"IngestDeadLetterQueue", "NotifyDeadLetterQueue", "AdaptDeadLetterQueue", "DigestDeadLetterQueue"}
     for a in alarms.values():
         assert a["MetricName"] == "ApproximateNumberOfMessagesVisible" and a["Threshold"] == 0
         assert a["AlarmActions"] == [{"Ref": "Topic"}]
@@ -61,7 +61,7 @@ def test_each_dead_letter_queue_has_an_alarm_on_the_topic(t):
 
 
 def test_functions_are_bounded_by_the_event_source_not_reserved_concurrency(t):
-    for lid in ("IngestFunction", "NotifyFunction", "AdaptFunction"):
+    for lid in ("IngestFunction", "NotifyFunction", "AdaptFunction", "DigestFunction"):
         p = res(t, lid)
         assert "ReservedConcurrentExecutions" not in p
         [ev] = p["Events"].values()
@@ -89,7 +89,11 @@ def test_the_window_cap_and_the_sweeper_read_their_parameters(t):
 
 
 def test_no_function_deletes_and_each_writes_only_its_own_leases(t):
-    own = {"IngestFunction": INGEST_CLAIMS, "NotifyFunction": NOTIFY_CLAIMS, "SweepFunction": SWEEP_CLAIMS}
+    own = {"IngestFunction": INGEST_CLAIMS, "NotifyFunction": NOTIFY_CLAIMS, "SweepFunction": SWEEP_CLAIMS,
+           "AdaptFunction": "jobs/claims/adapt/", "DigestFunction": "jobs/claims/digest/"}
+    # Besides its own: the sweeper takes over an abandoned ingest lease; the notify function takes the
+    # digest's "a check is on its way" lease; the digest function publishes through notify's leases.
+    also = {"SweepFunction": INGEST_CLAIMS, "NotifyFunction": "jobs/claims/digest/", "DigestFunction": NOTIFY_CLAIMS}
     for lid, prefix in own.items():
         sts = statements(t, lid)
         assert not [s for s in sts if "s3:DeleteObject" in json.dumps(s["Action"])], f"{lid} may delete"
@@ -97,7 +101,6 @@ def test_no_function_deletes_and_each_writes_only_its_own_leases(t):
         claims = [a for a in puts if "jobs/claims/" in a]
         assert any(prefix in a for a in claims)
         others = [a for a in claims if prefix not in a]
-        # only the sweeper writes another's prefix: it takes over an abandoned ingest lease
-        assert others == ([] if lid != "SweepFunction" else [a for a in claims if INGEST_CLAIMS in a]), (lid, others)
+        assert others == [a for a in claims if lid in also and also[lid] in a], (lid, others)
     job = json.dumps(res(t, "JobRole")["Policies"])
     assert "jobs/*/taken.json" in job
