@@ -36,8 +36,9 @@ def add_option_flags(sp: argparse.ArgumentParser, names: list[str], defaults: di
 
 
 def _load_pair(image_path: Path, mask_path: Path):
-    from shared.imaging.images import load_image, load_mask
+    from shared.imaging.images import check_orientation, load_image, load_mask
 
+    check_orientation(str(image_path), str(mask_path), str(image_path), str(mask_path))
     image = load_image(str(image_path))
     mask = load_mask(str(mask_path))
     if mask.shape != image.shape[:2]:

@@ -31,9 +31,9 @@ SIGNED_KEYS = {
     "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
     "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
 }
-# Version 2 (SHA256) is what a topic should use, and what the stack sets (SignatureVersion "2");
-# version 1 (SHA1) is still what SNS sends for topics left at the default.
-HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+# Version 2 (SHA256) only: the stack's topic sets SignatureVersion "2". Version 1 signs with SHA1,
+# which a forger can attack; a topic left at that default must be set to 2, not accepted.
+HASHES = {"2": hashes.SHA256}
 
 
 class SignatureError(ValueError):
@@ -88,12 +88,17 @@ def canonical_string(message: dict) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-def verify(message: dict, fetch_pem=default_fetch, *, topic_arn: str | None = None) -> None:
-    """Return if message is signed by SNS (and from topic_arn, when given); else SignatureError."""
+def verify(message: dict, fetch_pem=default_fetch, *, topic_arn: str) -> None:
+    """Return if message is signed by SNS and comes from topic_arn; else SignatureError. The topic
+    is required: any SNS topic can sign, so a signature alone says nothing about who sent it."""
+    if not topic_arn:
+        raise SignatureError("no topic ARN to check the message against: give the stack's TopicArn")
     if not isinstance(message, dict):
         raise SignatureError("message is not a JSON object")
     signed = canonical_string(message)  # checks Type and the signed keys first
     algorithm = HASHES.get(message.get("SignatureVersion"))
+    if message.get("SignatureVersion") == "1":
+        raise SignatureError("SignatureVersion 1 (SHA1) is refused: set the topic's SignatureVersion to 2")
     if algorithm is None:
         raise SignatureError(f"unknown SignatureVersion: {message.get('SignatureVersion')!r}")
     url = check_cert_url(message.get("SigningCertURL"))  # before any request is made
@@ -111,11 +116,11 @@ def verify(message: dict, fetch_pem=default_fetch, *, topic_arn: str | None = No
         key.verify(signature, signed, padding.PKCS1v15(), algorithm())
     except Exception as e:  # InvalidSignature, or a signature of the wrong length
         raise SignatureError("signature does not match the message") from e
-    if topic_arn is not None and message["TopicArn"] != topic_arn:
+    if message["TopicArn"] != topic_arn:
         raise SignatureError(f"message is from another topic: {message['TopicArn']!r}")
 
 
-def confirm_url(message: dict, fetch_pem=default_fetch, *, topic_arn: str | None = None) -> str:
+def confirm_url(message: dict, fetch_pem=default_fetch, *, topic_arn: str) -> str:
     """The SubscribeURL to GET, only for a verified SubscriptionConfirmation on the certificate's host."""
     verify(message, fetch_pem, topic_arn=topic_arn)
     if message["Type"] != "SubscriptionConfirmation":

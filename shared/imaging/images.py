@@ -60,15 +60,22 @@ def _open(src: Source, name: str) -> Image.Image:
         raise InputError(name, f"not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
+# Sensors write 10, 12 or 14 bits into 16-bit files; the data's own range says which.
+SENSOR_BITS = (8, 10, 12, 14, 16)
+
+
+def sensor_top(arr: np.ndarray) -> int:
+    """The full scale of integer data: 2**bits - 1 for the fewest sensor bits that hold its
+    maximum. 12-bit data in a 16-bit PNG is scaled by 4095, not 65535 (which would make it near-black)."""
+    peak = int(arr.max(initial=0))
+    return next(2**b - 1 for b in SENSOR_BITS if peak <= 2**b - 1)
+
+
 def _to_uint8(img: Image.Image) -> Image.Image:
-    """16-bit and float modes scaled to 8 bits by their nominal range, not clipped."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(img, dtype=np.uint16).astype(np.float32) / 257.0
-        return Image.fromarray(np.round(arr).astype(np.uint8), "L")
-    if img.mode == "I":
+    """16-bit, 32-bit integer and float modes scaled to 8 bits by their real range, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.int64)
-        top = 65535 if arr.max(initial=0) > 255 else 255
-        return Image.fromarray(np.clip(np.round(arr * 255.0 / top), 0, 255).astype(np.uint8), "L")
+        return Image.fromarray(np.clip(np.round(arr * 255.0 / sensor_top(arr)), 0, 255).astype(np.uint8), "L")
     if img.mode == "F":
         arr = np.nan_to_num(np.asarray(img, dtype=np.float32))
         top = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
@@ -96,6 +103,26 @@ def load_image(src: Source, name: str | None = None) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise InputError(name, "image has no pixels")
     return arr
+
+
+def orientation(src: Source) -> int:
+    """The file's EXIF orientation (1 = as stored; 2-8 = mirrored and/or turned), 1 without EXIF."""
+    try:
+        img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # an unreadable file is load_image's to name
+        return 1
+
+
+def check_orientation(image_src: Source, mask_src: Source, image_name: str, mask_name: str) -> None:
+    """Both files are turned upright by their EXIF orientation; if only one carries a turn, the
+    mask would be read against a different picture than the one it was drawn on (a square image
+    passes the size check either way). Refused, naming both."""
+    oi, om = orientation(image_src), orientation(mask_src)
+    if oi != om:
+        raise InputError(mask_name, f"the image {image_name} has EXIF orientation {oi} and the mask has {om}; one would be "
+                                    "turned and the other not. Save both upright (or export the mask from the same, "
+                                    "turned image) and upload them again")
 
 
 def load_mask(src: Source, name: str | None = None) -> np.ndarray:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from shared.imaging.images import ALLOWED_FORMATS, InputError, check_frames, load_image, load_mask
+from shared.imaging.images import ALLOWED_FORMATS, InputError, check_frames, check_orientation, load_image, load_mask
 from shared.options import SIDECAR, InpaintOptions, OptionError, UnknownOptions
 from shared.imaging.windows import DEFAULT_WINDOW, Box, plan_windows
 
@@ -157,6 +157,7 @@ def validate_mask(data: bytes, name: str, limits: Limits = Limits()) -> np.ndarr
 def validate_pair(image_bytes: bytes, mask_bytes: bytes, image_name: str, mask_name: str,
                   limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray]:
     """Both files decoded, oriented and checked against each other."""
+    check_orientation(image_bytes, mask_bytes, image_name, mask_name)
     image = validate_image(image_bytes, image_name, limits)
     mask = validate_mask(mask_bytes, mask_name, limits)
     if mask.shape != image.shape[:2]:

@@ -96,7 +96,9 @@ BAD = {
     "decompression-bomb": ({".png": png_with_header(30000, 30000), ".mask.png": MASK}, "decompression bomb"),
     "bomb-mask": ({".png": IMAGE, ".mask.png": png_with_header(20000, 20000)}, "decompression bomb"),
     "wrong-size": ({".png": IMAGE, ".mask.png": encode(disc_mask(40, 64))}, "mask is 64x40"),
-    "rotated-by-exif": ({".jpg": exif_rotated(cell_image()), ".mask.png": MASK}, "rotated"),
+    "rotated-by-exif": ({".jpg": exif_rotated(cell_image()), ".mask.png": MASK}, "EXIF orientation 6"),
+    # square: the sizes agree either way, so only the orientations can tell
+    "square-rotated-by-exif": ({".jpg": exif_rotated(cell_image(48, 48)), ".mask.png": encode(disc_mask(48, 48))}, "EXIF orientation 6"),
     "empty-mask": ({".png": IMAGE, ".mask.png": encode(np.zeros((48, 64), np.uint8))}, "all black"),
     "full-mask": ({".png": IMAGE, ".mask.png": encode(np.full((48, 64), 255, np.uint8))}, "all white"),
     "mask-not-an-image": ({".png": IMAGE, ".mask.png": b"%PDF-1.4 not a mask"}, "PDF"),

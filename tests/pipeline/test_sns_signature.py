@@ -99,23 +99,26 @@ def test_genuine_notification_v2(signer):
     assert fetch.calls == [CERT_URL]
     no_subject = notification()
     del no_subject["Subject"]
-    verify_sns.verify(sign(key, no_subject), fetch)
+    verify_sns.verify(sign(key, no_subject), fetch, topic_arn=TOPIC)
 
 
-def test_genuine_notification_v1(signer):
+def test_sha1_signatures_and_a_missing_topic_are_refused(signer):
     key, pem = signer
-    verify_sns.verify(sign(key, notification(), version="1"), Fetch(pem))
+    with pytest.raises(SignatureError, match="SignatureVersion 1 .SHA1. is refused"):
+        verify_sns.verify(sign(key, notification(), version="1"), Fetch(pem), topic_arn=TOPIC)
+    with pytest.raises(SignatureError, match="no topic ARN"):
+        verify_sns.verify(sign(key, notification()), Fetch(pem), topic_arn="")
     # a v1 signature does not pass as v2: the hash named by the version is the one used
     msg = sign(key, notification(), version="1")
     msg["SignatureVersion"] = "2"
     with pytest.raises(SignatureError, match="does not match"):
-        verify_sns.verify(msg, Fetch(pem))
+        verify_sns.verify(msg, Fetch(pem), topic_arn=TOPIC)
 
 
 def test_genuine_subscription_confirmation(signer):
     key, pem = signer
     msg = sign(key, confirmation())
-    verify_sns.verify(msg, Fetch(pem))
+    verify_sns.verify(msg, Fetch(pem), topic_arn=TOPIC)
     assert verify_sns.confirm_url(msg, Fetch(pem), topic_arn=TOPIC) == msg["SubscribeURL"]
 
 
@@ -123,13 +126,13 @@ def test_confirm_url_refuses_other_hosts_types_and_topics(signer):
     key, pem = signer
     elsewhere = sign(key, dict(confirmation(), SubscribeURL="https://evil.example/?Action=ConfirmSubscription"))
     with pytest.raises(SignatureError, match="SubscribeURL"):
-        verify_sns.confirm_url(elsewhere, Fetch(pem))
+        verify_sns.confirm_url(elsewhere, Fetch(pem), topic_arn=TOPIC)
     other_region = sign(key, dict(confirmation(), SubscribeURL="https://sns.eu-west-1.amazonaws.com/?Action=x"))
-    verify_sns.verify(other_region, Fetch(pem))  # genuine, but the URL is not on the certificate's host
+    verify_sns.verify(other_region, Fetch(pem), topic_arn=TOPIC)  # genuine, but the URL is not on the certificate's host
     with pytest.raises(SignatureError, match="SubscribeURL"):
-        verify_sns.confirm_url(other_region, Fetch(pem))
+        verify_sns.confirm_url(other_region, Fetch(pem), topic_arn=TOPIC)
     with pytest.raises(SignatureError, match="not a SubscriptionConfirmation"):
-        verify_sns.confirm_url(sign(key, notification()), Fetch(pem))
+        verify_sns.confirm_url(sign(key, notification()), Fetch(pem), topic_arn=TOPIC)
     with pytest.raises(SignatureError, match="another topic"):
         verify_sns.confirm_url(sign(key, confirmation()), Fetch(pem), topic_arn=TOPIC + "-other")
 
@@ -139,7 +142,7 @@ def test_tampered_message_refused(signer):
     msg = sign(key, notification())
     msg["Message"] = msg["Message"].replace("succeeded", "succeedeD")
     with pytest.raises(SignatureError, match="does not match"):
-        verify_sns.verify(msg, Fetch(pem))
+        verify_sns.verify(msg, Fetch(pem), topic_arn=TOPIC)
 
 
 def test_signed_by_another_key_refused(signer, other_signer):
@@ -147,7 +150,7 @@ def test_signed_by_another_key_refused(signer, other_signer):
     _, other_pem = other_signer
     fetch = Fetch(other_pem)
     with pytest.raises(SignatureError, match="does not match"):
-        verify_sns.verify(sign(key, notification()), fetch)
+        verify_sns.verify(sign(key, notification()), fetch, topic_arn=TOPIC)
     assert fetch.calls == [CERT_URL]
 
 
@@ -166,7 +169,7 @@ def test_foreign_cert_url_refused_before_fetch(signer, url):
     key, pem = signer
     fetch = Fetch(pem)
     with pytest.raises(SignatureError, match="URL"):
-        verify_sns.verify(sign(key, notification(SigningCertURL=url)), fetch)
+        verify_sns.verify(sign(key, notification(SigningCertURL=url)), fetch, topic_arn=TOPIC)
     assert fetch.calls == []
     with pytest.raises(SignatureError):
         verify_sns.default_fetch(url)  # refuses on its own too, before any request
@@ -188,7 +191,7 @@ def test_unknown_version_or_type_refused(signer, field, value, reason):
     msg = sign(key, notification())
     msg[field] = value
     with pytest.raises(SignatureError, match=reason):
-        verify_sns.verify(msg, fetch)
+        verify_sns.verify(msg, fetch, topic_arn=TOPIC)
     assert fetch.calls == []
 
 
@@ -199,7 +202,7 @@ def test_missing_keys_refused(signer, missing):
     msg = sign(key, notification())
     del msg[missing]
     with pytest.raises(SignatureError):
-        verify_sns.verify(msg, Fetch(pem))
+        verify_sns.verify(msg, Fetch(pem), topic_arn=TOPIC)
 
 
 def test_missing_confirmation_keys_and_bad_input_refused(signer):
@@ -208,17 +211,17 @@ def test_missing_confirmation_keys_and_bad_input_refused(signer):
         msg = sign(key, confirmation())
         del msg[missing]
         with pytest.raises(SignatureError, match=missing):
-            verify_sns.verify(msg, Fetch(pem))
+            verify_sns.verify(msg, Fetch(pem), topic_arn=TOPIC)
     for bad in (None, [], "a string"):
         with pytest.raises(SignatureError):
-            verify_sns.verify(bad, Fetch(pem))
+            verify_sns.verify(bad, Fetch(pem), topic_arn=TOPIC)
     msg = sign(key, notification())
     msg["Signature"] = "not base64!"
     with pytest.raises(SignatureError, match="base64"):
-        verify_sns.verify(msg, Fetch(pem))
+        verify_sns.verify(msg, Fetch(pem), topic_arn=TOPIC)
 
 
 def test_unloadable_certificate_refused(signer):
     key, _ = signer
     with pytest.raises(SignatureError, match="certificate"):
-        verify_sns.verify(sign(key, notification()), Fetch(b"not a pem"))
+        verify_sns.verify(sign(key, notification()), Fetch(b"not a pem"), topic_arn=TOPIC)
