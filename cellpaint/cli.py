@@ -192,6 +192,17 @@ def cmd_status(a) -> None:
         raise SystemExit(3 if not st.finished else 1)
 
 
+def cmd_redrive(a) -> None:
+    """Send dead letters on, once their cause is fixed (shared/pipeline/redrive.py)."""
+    import boto3
+
+    from shared.pipeline.redrive import redrive
+
+    sqs, sns = boto3.client("sqs"), boto3.client("sns")
+    for url in a.queues:
+        print(f"{url}: {redrive(sqs, sns, url, a.topic)} sent on")
+
+
 def cmd_evaluate(a) -> None:
     from gpu_job.evaluation.evaluate import EvalConfig, evaluate
 
@@ -297,6 +308,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--interval", type=float, default=10.0, help="seconds between looks with --wait")
     sp.add_argument("--timeout", type=float, default=24 * 3600, help="stop waiting after this many seconds")
     sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("redrive", help="send a dead-letter queue's messages on: back to their queue, or (the subscriptions' queue) to the topic")
+    sp.add_argument("queues", nargs="+", metavar="QUEUE_URL", help="dead-letter queue URLs (the stack's outputs name them)")
+    sp.add_argument("--topic", help="the topic ARN, for the subscriptions' dead-letter queue")
+    sp.set_defaults(func=cmd_redrive)
 
     sp = sub.add_parser("evaluate", help="quality and speed against classical baselines")
     sp.add_argument("--data", required=True, help="val folder of class subfolders")

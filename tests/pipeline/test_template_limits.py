@@ -47,13 +47,24 @@ def test_a_job_stuck_in_runnable_is_cancelled_after_the_parameter(t):
 
 
 def test_each_dead_letter_queue_has_an_alarm_on_the_topic(t):
-    alarms = {r["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]: r["Properties"] for r in t["Resources"].values()
-              if r["Type"] == "AWS::CloudWatch::Alarm"}
+    def queue(props):
+        [m] = [m for m in props["Metrics"] if "MetricStat" in m]
+        return m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+
+    alarms = {queue(r["Properties"]): r["Properties"] for r in t["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"}
     dlqs = {lid for lid, r in t["Resources"].items() if r["Type"] == "AWS::SQS::Queue" and "DeadLetter" in lid}
-    assert set(alarms) == dlqs == {"IngestDeadLetterQueue", "NotifyDeadLetterQueue", "AdaptDeadLetterQueue", "DigestDeadLetterQueue"}
+    assert set(alarms) == dlqs == {"IngestDeadLetterQueue", "NotifyDeadLetterQueue", "AdaptDeadLetterQueue", "DigestDeadLetterQueue",
+                                   "SubscriptionDeadLetterQueue"}
     for a in alarms.values():
-        assert a["MetricName"] == "ApproximateNumberOfMessagesVisible" and a["Threshold"] == 0
+        # on the rise of the dead letters, not their level: every new one alarms, not only the first
+        [stat] = [m for m in a["Metrics"] if "MetricStat" in m]
+        [expr] = [m for m in a["Metrics"] if "Expression" in m]
+        assert stat["MetricStat"]["Metric"]["MetricName"] == "ApproximateNumberOfMessagesVisible" and not stat["ReturnData"]
+        assert expr["Expression"] == "DIFF(FILL(visible, 0))" and expr["ReturnData"] and a["Threshold"] == 0
         assert a["AlarmActions"] == [{"Ref": "Topic"}]
+    # every subscription has somewhere to put what it could not deliver
+    for lid in ("EmailSubscription", "WebhookSubscription"):
+        assert res(t, lid)["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["SubscriptionDeadLetterQueue", "Arn"]}}
     # CloudWatch can publish only to a topic whose key lets it
     assert res(t, "Topic")["KmsMasterKeyId"] == {"Ref": "TopicKey"}
     principals = [s["Principal"] for s in res(t, "TopicKey")["KeyPolicy"]["Statement"]]
