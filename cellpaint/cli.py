@@ -210,6 +210,13 @@ def cmd_evaluate(a) -> None:
         raise UsageError(f"{a.data}: not found (expected a folder DATA/<class>/*.jpg)")
     from gpu_job.evaluation.domain_shift import DomainConfig, evaluate_domain_shift, parse_variant
 
+    if a.realism:
+        from gpu_job.evaluation.realism import RealismConfig, evaluate_realism
+
+        evaluate_realism(RealismConfig(pbc=a.data, chula=a.chula, train=a.train_data, out=a.out, weights=a.weights, cells=a.cells,
+                                       fields=a.fields, variants=dict(map(parse_variant, a.variant)), device=a.device, seed=a.seed,
+                                       cnn_epochs=a.cnn_epochs))
+        return
     if a.domain_shift:
         evaluate_domain_shift(DomainConfig(bccd=a.bccd, chula=a.chula, chula_shifts=tuple(a.chula_shifts), pbc=a.data, train=a.train_data, out=a.out, weights=a.weights,
                                            images=a.images, skip_images=a.skip_images, per_class=a.per_class, shifts=tuple(a.shifts),
@@ -331,6 +338,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--domain-shift", action="store_true",
                     help="score on images unlike the training set instead: --bccd smear photos, and --data cells with synthetic --shifts")
     sp.add_argument("--bccd", default="../shared/data/bccd", help="with --domain-shift: BCCD photos with their VOC boxes")
+    sp.add_argument("--realism", action="store_true",
+                    help="instead: can a classifier tell restored crops from real ones? (--data cells and the held-back --chula fields)")
+    sp.add_argument("--cells", type=int, default=200, help="with --realism: --data cells (spread over the classes)")
+    sp.add_argument("--fields", type=int, default=40, help="with --realism: held-back Chula photos, two masks each")
+    sp.add_argument("--cnn-epochs", type=int, default=30, help="with --realism: epochs of the from-scratch CNN in each fold")
     sp.add_argument("--images", type=int, default=40, help="with --domain-shift: BCCD photos to use")
     sp.add_argument("--chula", default="../shared/data/chula", help="with --domain-shift: Chula fields (the held-back every 5th photo) and labels")
     sp.add_argument("--chula-shifts", nargs="*", default=["none", "cast"], help="with --domain-shift: shifts of the Chula fields (the flag with no value skips them)")

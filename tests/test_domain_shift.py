@@ -110,3 +110,19 @@ def test_domain_shift_report(folders, tiny_weights, monkeypatch):
     assert all(not r["below_biharmonic"] for r in rows if r["method"] == "biharmonic")  # itself, by definition
     assert all("class_kept" in r for r in rows if r["kind"] == "wbc")
     assert (out / "fills.png").exists() and "invented" in (out / "metrics.md").read_text()
+
+
+def test_realism_report(folders, tiny_weights, monkeypatch):
+    from cellpaint.cli import main
+
+    monkeypatch.chdir(folders)
+    out = folders / "realism"
+    assert main(["evaluate", "--realism", "--data", str(folders / "val"), "--chula", str(folders / "chula"), "--train-data", str(folders / "train"),
+                 "--cells", "10", "--fields", "1", "--weights", str(tiny_weights), "--out", str(out), "--device", "cpu",
+                 "--variant", "plain:texture=false", "--cnn-epochs", "1"]) == 0
+    rep = json.loads((out / "realism.json").read_text())
+    assert set(rep["sources"]) == {"pbc", "chula"}
+    m = rep["sources"]["pbc"]["methods"]
+    assert set(m) == {"cellpaint default", "cellpaint plain", "biharmonic"}
+    assert all(0 <= r["probe"] <= 1 and 0 <= r["cnn"] <= 1 for r in m.values())
+    assert (out / "easiest-pbc.png").exists() and rep["sources"]["chula"]["chance_band"] > 0
