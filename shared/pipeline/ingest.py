@@ -12,6 +12,7 @@ submits that same manifest, and the job that takes it first is the only one that
 """
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -97,8 +98,33 @@ def _get(s3: BaseClient, bucket: str, ref: ObjectRef) -> bytes:
     return get_bytes(s3, bucket, ref.key, ref.version)
 
 
+def _canonical(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def check_near_names(s3: BaseClient, bucket: str, pair: str) -> None:
+    """InputError if another upload in the pair's folder has a NAME that differs from this pair's
+    only in case or Unicode form (Cell.mask.png beside cell.png; é typed two ways): such halves
+    never pair, or one is picked silently. Listed by the few prefixes such a NAME can start with."""
+    folder, _, stem = pair.rpartition("/")
+    base = f"{INCOMING}{folder}/" if folder else INCOMING
+    firsts = {f(form(stem)[:1]) for form in (lambda x: unicodedata.normalize("NFC", x), lambda x: unicodedata.normalize("NFD", x))
+              for f in (str.lower, str.upper)}
+    want = _canonical(stem)
+    for first in firsts:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base + first):
+            for obj in page.get("Contents", []):
+                parsed = split_name(obj["Key"][len(INCOMING):])
+                other = parsed[0].rpartition("/")[2] if parsed and parsed[0].rpartition("/")[0] == folder else None
+                if other is not None and other != stem and _canonical(other) == want:
+                    raise InputError(f"{INCOMING}{pair}", f"{obj['Key']} has a NAME that differs from this one only in case or Unicode "
+                                                          "form, so the two would never pair (or one would be picked silently); "
+                                                          "rename one so the NAMEs match exactly")
+
+
 def find_pair(s3: BaseClient, bucket: str, pair: str) -> PairRef | None:
     """The pair's image, mask and sidecar as they are now, or None while a half is missing."""
+    check_near_names(s3, bucket, pair)
     images, masks, sidecars = [], [], []
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{INCOMING}{pair}.")
     for page in pages:

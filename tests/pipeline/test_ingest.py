@@ -139,3 +139,16 @@ def test_uploads_are_never_changed(stack):
         versions = stack.s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]
         assert len(versions) == 1
         assert stack.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
+
+
+def test_names_that_differ_only_in_case_or_unicode_form_are_refused_by_name(stack):
+    image, mask = good_pair()
+    stack.ingest.lambda_handler(upload(stack, "incoming/lab1/cell.png", image), Context())
+    stack.ingest.lambda_handler(upload(stack, "incoming/lab1/Cell.mask.png", mask), Context())  # would never pair
+    err = json.loads(stack.s3.get_object(Bucket=BUCKET, Key="failed/lab1/Cell/error.json")["Body"].read())
+    assert "incoming/lab1/cell.png" in err["reason"] and "only in case or Unicode form" in err["reason"]
+    nfc, nfd = "caf\u00e9", "cafe\u0301"  # one name, typed two ways
+    stack.ingest.lambda_handler(upload(stack, f"incoming/{nfc}.png", image), Context())
+    stack.ingest.lambda_handler(upload(stack, f"incoming/{nfd}.mask.png", mask), Context())
+    assert any(k.startswith("failed/") for k in keys(stack, "failed/") if "caf" in k)
+    assert stack.submits == []  # neither ran against the wrong half
