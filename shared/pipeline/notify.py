@@ -168,13 +168,18 @@ def _expiry(seconds: int | None) -> str:
 
 
 def attributes(n: Notice) -> dict:
-    """What subscriptions filter on (template.yaml): kind (pair | folder | model), status, and the
-    folder of a pair that has one. E-mail takes folder digests, model notices and the pairs that
+    """What subscriptions filter on (template.yaml): kind (pair | folder | model), status, the
+    folder of a pair that has one, and the lab (a lab's own subscription takes only its own). E-mail takes folder digests, model notices and the pairs that
     belong to no folder; webhooks take everything."""
     attrs = {"status": n.status, "kind": n.kind}
     folder = n.pair.rsplit("/", 1)[0] if n.kind == "pair" and n.pair and "/" in n.pair else None
     if folder:
         attrs["folder"] = folder
+    # The lab: the first folder of the pair's key (incoming/<lab>/...), a digest's folder, a model's lab.
+    where = n.pair if n.kind == "pair" else n.job.get("folder") or n.job.get("lab")
+    if where and (n.kind != "pair" or "/" in where):
+        parts = where.split("/")
+        attrs["lab"] = parts[1] if parts[0] == "adapt" and len(parts) > 1 else parts[0]  # failed/adapt/<lab>/
     return {k: {"DataType": "String", "StringValue": v} for k, v in attrs.items()}
 
 

@@ -18,8 +18,12 @@ def test_messages_say_what_they_are_for_the_filters():
     kinds = {k: {a: v["StringValue"] for a, v in attributes(n).items()} for k, n in {
         "in folder": Notice("succeeded", "lab1/day1/a"), "alone": Notice("succeeded", "a"),
         "digest": Notice("succeeded", None, kind="folder"), "model": Notice("succeeded", None, kind="model")}.items()}
-    assert kinds["in folder"] == {"status": "succeeded", "kind": "pair", "folder": "lab1/day1"}
-    assert "folder" not in kinds["alone"] and kinds["digest"]["kind"] == "folder" and kinds["model"]["kind"] == "model"
+    assert kinds["in folder"] == {"status": "succeeded", "kind": "pair", "folder": "lab1/day1", "lab": "lab1"}
+    assert "folder" not in kinds["alone"] and "lab" not in kinds["alone"] and kinds["digest"]["kind"] == "folder"
+    assert kinds["model"]["kind"] == "model"
+    assert attributes(Notice("failed", "adapt/lab9", kind="pair"))["lab"]["StringValue"] == "lab9"
+    assert attributes(Notice("succeeded", None, kind="model", job={"lab": "lab2"}))["lab"]["StringValue"] == "lab2"
+    assert attributes(Notice("succeeded", None, kind="folder", job={"folder": "lab3/day1"}))["lab"]["StringValue"] == "lab3"
 
 
 def test_a_folder_gets_one_digest_once_every_pair_is_answered(stack, inpainter, monkeypatch):
