@@ -41,6 +41,7 @@ from shared.pipeline.manifest import PairJob, read_manifest, window_from_dict
 from shared.options import InpaintOptions, OptionError
 from shared.imaging.preview import before_after, heatmap
 from shared.pipeline.leases import acquire
+from shared.pipeline.publish import publish
 from shared.pipeline.records import Result
 from shared.pipeline.s3 import download, get_bytes, get_json, parse_uri, put_json, result_key, take_key, write_error, written_by
 from shared.imaging.windows import reprepare
@@ -122,24 +123,31 @@ def load_pair(s3, bucket: str, p: PairJob, inpainter: Inpainter):
 
 
 def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: InpaintOptions, res: InpaintResult,
-                 model: dict, device: str, timings: dict, t_start: float | None = None) -> None:
-    """The pair's images, then result.json (the completion signal). `timings` gets the pair's
-    encode_upload_s (the images, encoded and put) and total_s (since t_start, the job's start)."""
-    t0 = time.time()
-    s3.put_object(Bucket=bucket, Key=result_key(p.pair, "inpainted.png"), Body=png_bytes(res.image), ContentType="image/png")
-    s3.put_object(Bucket=bucket, Key=result_key(p.pair, "preview.png"), Body=png_bytes(before_after(image, mask, res.image, res.std)),
-                  ContentType="image/png")
-    outputs = {"inpainted": result_key(p.pair, "inpainted.png"), "preview": result_key(p.pair, "preview.png")}
-    if res.std is not None:
-        s3.put_object(Bucket=bucket, Key=result_key(p.pair, "uncertainty.png"), Body=png_bytes(heatmap(res.std)), ContentType="image/png")
-        outputs["uncertainty"] = result_key(p.pair, "uncertainty.png")
-    timings = {**timings, "encode_upload_s": round(time.time() - t0, 3)}
-    timings["total_s"] = round(time.time() - (t0 if t_start is None else t_start), 3)
-    result = Result(p.pair, job_id, {"image_key": p.image_key, "image_version": p.image_version, "mask_key": p.mask_key,
-                                     "mask_version": p.mask_version},
-                    outputs, {"width": p.width, "height": p.height}, len(p.windows), model, opts.to_dict(), res.labels, res.fell_back,
-                    res.ood, device, timings, datetime.now(timezone.utc).isoformat())
-    put_json(s3, bucket, result_key(p.pair), result.to_json(), indent=2)  # last: the completion signal
+                 model: dict, device: str, timings: dict, t_start: float | None = None) -> str:
+    """The pair's images, then result.json (the completion signal), as one attempt under the pair's
+    results lease (shared/pipeline/publish.py): "written", or "superseded" when a newer upload's
+    result is already there. `timings` gets the pair's encode_upload_s and total_s (since t_start)."""
+    inputs = {"image_key": p.image_key, "image_version": p.image_version, "mask_key": p.mask_key,
+              "mask_version": p.mask_version, "uploaded": p.uploaded}
+
+    def write() -> None:
+        t0 = time.time()
+        outputs, versions = {}, {}
+        images = {"inpainted": lambda: res.image, "preview": lambda: before_after(image, mask, res.image, res.std)}
+        if res.std is not None:
+            images["uncertainty"] = lambda: heatmap(res.std)
+        for name, draw in images.items():
+            key = result_key(p.pair, f"{name}.png")
+            r = s3.put_object(Bucket=bucket, Key=key, Body=png_bytes(draw()), ContentType="image/png")
+            outputs[name], versions[name] = key, r.get("VersionId")
+        done = {**timings, "encode_upload_s": round(time.time() - t0, 3)}
+        done["total_s"] = round(time.time() - (t0 if t_start is None else t_start), 3)
+        result = Result(p.pair, job_id, inputs, outputs, {"width": p.width, "height": p.height}, len(p.windows), model,
+                        opts.to_dict(), res.labels, res.fell_back, res.ood, device, done, datetime.now(timezone.utc).isoformat(),
+                        output_versions=versions)
+        put_json(s3, bucket, result_key(p.pair), result.to_json(), indent=2)  # last: the completion signal
+
+    return publish(s3, bucket, p.pair, job_id, inputs, write)
 
 
 # A job batch: about this many model batches of windows (x samples), so that a batch's model calls
@@ -205,9 +213,9 @@ def write_batch(s3, bucket: str, job_id: str, items: list, results: list[Inpaint
     status = {}
     for (p, image, mask, opts, _, _, _, model), res, t in zip(items, results, timings):
         try:
-            write_result(s3, bucket, p, job_id, image, mask, opts, res, model, device, t, t_start)
-            status[p.pair] = "succeeded"
-        except ClientError as exc:
+            written = write_result(s3, bucket, p, job_id, image, mask, opts, res, model, device, t, t_start)
+            status[p.pair] = "succeeded" if written == "written" else "superseded"
+        except (ClientError, TimeoutError) as exc:
             write_error(s3, bucket, p.pair, f"could not write results: {exc}", stage="gpu", keys={"image": p.image_key, "mask": p.mask_key},
                         job_id=job_id)
             status[p.pair] = "failed"
@@ -230,7 +238,8 @@ def sample_batch(todo: list) -> list[InpaintResult]:
 
 def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto",
         batch_job_id: str | None = None, batch_rows: int | None = None) -> dict:
-    """Runs one manifest; returns {pair: "succeeded" | "failed" | "skipped" | "duplicate"}, in
+    """Runs one manifest; returns {pair: "succeeded" | "failed" | "skipped" | "duplicate" |
+    "superseded" (a newer upload's result was there first)}, in
     manifest order. `batch_rows`: model rows (windows x samples) per job batch (default:
     BATCHES_PER_JOB_BATCH x the inpainter's batch size)."""
     t_start = time.time()

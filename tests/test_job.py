@@ -210,3 +210,36 @@ def test_job_timings_without_overlap_are_all_measured(s3, tiny_weights, rng):
     # One batch: nothing hides its download, so the job waited for input. Two measured durations are
     # never compared (a timing race); their structure is what the job guarantees.
     assert t["download_decode_s"] > 0 and t["input_wait_s"] > 0 and all(v >= 0 for v in t.values())
+
+
+def test_newest_upload_wins_whole_whatever_order_jobs_finish(s3, tiny_weights, rng):
+    """A pair uploaded again while its first job runs: two jobs, and the older upload's job finishes
+    last. results/<pair>/ must hold the newer upload's images and result.json, not a mix."""
+    inp = Inpainter(tiny_weights, "cpu")
+    _, _, old = add_pair(s3, "lab1/again", rng)
+    new_img, new_mask, new = add_pair(s3, "lab1/again", rng)  # the re-upload: new versions of both halves
+    old.uploaded, new.uploaded = "2026-12-03T10:00:00+00:00", "2026-12-03T10:05:00+00:00"
+    for job_id, p in (("job-new", new), ("job-old", old)):  # the newer job finishes first
+        s3.put_object(Bucket=BUCKET, Key=f"jobs/{job_id}/manifest.json",
+                      Body=json.dumps(manifest(job_id, BUCKET, [p], "2026-12-03T10:06:00Z")).encode())
+    assert run(f"s3://{BUCKET}/jobs/job-new/manifest.json", s3=s3, inpainter=inp) == {"lab1/again": "succeeded"}
+    assert run(f"s3://{BUCKET}/jobs/job-old/manifest.json", s3=s3, inpainter=inp) == {"lab1/again": "superseded"}
+    result = json.loads(s3.get_object(Bucket=BUCKET, Key="results/lab1/again/result.json")["Body"].read())
+    assert result["job_id"] == "job-new" and result["inputs"]["image_version"] == new.image_version
+    assert result["inputs"]["uploaded"] == new.uploaded
+    got = s3.get_object(Bucket=BUCKET, Key="results/lab1/again/inpainted.png")
+    assert got["VersionId"] == result["output_versions"]["inpainted"]  # the current image is the one result.json names
+    out = load_image(got["Body"].read())
+    assert np.array_equal(out[~new_mask], new_img[~new_mask])
+    # the other order: the older upload first, then the newer replaces it whole
+    _, _, older = add_pair(s3, "lab1/order", rng)
+    newer_img, newer_mask, newer = add_pair(s3, "lab1/order", rng)
+    older.uploaded, newer.uploaded = "2026-12-03T11:00:00+00:00", "2026-12-03T11:01:00+00:00"
+    for job_id, p in (("job-a", older), ("job-b", newer)):
+        s3.put_object(Bucket=BUCKET, Key=f"jobs/{job_id}/manifest.json",
+                      Body=json.dumps(manifest(job_id, BUCKET, [p], "2026-12-03T11:02:00Z")).encode())
+        assert run(f"s3://{BUCKET}/jobs/{job_id}/manifest.json", s3=s3, inpainter=inp) == {"lab1/order": "succeeded"}
+    result = json.loads(s3.get_object(Bucket=BUCKET, Key="results/lab1/order/result.json")["Body"].read())
+    assert result["job_id"] == "job-b"
+    out = load_image(s3.get_object(Bucket=BUCKET, Key="results/lab1/order/inpainted.png")["Body"].read())
+    assert np.array_equal(out[~newer_mask], newer_img[~newer_mask])

@@ -18,6 +18,8 @@ BUCKET = os.environ["BUCKET"]
 CONFIG = sweep.SweepConfig(half_pair_s=float(os.environ["HALF_PAIR_SECONDS"]),
                            lease_grace_s=float(os.environ["LEASE_GRACE_SECONDS"]))
 
+RESERVE_MS = 60_000
+
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 S3 = client("s3")
 
@@ -26,7 +28,9 @@ S3 = client("s3")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    found = sweep.sweep(S3, BUCKET, CONFIG, lease_s=seconds_left(context))
+    # Stop listing with a minute left: what was found is reported, and the next sweep goes on from there.
+    found = sweep.sweep(S3, BUCKET, CONFIG, lease_s=seconds_left(context),
+                        out_of_time=lambda: context.get_remaining_time_in_millis() < RESERVE_MS)
     for f in found:
         logger.info("reported" if f.error_key else "reported before", extra={"kind": f.kind, "pair": f.pair, "reason": f.reason})
         if f.error_key:

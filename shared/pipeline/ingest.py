@@ -23,13 +23,13 @@ from botocore.exceptions import ClientError
 from shared.imaging.images import InputError
 from shared.pipeline.adapt import LAB, model_key
 from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, finish, lease_key, now_utc, read, record, release_quietly, report
-from shared.pipeline.manifest import PairJob, manifest, window_to_dict
+from shared.pipeline.manifest import PairJob, manifest, read_manifest, time_limit, window_to_dict
 from shared.pipeline.pairs import split_name
-from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, classify, error_key, failed_prefix_for_key, get_bytes, is_not_found, manifest_key,
-                 put_json, take_key)
+from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, classify, error_key, failed_prefix_for_key, get_bytes, get_json, is_not_found,
+                 manifest_key, put_json, take_key)
 from shared.imaging.scale import auto_window
 from shared.options import InpaintOptions
-from shared.pipeline.validate import Limits, plan_mask, validate_pair, validate_sidecar
+from shared.pipeline.validate import Limits, check_cost, plan_mask, validate_pair, validate_sidecar
 from shared.imaging.windows import prepare
 
 # A record is started only with this much of the invocation left: a pair at MAX_PIXELS (8000x5000)
@@ -55,6 +55,7 @@ class ObjectRef:
     version: str | None
     etag: str
     size: int
+    modified: str = ""  # ISO 8601: when this version was uploaded (which of two uploads is newer)
 
     @property
     def ref(self) -> list:
@@ -91,7 +92,8 @@ class Outcome:
 def _head(s3: BaseClient, bucket: str, key: str) -> ObjectRef:
     r = s3.head_object(Bucket=bucket, Key=key)
     version = r.get("VersionId")
-    return ObjectRef(key, None if version in (None, "null") else version, r.get("ETag", ""), int(r["ContentLength"]))
+    modified = r["LastModified"].isoformat() if r.get("LastModified") else ""
+    return ObjectRef(key, None if version in (None, "null") else version, r.get("ETag", ""), int(r["ContentLength"]), modified)
 
 
 def _get(s3: BaseClient, bucket: str, ref: ObjectRef) -> bytes:
@@ -212,15 +214,17 @@ def load_pair(s3: BaseClient, bucket: str, ref: PairRef, limits: Limits = Limits
             raise InputError(obj.key, f"{obj.size} bytes is over the limit of {cap} bytes; "
                                       "downscale or compress it and upload it again")
     # Checked here, once, and carried whole: the job reads them back as they are (InpaintOptions.from_record).
-    options = (validate_sidecar(_get(s3, bucket, ref.sidecar), ref.sidecar.key, limits) if ref.sidecar else InpaintOptions()).to_dict()
+    opts = validate_sidecar(_get(s3, bucket, ref.sidecar), ref.sidecar.key, limits) if ref.sidecar else InpaintOptions()
     image, mask = validate_pair(_get(s3, bucket, ref.image), _get(s3, bucket, ref.mask),
                                 ref.image.key, ref.mask.key, limits)
     window = auto_window(image, mask)  # cells at the training scale (shared/imaging/scale.py)
     plan = plan_mask(mask, ref.mask.key, limits, window)  # at most limits.max_windows, before any window is prepared
+    cost = check_cost(opts, len(plan[0]), int(mask.sum()), ref.mask.key, limits)
     windows = [window_to_dict(w) for w in prepare(image, mask, window, plan=plan)]
     return PairJob(pair=ref.pair, image_key=ref.image.key, mask_key=ref.mask.key, height=image.shape[0],
-                   width=image.shape[1], options=options, windows=windows,
-                   image_version=ref.image.version, mask_version=ref.mask.version, model=lab_model(s3, bucket, ref.pair))
+                   width=image.shape[1], options=opts.to_dict(), windows=windows,
+                   image_version=ref.image.version, mask_version=ref.mask.version, model=lab_model(s3, bucket, ref.pair),
+                   uploaded=max(ref.image.modified, ref.mask.modified) or None, evaluations=cost)
 
 
 def lab_model(s3: BaseClient, bucket: str, pair: str) -> dict | None:
@@ -279,16 +283,19 @@ def _submit_new(s3, batch, bucket, job_queue, job_definition, items, logger, now
         for _, o in items:
             release_quietly(s3, bucket, o.lease, logger)
         return [mid for mid, _ in items]
-    return _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger)
+    return _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger, time_limit([o.job for _, o in items]))
 
 
-def _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger) -> list[str]:
-    """SubmitJob for the manifest `key`. A failure (after botocore's retries) releases the leases,
-    which keep the manifest: the redelivery submits this same manifest again."""
+def _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger, seconds: int | None = None) -> list[str]:
+    """SubmitJob for the manifest `key`, with a time limit that follows it. A failure (after
+    botocore's retries) releases the leases, which keep the manifest: the redelivery submits this
+    same manifest again."""
     job_id = key.split("/")[-2]
     try:
+        if seconds is None:  # a manifest an earlier delivery wrote
+            seconds = time_limit(read_manifest(get_json(s3, bucket, key)))
         r = batch.submit_job(jobName=f"cellpaint-{job_id}", jobQueue=job_queue, jobDefinition=job_definition,
-                             parameters={"manifest": f"s3://{bucket}/{key}"})
+                             parameters={"manifest": f"s3://{bucket}/{key}"}, timeout={"attemptDurationSeconds": seconds})
     except Exception:
         logger.exception("job submission failed; the messages are retried with the same manifest", extra={"manifest": key})
         for _, o in items:

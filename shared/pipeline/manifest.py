@@ -53,7 +53,19 @@ class PairJob:
     windows: list[dict] = field(default_factory=list)  # window_to_dict(...) each
     image_version: str | None = None
     mask_version: str | None = None
+    uploaded: str | None = None  # the later of the two halves' upload times: the newest upload's result wins (shared/pipeline/publish.py)
+    evaluations: int = 0  # model evaluations the pair costs (shared/pipeline/validate.py evaluations): the job's time limit
     model: dict | None = None  # a lab's own model for this pair: {"key", "version"} under models/<lab>/ (None: the stack's)
+
+
+# The job's time limit follows its manifest: start-up and model load, each pair's I/O, and its
+# evaluations at the 2-CPU rate (BENCHMARKS.md), an upper bound for a GPU; Batch's own floor is 60 s.
+JOB_BASE_S, PAIR_IO_S, EVALUATION_S = 600, 2.0, 0.022
+
+
+def time_limit(pairs: list[PairJob]) -> int:
+    """Seconds a job of these pairs may run before Batch stops it (SubmitJob's attemptDurationSeconds)."""
+    return int(JOB_BASE_S + sum(PAIR_IO_S + p.evaluations * EVALUATION_S for p in pairs))
 
 
 def manifest(job_id: str, bucket: str, pairs: list[PairJob], created: str) -> dict:

@@ -36,7 +36,9 @@ def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version:
     pair, _ = pair_from_output_key(key)
     r = Result.from_json(get_json(s3, bucket, key, version))  # the version the event names, not a newer one
     inpainted = result_key(pair, "inpainted.png")
-    link = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": inpainted}, ExpiresIn=expires_in)
+    made = r.output_versions.get("inpainted")  # the very image this result.json names
+    params = {"Bucket": bucket, "Key": inpainted, **({"VersionId": made} if made else {})}
+    link = s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
     keys = {"image": r.inputs.get("image_key"), "mask": r.inputs.get("mask_key"), "inpainted": inpainted,
             "preview": result_key(pair, "preview.png"), "result": key}
     keys.update({k: v for k, v in r.outputs.items() if isinstance(v, str) and k not in keys})  # e.g. uncertainty

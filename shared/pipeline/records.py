@@ -41,6 +41,7 @@ class Result:
     time: str = ""  # ISO 8601, UTC
     status: str = "succeeded"
     version: int = RESULT_VERSION
+    output_versions: dict = field(default_factory=dict)  # each output's S3 version: exactly these images, whatever is written later
 
     def to_json(self) -> dict:
         return asdict(self)

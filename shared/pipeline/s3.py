@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +39,7 @@ CLAIMS = "jobs/claims/"
 INGEST_CLAIMS = f"{CLAIMS}ingest/"
 NOTIFY_CLAIMS = f"{CLAIMS}notify/"
 SWEEP_CLAIMS = f"{CLAIMS}sweep/"
+RESULT_CLAIMS = f"{CLAIMS}results/"  # the GPU job: one writer of a pair's outputs at a time (shared/pipeline/publish.py)
 RESULTS = "results/"
 FAILED = "failed/"
 ADAPT = "adapt/"  # a lab's photos for its own model (shared/pipeline/adapt.py)
@@ -87,10 +89,13 @@ def classify(key: str) -> Upload | None:
     return Upload(stem, role)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # a regex, not a loop over characters: the sweeper classifies every key
+
+
 def _bad_path(key: str, rest: str) -> str | None:
     if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         return f"the key is longer than {MAX_KEY_BYTES} bytes; use a shorter name"
-    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+    if _CONTROL.search(key):
         return "the key contains control characters; rename the file"
     if any(part in ("", ".", "..") for part in rest.split("/")):
         return "the key has an empty, '.' or '..' folder; use plain folder names"

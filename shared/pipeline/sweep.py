@@ -16,14 +16,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Callable, Iterator
 
 from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 
 from shared.errors import InputError
 from shared.pipeline.ingest import ObjectRef, PairRef
 from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, expired, finish, lease_key, now_utc, read, report
-from shared.pipeline.s3 import INCOMING, INGEST_CLAIMS, SWEEP_CLAIMS, classify, error_key, get_bytes, take_key
+from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, JOBS, SWEEP_CLAIMS, classify, error_key, get_bytes, get_json, is_not_found,
+                                put_json, take_key)
 from shared.pipeline.validate import validate_sidecar
+
+
+CURSOR = f"{JOBS}sweep/cursor.json"  # where a sweep that ran out of time stopped
 
 
 @dataclass(frozen=True)
@@ -49,23 +55,58 @@ class Upload:
     modified: datetime
 
 
-def _incoming(s3: BaseClient, bucket: str) -> dict[str, dict[str, list[Upload]]]:
-    """Every pair under incoming/ with its current objects by role (image, mask, sidecar)."""
-    pairs: dict[str, dict[str, list[Upload]]] = {}
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=INCOMING):
-        for v in page.get("Versions", []):
-            if not v.get("IsLatest"):
-                continue
-            try:
-                upload = classify(v["Key"])
-            except InputError:  # an odd key: ingest reported it
-                continue
-            if upload is None:
-                continue
-            version = None if v.get("VersionId") in (None, "null") else v["VersionId"]
-            ref = ObjectRef(v["Key"], version, v.get("ETag", ""), int(v.get("Size", 0)))
-            pairs.setdefault(upload.pair, {"image": [], "mask": [], "sidecar": []})[upload.role].append(Upload(ref, v["LastModified"]))
-    return pairs
+class Incoming:
+    """Every pair under incoming/ with its current objects by role (image, mask, sidecar), each
+    yielded as soon as the listing has passed all of its keys (they share the prefix
+    incoming/<pair>.), so a sweep reports while it lists rather than after listing a million
+    objects. It lists from `start` (a KeyMarker) and stops between pages once `out_of_time()`;
+    `resume` is then the KeyMarker the next sweep starts from, and None once the listing finished."""
+
+    def __init__(self, s3: BaseClient, bucket: str, start: str | None, out_of_time: Callable[[], bool], prefix: str = INCOMING):
+        self.s3, self.bucket, self.start, self.out_of_time, self.prefix = s3, bucket, start, out_of_time, prefix
+        self.resume: str | None = None
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, list[Upload]]]]:
+        pending: dict[str, dict[str, list[Upload]]] = {}
+        before: dict[str, str | None] = {}  # each pending pair: the key listed just before its first
+        last = self.start
+        kw = {"Bucket": self.bucket, "Prefix": self.prefix, **({"KeyMarker": self.start} if self.start else {})}
+        for page in self.s3.get_paginator("list_object_versions").paginate(**kw):
+            for v in page.get("Versions", []):
+                key = v["Key"]
+                for pair in [p for p in pending if not key.startswith(f"{INCOMING}{p}.")]:  # sorted: all of its keys are behind
+                    before.pop(pair)
+                    yield pair, pending.pop(pair)
+                if v.get("IsLatest"):
+                    self._add(pending, before, v, last)
+                last = key
+            if self.out_of_time():
+                # Re-list the pairs not yet complete; "" (not None, which means finished): from the start.
+                self.resume = (next(iter(before.values())) if before else last) or ""
+                return
+        yield from pending.items()
+
+    @staticmethod
+    def _add(pending: dict, before: dict, v: dict, last: str | None) -> None:
+        try:
+            upload = classify(v["Key"])
+        except InputError:  # an odd key: ingest reported it
+            return
+        if upload is None:
+            return
+        version = None if v.get("VersionId") in (None, "null") else v["VersionId"]
+        ref = ObjectRef(v["Key"], version, v.get("ETag", ""), int(v.get("Size", 0)))
+        if upload.pair not in pending:
+            pending[upload.pair], before[upload.pair] = {"image": [], "mask": [], "sidecar": []}, last
+        pending[upload.pair][upload.role].append(Upload(ref, v["LastModified"]))
+
+
+def _group(s3: BaseClient, bucket: str, pair: str) -> dict[str, list[Upload]] | None:
+    """One pair's current objects by role, listed by its own prefix."""
+    for found, g in Incoming(s3, bucket, None, lambda: False, prefix=f"{INCOMING}{pair}."):
+        if found == pair:
+            return g
+    return None
 
 
 def _once(s3, bucket, kind: str, pair: str, parts: list, reason: str, keys: dict, now, lease_s) -> Found:
@@ -128,11 +169,15 @@ def late_sidecar(s3, bucket, pair: str, g: dict, cfg: SweepConfig, now, lease_s)
                  keys, now, lease_s)
 
 
-def abandoned(s3, bucket, pairs: dict, cfg: SweepConfig, now, lease_s) -> list[Found]:
-    """Ingest leases whose holder died and whose message never came back (or ran out of receives)."""
-    out = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=INGEST_CLAIMS):
+def abandoned(s3, bucket, cfg: SweepConfig, now, lease_s, start: str | None = None,
+              out_of_time: Callable[[], bool] = lambda: False) -> tuple[list[Found], str | None]:
+    """Ingest leases whose holder died and whose message never came back (or ran out of receives),
+    listed from `start` (StartAfter) until `out_of_time()`: (found, where the next sweep resumes or None)."""
+    out, last = [], start
+    kw = {"Bucket": bucket, "Prefix": INGEST_CLAIMS, **({"StartAfter": start} if start else {})}
+    for page in s3.get_paginator("list_objects_v2").paginate(**kw):
         for obj in page.get("Contents", []):
+            last = obj["Key"]
             if not cfg.lease_grace_s < (now - obj["LastModified"]).total_seconds() <= cfg.lease_grace_s + cfg.lookback_s:
                 continue
             found = read(s3, bucket, obj["Key"])
@@ -141,8 +186,10 @@ def abandoned(s3, bucket, pairs: dict, cfg: SweepConfig, now, lease_s) -> list[F
                 continue  # finished, still held, or not a pair's lease
             lease = acquire(s3, bucket, obj["Key"], {"swept": now.isoformat()}, lease_s, now=now)
             if lease is not None:
-                out += [f for f in [_settle(s3, bucket, lease, pairs.get(doc["pair"]), now)] if f]
-    return out
+                out += [f for f in [_settle(s3, bucket, lease, _group(s3, bucket, doc["pair"]), now)] if f]
+        if out_of_time():
+            return out, last
+    return out, None
 
 
 def _settle(s3, bucket, lease: Lease, g: dict | None, now) -> Found | None:
@@ -169,13 +216,40 @@ def _settle(s3, bucket, lease: Lease, g: dict | None, now) -> Found | None:
 
 
 def sweep(s3: BaseClient, bucket: str, cfg: SweepConfig = SweepConfig(), now: datetime | None = None,
-          lease_s: float = DEFAULT_LEASE_S) -> list[Found]:
-    """One sweep of the bucket: everything found, reported or (error_key None) reported before."""
+          lease_s: float = DEFAULT_LEASE_S, out_of_time: Callable[[], bool] = lambda: False) -> list[Found]:
+    """One sweep of the bucket: everything found, reported or (error_key None) reported before.
+    On a bucket too large for one invocation it stops between pages once `out_of_time()` and
+    saves where it stopped (CURSOR); the next sweep goes on from there, and starts over once
+    both listings have finished."""
     now = now or now_utc()
-    pairs = _incoming(s3, bucket)
+    cursor = _read_cursor(s3, bucket)
     found = []
-    for pair, g in sorted(pairs.items()):
-        f = half_pair(s3, bucket, pair, g, cfg, now, lease_s) or late_sidecar(s3, bucket, pair, g, cfg, now, lease_s)
-        if f:
-            found.append(f)
-    return found + abandoned(s3, bucket, pairs, cfg, now, lease_s)
+    if cursor.get("claims") is None:  # the incoming/ listing is not done yet
+        listing = Incoming(s3, bucket, cursor.get("incoming"), out_of_time)
+        for pair, g in listing:
+            f = half_pair(s3, bucket, pair, g, cfg, now, lease_s) or late_sidecar(s3, bucket, pair, g, cfg, now, lease_s)
+            if f:
+                found.append(f)
+        if listing.resume is not None:
+            _save_cursor(s3, bucket, {"incoming": listing.resume, "claims": None}, now)
+            return found
+    more, resume = abandoned(s3, bucket, cfg, now, lease_s, cursor.get("claims") or None, out_of_time)
+    _save_cursor(s3, bucket, {"incoming": None, "claims": resume or ""} if resume else {}, now)
+    return found + more
+
+
+def _read_cursor(s3: BaseClient, bucket: str) -> dict:
+    try:
+        return get_json(s3, bucket, CURSOR)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return {}
+        raise
+    except ValueError:
+        return {}
+
+
+def _save_cursor(s3: BaseClient, bucket: str, cursor: dict, now: datetime) -> None:
+    """Where the next sweep starts: {"incoming": KeyMarker} while incoming/ is being listed,
+    {"claims": StartAfter} while the leases are, {} to start over."""
+    put_json(s3, bucket, CURSOR, {**cursor, "saved": now.isoformat()})

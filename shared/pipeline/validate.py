@@ -49,6 +49,11 @@ class Limits:
     # 64 covers a heavily scratched smear; 10,000 specks would be a manifest of 100+ MB and a job
     # far longer than any real mask needs. The ingest function reads it from MAX_WINDOWS.
     max_windows: int = 64
+    # Model evaluations (one 64x64 field through the UNet) per pair, both stages: what bounds a pair's
+    # time in the job, whatever its options and mask (check_cost). About 22 ms each on 2 CPU cores
+    # (BENCHMARKS.md, mean of 8 against one sample), so the bound is ~20 min there and seconds on a GPU;
+    # the default asks for 5-10 per window, 1000 steps x 8 samples x 6 windows still fits.
+    max_evaluations: int = 50_000
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,29 @@ def plan_mask(mask: np.ndarray, mask_name: str, limits: Limits = Limits(), windo
         raise InputError(mask_name, f"the mask has {len(plan[0]):,} separate regions; at most {limits.max_windows} are "
                                     "inpainted per image: join nearby regions or split the image")
     return plan
+
+
+TEXTURE_TILE = 64  # the texture stage's tile (gpu_job/inpainter/texture.py TILE): its cost is tiles x steps
+
+
+def evaluations(options: InpaintOptions, windows: int, masked_px: int) -> int:
+    """Model evaluations one pair costs: each window's samples x steps in the first stage, and the
+    texture stage's steps over the tiles that cover the mask at full size (at least masked / 64²)."""
+    first = windows * options.samples * options.steps
+    texture = options.texture_steps * -(-masked_px // TEXTURE_TILE**2) if options.texture else 0
+    return first + texture
+
+
+def check_cost(options: InpaintOptions, windows: int, masked_px: int, name: str, limits: Limits = Limits()) -> int:
+    """The pair's evaluations, or InputError naming the limit when one pair would hold a job too long."""
+    n = evaluations(options, windows, masked_px)
+    if n > limits.max_evaluations:
+        texture = (f" + the texture stage's {options.texture_steps} step(s) over {-(-masked_px // TEXTURE_TILE**2):,} tiles"
+                   if options.texture else "")
+        raise InputError(name, f"this pair asks for {n:,} model evaluations ({windows} window(s) x {options.samples} sample(s) x "
+                               f"{options.steps} steps{texture}); at most {limits.max_evaluations:,} are run per pair: lower steps or "
+                               "samples in the options, turn texture off, or split the image")
+    return n
 
 
 # ---- The sidecar: NAME.json, per-pair options --------------------------------------------------

@@ -199,6 +199,7 @@ def test_upload_to_notification(stack, inpainter):
     link = urlparse(ok["link"])
     assert unquote(link.path).endswith("/results/lab 1/cell-a/inpainted.png")
     assert parse_qs(link.query)["X-Amz-Expires"] == ["3600"] and ok["link_expires_in"] == 3600
+    assert parse_qs(link.query)["versionId"] == [result["output_versions"]["inpainted"]]  # the image this result names, not a later one
 
     bad = got["lab 1/cell-b"]
     assert bad["status"] == "failed" and "all black" in bad["reason"] and bad["link"] is None

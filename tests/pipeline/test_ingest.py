@@ -1,10 +1,15 @@
 """The ingest handler on the events the stack delivers: pairs, duplicates, races, skips."""
 from __future__ import annotations
 
+import io
 import json
 import threading
 
+import numpy as np
+from PIL import Image
+
 from shared.options import InpaintOptions
+from shared.pipeline.manifest import read_manifest
 
 from .conftest import BUCKET, Context, good_pair, keys, load_event, s3_body, sqs_event, upload
 
@@ -152,3 +157,29 @@ def test_names_that_differ_only_in_case_or_unicode_form_are_refused_by_name(stac
     stack.ingest.lambda_handler(upload(stack, f"incoming/{nfd}.mask.png", mask), Context())
     assert any(k.startswith("failed/") for k in keys(stack, "failed/") if "caf" in k)
     assert stack.submits == []  # neither ran against the wrong half
+
+
+def test_a_pair_that_would_hold_a_job_too_long_is_refused_naming_the_limit(stack):
+    """No job that cannot finish: a pair's cost (steps x samples x windows, the texture stage's tiles
+    included) is bounded at ingest, and the job's time limit follows what its manifest holds."""
+    from shared.pipeline.ingest import ingest_object
+    from shared.pipeline.manifest import time_limit
+    from shared.pipeline.validate import Limits
+
+    image, mask = good_pair()
+    upload(stack, "incoming/slow.json", b'{"steps": 1000, "samples": 8}')
+    upload(stack, "incoming/slow.png", image)
+    upload(stack, "incoming/slow.mask.png", mask)
+    out = ingest_object(stack.s3, BUCKET, "incoming/slow.mask.png", limits=Limits(max_evaluations=5_000))
+    assert out.status == "failed"
+    assert "8,0" in out.detail and "1 window(s) x 8 sample(s) x 1000 steps" in out.detail and "at most 5,000" in out.detail
+    err = json.loads(stack.s3.get_object(Bucket=BUCKET, Key="failed/slow/error.json")["Body"].read())
+    assert "lower steps or samples" in err["reason"] and "incoming/slow.mask.png" in err["reason"]
+    # a default pair goes through, and its job's time limit is its manifest's
+    stack.ingest.lambda_handler(upload(stack, "incoming/quick.png", image), Context())
+    stack.ingest.lambda_handler(upload(stack, "incoming/quick.mask.png", mask), Context())
+    [submit] = stack.submits
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
+    [pair] = read_manifest(doc)
+    assert pair.evaluations == 5 + -(-int((np.asarray(Image.open(io.BytesIO(mask))) > 127).sum()) // 64**2)
+    assert submit["timeout"] == {"attemptDurationSeconds": time_limit([pair])}

@@ -3,6 +3,7 @@ failed/<pair>/error.json and the usual failure notification."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -110,3 +111,68 @@ def test_an_expired_submitting_lease_whose_manifest_a_job_took_is_not_reported(s
     [lease] = keys(stack, "jobs/claims/ingest/")
     doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=lease)["Body"].read())
     assert doc["state"] == "submitted" and doc["batch_job_id"] == batch_jobs(stack)[0]["jobId"]
+
+
+class MillionObjects:
+    """stack.s3, except that list_object_versions under incoming/ answers from a generated bucket of
+    `pairs` pairs (an image and a mask each: 2 x pairs objects, 1000 a page) where the pairs in `halves`
+    have no mask. Each page advances the clock by `page_s`, as a real LIST call takes time."""
+
+    def __init__(self, s3, pairs: int, halves: set[int], page_s: float, modified):
+        self.s3, self.pairs, self.halves, self.page_s, self.modified = s3, pairs, halves, page_s, modified
+        self.clock, self.pages = 0.0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.s3, name)
+
+    def get_paginator(self, op):
+        return self if op == "list_object_versions" else self.s3.get_paginator(op)
+
+    def _keys(self, after: str | None):
+        first = int(after.split("/c")[1][:7]) if after else 0
+        for i in range(first, self.pairs):
+            for key in ([] if i in self.halves else [f"incoming/big/c{i:07d}.mask.png"]) + [f"incoming/big/c{i:07d}.png"]:
+                if after is None or key > after:
+                    yield key
+
+    def paginate(self, Bucket, Prefix, KeyMarker=None):
+        page = []
+        for key in self._keys(KeyMarker):
+            page.append({"Key": key, "VersionId": "v1", "IsLatest": True, "ETag": '"e"', "Size": 1, "LastModified": self.modified})
+            if len(page) == 1000:
+                yield from self._page(page)
+                page = []
+        if page:
+            yield from self._page(page)
+
+    def _page(self, versions):
+        self.clock += self.page_s
+        self.pages += 1
+        yield {"Versions": versions}
+
+
+def test_the_sweeper_reports_within_its_time_at_a_million_objects(stack):
+    from shared.pipeline import sweep
+    from shared.pipeline.leases import now_utc
+
+    then = now_utc()
+    halves = {50_000 + 100_000 * k for k in range(5)}  # five images whose masks never came, spread through the listing
+    big = MillionObjects(stack.s3, 500_000, halves, page_s=1.0, modified=then)  # 1,000 pages at 1 s: over the 240 s it has
+    reported, sweeps = [], 0
+    while True:
+        sweeps += 1
+        start = big.clock
+        found = sweep.sweep(big, BUCKET, now=then + timedelta(days=2), out_of_time=lambda: big.clock - start > 240)
+        assert big.clock - start <= 241  # it stopped in time, and reported what it had found so far
+        reported += [f.pair for f in found if f.error_key]
+        if not json.loads(stack.s3.get_object(Bucket=BUCKET, Key=sweep.CURSOR)["Body"].read()).get("incoming"):
+            break
+        assert sweeps < 10
+    assert sweeps == 5 and big.pages <= 1000 + 5 * 2  # each sweep re-lists at most the page it stopped in
+    assert sorted(reported) == sorted(f"big/c{i:07d}" for i in halves)  # each once, none lost between sweeps
+    assert len(keys(stack, "failed/big/")) == 5
+    # a bucket listed within the time: one sweep, and the next one starts over
+    fast = MillionObjects(stack.s3, 50_000, {7}, page_s=2.0, modified=then)
+    found = sweep.sweep(fast, BUCKET, now=then + timedelta(days=2), out_of_time=lambda: fast.clock > 240)
+    assert [f.pair for f in found if f.error_key] == ["big/c0000007"] and fast.pages == 100
+    assert json.loads(stack.s3.get_object(Bucket=BUCKET, Key=sweep.CURSOR)["Body"].read()).keys() == {"saved"}
