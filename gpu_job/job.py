@@ -37,7 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from shared.imaging.images import InputError, load_image, load_mask, png_bytes
-from shared.pipeline.manifest import PairJob, read_manifest, window_from_dict
+from shared.pipeline.manifest import PairJob, items_of, read_manifest, window_from_dict
 from shared.options import InpaintOptions, OptionError
 from shared.imaging.preview import before_after, heatmap
 from shared.pipeline.leases import acquire
@@ -237,20 +237,26 @@ def sample_batch(todo: list) -> list[InpaintResult]:
 
 
 def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto",
-        batch_job_id: str | None = None, batch_rows: int | None = None) -> dict:
+        batch_job_id: str | None = None, batch_rows: int | None = None, item: int | None = None) -> dict:
     """Runs one manifest; returns {pair: "succeeded" | "failed" | "skipped" | "duplicate" |
     "superseded" (a newer upload's result was there first)}, in
     manifest order. `batch_rows`: model rows (windows x samples) per job batch (default:
-    BATCHES_PER_JOB_BATCH x the inpainter's batch size)."""
+    BATCHES_PER_JOB_BATCH x the inpainter's batch size). `item`: the work item to do (default: an
+    array child's AWS_BATCH_JOB_ARRAY_INDEX; a plain job does the whole manifest)."""
     t_start = time.time()
     s3 = s3 or boto3.client("s3", config=_RETRY)
     bucket, key = parse_uri(manifest_uri)
     doc = get_json(s3, bucket, key)
-    pairs = read_manifest(doc)
+    if item is None and os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX") is not None:  # an array job's child: its work item
+        item = int(os.environ["AWS_BATCH_JOB_ARRAY_INDEX"])
+    if item is not None and len(items_of(doc)) == 1:
+        item = None  # a one-item manifest is a plain job's
+    pairs = read_manifest(doc, item)
     job_id = doc["job_id"]
     me = batch_job_id or os.environ.get("AWS_BATCH_JOB_ID") or LOCAL_JOB
-    if acquire(s3, bucket, take_key(key), {"manifest": key}, None, owner=me) is None:  # before the weights: a duplicate costs seconds
-        owner = get_json(s3, bucket, take_key(key)).get("owner")
+    take = take_key(key, item)
+    if acquire(s3, bucket, take, {"manifest": key, "item": item}, None, owner=me) is None:  # before the weights: a duplicate costs seconds
+        owner = get_json(s3, bucket, take).get("owner")
         log.warning("duplicate: %s is taken by Batch job %s; this job (%s) exits without writing anything", key, owner, me)
         return {p.pair: "duplicate" for p in pairs}
     t_load = time.time()

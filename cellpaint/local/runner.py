@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote_plus
 
+from shared.pipeline.manifest import items_of
 from shared.pipeline.s3 import ADAPT, FAILED, INCOMING, MODELS, RESULTS, get_json, parse_uri
 
 from cellpaint.local.stack import FunctionSpec, Stack
@@ -181,6 +182,15 @@ class ScheduleSource(threading.Thread):
                 self.console.say("function error", f"{self.spec.logical_id}: {exc!r} (see logs/lambda.log)")
 
 
+def array_index(job: dict) -> int | None:
+    """An array child's index (None: a plain job): from arrayProperties, or the child's job id,
+    which Batch (and moto, which leaves the index out of DescribeJobs) forms as <parent id>:<index>."""
+    index = (job.get("arrayProperties") or {}).get("index")
+    if index is None and ":" in job.get("jobId", ""):
+        index = int(job["jobId"].rsplit(":", 1)[1])
+    return index
+
+
 class BatchRunner(threading.Thread):
     """Runs the jobs of the stack's job queue one at a time (this machine is the compute environment)."""
 
@@ -212,19 +222,37 @@ class BatchRunner(threading.Thread):
     def new_jobs(self) -> list[dict]:
         listed = self.batch.list_jobs(jobQueue=self.stack.job_queue, filters=[{"name": "JOB_NAME", "values": ["*"]}])["jobSummaryList"]
         ids = [j["jobId"] for j in sorted(listed, key=lambda j: j.get("createdAt", 0)) if j["jobId"] not in self.seen]
-        self.seen.update(ids)
-        return self.batch.describe_jobs(jobs=ids)["jobs"] if ids else []
+        jobs = self.batch.describe_jobs(jobs=ids)["jobs"] if ids else []
+        self.seen.update(j["jobId"] for j in jobs if "size" in (j.get("arrayProperties") or {}))  # parents: their children below
+        # An array job's parent does no work of its own: its children (one per work item) do. Batch
+        # lists them by arrayJobId (moto also lists them with the queue's).
+        out = []
+        for j in jobs:
+            if "size" not in (j.get("arrayProperties") or {}):
+                if j["jobId"] not in self.seen:
+                    self.seen.add(j["jobId"])
+                    out.append(j)
+                continue
+            kids = self.batch.list_jobs(arrayJobId=j["jobId"])["jobSummaryList"]
+            kid_ids = [k["jobId"] for k in sorted(kids, key=lambda k: array_index(k) or 0)
+                       if k["jobId"] not in self.seen]
+            self.seen.update(kid_ids)
+            out += self.batch.describe_jobs(jobs=kid_ids)["jobs"] if kid_ids else []
+        return out
 
     def run_job(self, job: dict) -> None:
         jobdef = self.batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])["jobDefinitions"][0]
         params = {**jobdef.get("parameters", {}), **job.get("parameters", {})}
         command = [next((part.replace(f"Ref::{k}", v) for k, v in params.items() if f"Ref::{k}" in part), part)
                    for part in jobdef["containerProperties"]["command"]]
-        pairs = self.announce(job, params)
+        pairs = self.announce(job, params, array_index(job))
         if command[0] == "python":  # the container's python is this venv's
             command[0] = sys.executable
         env = {**os.environ, **{e["name"]: e["value"] for e in jobdef["containerProperties"].get("environment", [])},
                "AWS_BATCH_JOB_ID": job["jobId"]}
+        index = array_index(job)
+        if index is not None:  # an array child, as Batch runs it
+            env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
         timeout = (job.get("timeout") or jobdef.get("timeout") or {}).get("attemptDurationSeconds")
         strategy = jobdef.get("retryStrategy", {})
         attempts = []
@@ -257,8 +285,8 @@ class BatchRunner(threading.Thread):
         if status == "FAILED":
             self.send_failed_event(job, params, attempts, reason, code)
 
-    def announce(self, job: dict, params: dict) -> list[str]:
-        """'validated' per pair of the manifest ingest wrote, then 'job submitted'."""
+    def announce(self, job: dict, params: dict, index: int | None = None) -> list[str]:
+        """'validated' per pair of the manifest ingest wrote (an array child: of its work item), then 'job submitted'."""
         pairs = []
         uri = params.get("manifest", "")
         try:
@@ -266,12 +294,14 @@ class BatchRunner(threading.Thread):
             if "photos" in doc:  # a lab's adapt job (shared/pipeline/adapt.py)
                 self.console.say("job submitted", f"{job['jobName']} ({len(doc['photos'])} photos of {doc.get('lab')}, {uri})")
                 return []
-            for p in doc.get("pairs", []):
+            start, end = items_of(doc)[index] if index is not None else (0, len(doc.get("pairs", [])))
+            for p in doc.get("pairs", [])[start:end]:
                 pairs.append(p.get("pair"))
                 self.console.say("validated", f"{p.get('pair')} ({p.get('width')}x{p.get('height')})")
         except Exception as exc:
             self.console.say("manifest unreadable", f"{uri}: {exc!r}")
-        self.console.say("job submitted", f"{job['jobName']} ({len(pairs)} pair{'s' * (len(pairs) != 1)}, {uri})")
+        child = f" work item {index}" if index is not None else ""
+        self.console.say("job submitted", f"{job['jobName']}{child} ({len(pairs)} pair{'s' * (len(pairs) != 1)}, {uri})")
         return pairs
 
     @staticmethod
@@ -286,7 +316,8 @@ class BatchRunner(threading.Thread):
     def send_failed_event(self, job: dict, params: dict, attempts: list, reason: str, code: int) -> None:
         detail = {"jobArn": job.get("jobArn"), "jobName": job["jobName"], "jobId": job["jobId"], "jobQueue": job["jobQueue"],
                   "status": "FAILED", "statusReason": reason, "attempts": attempts, "parameters": params,
-                  "jobDefinition": job["jobDefinition"], "container": {"exitCode": code}}
+                  "jobDefinition": job["jobDefinition"], "container": {"exitCode": code},
+                  **({"arrayProperties": {"index": array_index(job)}} if array_index(job) is not None else {})}
         self.events.put_events(Entries=[{"Source": "aws.batch", "DetailType": "Batch Job State Change",
                                          "Detail": json.dumps(detail), "Resources": [job.get("jobArn", job["jobId"])]}])
 

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from shared.imaging.images import InputError
 from shared.pipeline.adapt import LAB, model_key
 from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, finish, lease_key, now_utc, read, record, release_quietly, report
-from shared.pipeline.manifest import PairJob, manifest, read_manifest, time_limit, window_to_dict
+from shared.pipeline.manifest import PairJob, items_of, job_size, manifest, window_to_dict
 from shared.pipeline.pairs import split_name
 from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, classify, error_key, failed_prefix_for_key, get_bytes, get_json, is_not_found,
                  manifest_key, put_json, take_key)
@@ -243,11 +243,12 @@ def lab_model(s3: BaseClient, bucket: str, pair: str) -> dict | None:
     return {"key": model_key(lab), "version": head.get("VersionId"), "lab": lab}
 
 
-# ---- One job per invocation -----------------------------------------------------------------
+# ---- One job (or array job) per invocation ---------------------------------------------------
 
 def submit_ready(s3: BaseClient, batch: BaseClient, bucket: str, job_queue: str, job_definition: str,
                  ready: list[tuple[str, Outcome]], logger, now: datetime | None = None) -> list[str]:
-    """One job for the invocation's new pairs (one manifest), and the manifests that taken-over
+    """One job for the invocation's new pairs (one manifest, an array job when it holds more than
+    one work item), and the manifests that taken-over
     leases name submitted again. Returns the message ids to redeliver."""
     retry = []
     fresh = [(mid, o) for mid, o in ready if o.status == "ready"]
@@ -258,9 +259,9 @@ def submit_ready(s3: BaseClient, batch: BaseClient, bucket: str, job_queue: str,
         if o.status == "resubmit":
             again.setdefault(o.manifest_key, []).append((mid, o))
     for key, items in again.items():
-        taken = read(s3, bucket, take_key(key))
+        taken = taken_by(s3, bucket, key)
         if taken:  # a job already started on this manifest: nothing to submit
-            _finish_all(s3, bucket, items, logger, state="submitted", batch_job_id=taken[0].get("owner"))
+            _finish_all(s3, bucket, items, logger, state="submitted", batch_job_id=taken)
         else:
             retry += _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger)
     return list(dict.fromkeys(retry))
@@ -277,31 +278,45 @@ def _submit_new(s3, batch, bucket, job_queue, job_definition, items, logger, now
         items = [(mid, replace(o, lease=record(s3, bucket, o.lease, state="submitting", manifest=key, sidecar=o.sidecar)))
                  for mid, o in items]
         # No If-None-Match: the job id is new, and an ambiguous 5xx retry must not turn into a 412.
-        put_json(s3, bucket, key, manifest(job_id, bucket, [o.job for _, o in items], now.isoformat()), indent=None)
+        doc = manifest(job_id, bucket, [o.job for _, o in items], now.isoformat())
+        put_json(s3, bucket, key, doc, indent=None)
     except Exception:
         logger.exception("could not write the manifest; the leases are released so the messages are retried")
         for _, o in items:
             release_quietly(s3, bucket, o.lease, logger)
         return [mid for mid, _ in items]
-    return _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger, time_limit([o.job for _, o in items]))
+    return _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger, doc)
 
 
-def _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger, seconds: int | None = None) -> list[str]:
-    """SubmitJob for the manifest `key`, with a time limit that follows it. A failure (after
+def taken_by(s3: BaseClient, bucket: str, key: str) -> str | None:
+    """The Batch job that took manifest `key` (or any of its work items), if one did."""
+    doc = get_json(s3, bucket, key)
+    n = len(items_of(doc))
+    for take in [take_key(key)] if n == 1 else [take_key(key, i) for i in range(n)]:
+        found = read(s3, bucket, take)
+        if found:
+            return found[0].get("owner") or "unknown"
+    return None
+
+
+def _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger, doc: dict | None = None) -> list[str]:
+    """SubmitJob for the manifest `key`: one job, or one array job with a child per work item
+    (shared/pipeline/manifest.py), with the time limit its longest item needs. A failure (after
     botocore's retries) releases the leases, which keep the manifest: the redelivery submits this
     same manifest again."""
     job_id = key.split("/")[-2]
     try:
-        if seconds is None:  # a manifest an earlier delivery wrote
-            seconds = time_limit(read_manifest(get_json(s3, bucket, key)))
+        size, seconds = job_size(doc or get_json(s3, bucket, key))  # no doc: a manifest an earlier delivery wrote
         r = batch.submit_job(jobName=f"cellpaint-{job_id}", jobQueue=job_queue, jobDefinition=job_definition,
-                             parameters={"manifest": f"s3://{bucket}/{key}"}, timeout={"attemptDurationSeconds": seconds})
+                             parameters={"manifest": f"s3://{bucket}/{key}"}, timeout={"attemptDurationSeconds": seconds},
+                             **({"arrayProperties": {"size": size}} if size else {}))
     except Exception:
         logger.exception("job submission failed; the messages are retried with the same manifest", extra={"manifest": key})
         for _, o in items:
             release_quietly(s3, bucket, o.lease, logger)
         return [mid for mid, _ in items]
-    logger.info("job submitted", extra={"job_id": job_id, "batch_job_id": r["jobId"], "pairs": [o.pair for _, o in items]})
+    logger.info("job submitted", extra={"job_id": job_id, "batch_job_id": r["jobId"], "pairs": [o.pair for _, o in items],
+                                        "work_items": size or 1})
     _finish_all(s3, bucket, items, logger, state="submitted", batch_job_id=r["jobId"])
     return []
 

@@ -61,19 +61,63 @@ class PairJob:
 # The job's time limit follows its manifest: start-up and model load, each pair's I/O, and its
 # evaluations at the 2-CPU rate (BENCHMARKS.md), an upper bound for a GPU; Batch's own floor is 60 s.
 JOB_BASE_S, PAIR_IO_S, EVALUATION_S = 600, 2.0, 0.022
+# A work item: about this much of the estimate above, so that one GPU job's start-up (instance,
+# image pull, model load: minutes) is paid for tens of minutes of work, and a folder of 10,000
+# pairs is tens of work items, run as the children of a few array jobs, not hundreds of jobs.
+ITEM_S = 1800.0
+
+
+def pair_seconds(p: PairJob) -> float:
+    return PAIR_IO_S + p.evaluations * EVALUATION_S
 
 
 def time_limit(pairs: list[PairJob]) -> int:
     """Seconds a job of these pairs may run before Batch stops it (SubmitJob's attemptDurationSeconds)."""
-    return int(JOB_BASE_S + sum(PAIR_IO_S + p.evaluations * EVALUATION_S for p in pairs))
+    return int(JOB_BASE_S + sum(pair_seconds(p) for p in pairs))
 
 
-def manifest(job_id: str, bucket: str, pairs: list[PairJob], created: str) -> dict:
+def plan_items(pairs: list[PairJob], item_s: float | None = None) -> list[list[int]]:
+    """The manifest's pairs cut into work items: consecutive [start, end) slices of about `item_s`
+    estimated seconds each (at least one pair). One item is a plain job; more are one array job,
+    child i doing item i (AWS_BATCH_JOB_ARRAY_INDEX)."""
+    item_s = ITEM_S if item_s is None else item_s
+    items, start, acc = [], 0, 0.0
+    for i, p in enumerate(pairs):
+        if i > start and acc + pair_seconds(p) > item_s:
+            items.append([start, i])
+            start, acc = i, 0.0
+        acc += pair_seconds(p)
+    if pairs:
+        items.append([start, len(pairs)])
+    return items
+
+
+def manifest(job_id: str, bucket: str, pairs: list[PairJob], created: str, item_s: float | None = None) -> dict:
     return {"version": MANIFEST_VERSION, "job_id": job_id, "bucket": bucket, "created": created,
-            "pairs": [asdict(p) for p in pairs]}
+            "items": plan_items(pairs, item_s), "pairs": [asdict(p) for p in pairs]}
 
 
-def read_manifest(doc: dict) -> list[PairJob]:
+def read_manifest(doc: dict, item: int | None = None) -> list[PairJob]:
+    """The manifest's pairs, or only work item `item`'s (an array child's)."""
     if doc.get("version") != MANIFEST_VERSION:
         raise ValueError(f"manifest version {doc.get('version')!r}; this code reads {MANIFEST_VERSION}")
-    return [PairJob(**p) for p in doc["pairs"]]
+    pairs = doc["pairs"]
+    if item is not None:
+        items = items_of(doc)
+        if not 0 <= item < len(items):
+            raise ValueError(f"work item {item} of a manifest with {len(items)}")
+        pairs = pairs[items[item][0]:items[item][1]]
+    return [PairJob(**p) for p in pairs]
+
+
+def items_of(doc: dict) -> list[list[int]]:
+    """The manifest's work items (a manifest without them is one item)."""
+    return doc.get("items") or [[0, len(doc.get("pairs", []))]]
+
+
+def job_size(doc: dict) -> tuple[int | None, int]:
+    """(array size or None for a plain job, time limit in seconds: the longest item's)."""
+    items = items_of(doc)
+    pairs = read_manifest(doc)
+    limit = max(time_limit(pairs[a:b]) for a, b in items) if pairs else JOB_BASE_S
+    return (len(items) if len(items) > 1 else None), limit

@@ -20,6 +20,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from shared.pipeline.leases import DEFAULT_LEASE_S, acquire, finish, lease_key, now_utc, release_quietly
+from shared.pipeline.manifest import items_of
 from shared.pipeline.records import ModelReady, Notice, Result
 from shared.pipeline.s3 import MODELS, NOTIFY_CLAIMS, error_key, get_json, pair_from_output_key, result_key, take_key, written_by
 from shared.pipeline.s3events import object_events
@@ -73,14 +74,19 @@ def from_error(s3: BaseClient, bucket: str, key: str, version: str | None = None
 
 
 def from_batch_failure(s3: BaseClient, detail: dict) -> list[Notice]:
-    """A Batch job that FAILED: one notice per pair of its manifest that has neither result.json
-    nor error.json (the job may have finished some pairs before it died).
+    """A Batch job that FAILED: one notice per pair of its manifest (an array child: of its work
+    item) that has neither result.json nor error.json (the job may have finished some pairs before
+    it died).
 
     Only the job that took the manifest speaks for its pairs (gpu_job/job.py takes it at start).
     The failure of a second job for the same manifest (a SubmitJob retried after a lost answer)
     says nothing about them: the first one is doing the work. A job that failed before it
     started (cancelled in RUNNABLE, image never pulled) takes the manifest here, in its own name,
     so that a copy of it still queued exits as a duplicate instead of restoring after we said failed."""
+    array = detail.get("arrayProperties") or {}
+    if "size" in array and "index" not in array:
+        return []  # an array job's parent fails when a child does: each child speaks for its own work item
+    item = array.get("index")
     reason = detail.get("statusReason") or "no reason given"
     exit_code = (detail.get("container") or {}).get("exitCode")
     job = {"batch_job_id": detail.get("jobId"), "job_name": detail.get("jobName"), "status_reason": reason,
@@ -102,11 +108,15 @@ def from_batch_failure(s3: BaseClient, detail: dict) -> list[Notice]:
     except ClientError as exc:
         return [Notice("failed", None, f"{why}; its manifest {uri} cannot be read ({exc.response['Error'].get('Code')})",
                        {"manifest": manifest_key}, bucket, job=job, dedupe=f"batch@{detail.get('jobId')}")]
-    if detail.get("jobId") and acquire(s3, bucket, take_key(manifest_key), {"failed": reason}, None, owner=detail["jobId"]) is None:
-        return []  # another job took this manifest: it does (or did) the work, and reports it
+    if item is not None and len(items_of(doc)) == 1:
+        item = None
+    take = take_key(manifest_key, item)
+    if detail.get("jobId") and acquire(s3, bucket, take, {"failed": reason}, None, owner=detail["jobId"]) is None:
+        return []  # another job took this manifest (work item): it does (or did) the work, and reports it
     job["job_id"] = doc.get("job_id")
     notices = []
-    for p in doc.get("pairs", []):
+    start, end = items_of(doc)[item] if item is not None else (0, len(doc.get("pairs", [])))
+    for p in doc.get("pairs", [])[start:end]:
         pair = p.get("pair")
         if written_by(s3, bucket, result_key(pair), doc.get("job_id")) or written_by(s3, bucket, error_key(pair), doc.get("job_id")):
             continue  # already reported by its own output (one from an older job does not count)

@@ -127,10 +127,11 @@ def manifest_key(job_id: str) -> str:
     return f"{JOBS}{job_id}/manifest.json"
 
 
-def take_key(manifest: str) -> str:
-    """jobs/<id>/manifest.json -> jobs/<id>/taken.json: which Batch job does that manifest's work."""
+def take_key(manifest: str, item: int | None = None) -> str:
+    """jobs/<id>/manifest.json -> jobs/<id>/taken.json: which Batch job does that manifest's work;
+    taken-<i>.json for work item i, an array job's child i (shared/pipeline/manifest.py)."""
     assert manifest.startswith(JOBS) and manifest.endswith("/manifest.json"), manifest
-    return manifest[: -len("manifest.json")] + "taken.json"
+    return manifest[: -len("manifest.json")] + ("taken.json" if item is None else f"taken-{item}.json")
 
 
 def pair_from_output_key(key: str) -> tuple[str, str] | None:

@@ -23,7 +23,8 @@ from botocore.exceptions import ClientError
 
 from shared.errors import InputError
 from shared.pipeline.ingest import ObjectRef, PairRef
-from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, expired, finish, lease_key, now_utc, read, report
+from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, expired, finish, lease_key, now_utc, read, release_quietly, report
+from shared.pipeline.manifest import items_of
 from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, JOBS, SWEEP_CLAIMS, classify, error_key, get_bytes, get_json, is_not_found,
                                 put_json, take_key)
 from shared.pipeline.validate import validate_sidecar
@@ -36,8 +37,8 @@ CURSOR = f"{JOBS}sweep/cursor.json"  # where a sweep that ran out of time stoppe
 class SweepConfig:
     half_pair_s: float = 24 * 3600  # HalfPairHours: how long the first half of a pair waits for the second
     # LeaseGraceSeconds: how long an expired ingest lease may wait for its redelivery. Longer than
-    # the RUNNABLE limit (2 h) plus one redelivery (the ingest queue's 30 min visibility timeout).
-    lease_grace_s: float = 3 * 3600
+    # the RUNNABLE limit (2 h) plus one redelivery (the ingest queue's 90 min visibility timeout).
+    lease_grace_s: float = 4 * 3600
     lookback_s: float = 7 * 24 * 3600  # a week of sweeps that failed is still caught up
 
 
@@ -199,12 +200,19 @@ def _settle(s3, bucket, lease: Lease, g: dict | None, now) -> Found | None:
         finish(s3, bucket, lease, state="superseded")
         return None
     manifest = doc.get("manifest") if doc.get("state") == "submitting" else None
-    if manifest:  # a job may have started on it after all; if none did, none may now (the take is ours)
-        if acquire(s3, bucket, take_key(manifest), {"swept": lease.key}, None, owner=f"sweep-{lease.owner}") is None:
-            taken = read(s3, bucket, take_key(manifest))
-            if not (taken and taken[0].get("swept") == lease.key):  # not an earlier sweep's that died before reporting
-                finish(s3, bucket, lease, state="submitted", batch_job_id=taken[0].get("owner") if taken else None)
-                return None
+    if manifest:  # a job may have started on it after all; if none did, none may now (the takes are ours)
+        n, mine = len(items_of(get_json(s3, bucket, manifest))), []
+        for take in [take_key(manifest)] if n == 1 else [take_key(manifest, i) for i in range(n)]:
+            held = acquire(s3, bucket, take, {"swept": lease.key}, None, owner=f"sweep-{lease.owner}")
+            if held is None:
+                taken = read(s3, bucket, take)
+                if not (taken and taken[0].get("swept") == lease.key):  # not an earlier sweep's that died before reporting
+                    for m in mine:  # an array child ran, so the array was submitted: let its other children run too
+                        release_quietly(s3, bucket, m)
+                    finish(s3, bucket, lease, state="submitted", batch_job_id=taken[0].get("owner") if taken else None)
+                    return None
+            else:
+                mine.append(held)
     times = int(doc.get("takeovers") or 0)  # the first holder, and every takeover but ours, stopped once
     reason = (f"the pair was accepted at {doc.get('claimed')} but no GPU job ever started for it: processing it stopped "
               f"{times} time{'s' * (times != 1)} without finishing{' after its job manifest was written' if manifest else ''} "

@@ -247,7 +247,11 @@ def batch_jobs(st: Stack) -> list[dict]:
     listed = st.batch.list_jobs(jobQueue=st.job_queue, filters=[{"name": "JOB_NAME", "values": ["cellpaint-*"]}])["jobSummaryList"]
     ids = [j["jobId"] for j in sorted(listed, key=lambda j: j.get("createdAt", 0))]
     jobs = st.batch.describe_jobs(jobs=ids)["jobs"] if ids else []
-    return [{"jobId": j["jobId"], "manifest": j["parameters"]["manifest"]} for j in jobs]
+    # an array job's parent does no work: its children do, one work item each
+    from cellpaint.local.runner import array_index
+
+    return [{"jobId": j["jobId"], "manifest": j["parameters"]["manifest"], "item": array_index(j)}
+            for j in jobs if "size" not in (j.get("arrayProperties") or {})]
 
 
 def run_jobs(st: Stack, inpainter) -> list[dict]:
@@ -255,7 +259,7 @@ def run_jobs(st: Stack, inpainter) -> list[dict]:
     [{pair: status} per job]."""
     from gpu_job.job import run
 
-    return [run(j["manifest"], s3=st.s3, inpainter=inpainter, batch_job_id=j["jobId"]) for j in batch_jobs(st)]
+    return [run(j["manifest"], s3=st.s3, inpainter=inpainter, batch_job_id=j["jobId"], item=j["item"]) for j in batch_jobs(st)]
 
 
 @pytest.fixture

@@ -183,3 +183,41 @@ def test_a_pair_that_would_hold_a_job_too_long_is_refused_naming_the_limit(stack
     [pair] = read_manifest(doc)
     assert pair.evaluations == 5 + -(-int((np.asarray(Image.open(io.BytesIO(mask))) > 127).sum()) // 64**2)
     assert submit["timeout"] == {"attemptDurationSeconds": time_limit([pair])}
+
+
+def test_a_folder_larger_than_a_work_item_is_one_array_job(stack, inpainter, monkeypatch):
+    """Work items sized by estimated work, run as the children of one array job: one SubmitJob,
+    every pair answered exactly once (also when a child runs twice), and a failed child speaks for
+    its own work item only."""
+    from shared.pipeline import manifest as manifest_mod
+    from shared.pipeline import notify
+
+    from .conftest import run_jobs
+
+    monkeypatch.setattr(manifest_mod, "ITEM_S", 5.0)  # each default pair is estimated at 2 s + its evaluations: 2 pairs an item
+    image, mask = good_pair()
+    records = []
+    for i in range(5):
+        records += upload(stack, f"incoming/day/{i}.png", image)["Records"]
+        records += upload(stack, f"incoming/day/{i}.mask.png", mask)["Records"]
+    assert stack.ingest.lambda_handler({"Records": records}, Context()) == {"batchItemFailures": []}
+    [submit] = stack.submits
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
+    assert doc["items"] == [[0, 2], [2, 4], [4, 5]] and submit["arrayProperties"] == {"size": 3}
+    assert submit["timeout"]["attemptDurationSeconds"] == max(manifest_mod.time_limit(read_manifest(doc)[a:b]) for a, b in doc["items"])
+    statuses = run_jobs(stack, inpainter)
+    assert [sorted(s) for s in statuses] == [["day/0", "day/1"], ["day/2", "day/3"], ["day/4"]]
+    assert all(v == "succeeded" for s in statuses for v in s.values())
+    assert len([k for k in keys(stack, "results/day/") if k.endswith("result.json")]) == 5
+    assert sorted(k.rsplit("/", 1)[1] for k in keys(stack, "jobs/") if "/taken" in k) == ["taken-0.json", "taken-1.json", "taken-2.json"]
+    assert all(v == "skipped" for s in run_jobs(stack, inpainter) for v in s.values())  # a retried child redoes nothing
+    # a child that failed for good (say its instance died) speaks for its own item's unanswered pairs;
+    # the parent's FAILED event, which Batch sends too, says nothing more
+    for k in keys(stack, "results/day/2/") + keys(stack, "results/day/3/"):
+        stack.s3.delete_object(Bucket=BUCKET, Key=k)
+    uri = f"s3://{BUCKET}/{manifests(stack)[0]}"
+    child = {"jobId": "other-attempt:1", "jobName": "cellpaint-x", "statusReason": "Host EC2 terminated", "parameters": {"manifest": uri},
+             "arrayProperties": {"index": 1}}
+    stack.s3.delete_object(Bucket=BUCKET, Key=manifests(stack)[0].replace("manifest.json", "taken-1.json"))  # as if it never started
+    assert sorted(n.pair for n in notify.from_batch_failure(stack.s3, child)) == ["day/2", "day/3"]
+    assert notify.from_batch_failure(stack.s3, {**child, "jobId": "other-attempt", "arrayProperties": {"size": 3}}) == []
