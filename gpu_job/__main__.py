@@ -58,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         job_log.addHandler(handler)
     job_log.setLevel(logging.INFO)
 
-    from gpu_job.job import EXIT_BAD_MANIFEST, run
+    import signal
 
+    from gpu_job.job import EXIT_BAD_MANIFEST, EXIT_HANDED_BACK, STOP, run
+
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())  # Batch's stop (Spot reclaim, cancel): finish the batch in hand, hand back the rest
     try:
         status = run(a.manifest, device=a.device)
     except (ValueError, KeyError, json.JSONDecodeError) as exc:
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_MANIFEST
         raise  # anything else is infrastructure: non-zero exit, Batch retries
     print(json.dumps(status))
-    return 0
+    return EXIT_HANDED_BACK if "handed back" in status.values() else 0
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from shared.imaging.images import InputError, load_image, load_mask, png_bytes
-from shared.pipeline.manifest import PairJob, items_of, read_manifest, window_from_dict
+from shared.pipeline.manifest import PairJob, items_of, job_size, read_manifest, window_from_dict
 from shared.options import InpaintOptions, OptionError
 from shared.imaging.preview import before_after, heatmap
 from shared.pipeline.leases import acquire
@@ -50,6 +50,10 @@ from gpu_job.inpainter.inpaint import Inpainter, InpaintResult
 from gpu_job.inpainter.weights import default_weights
 
 EXIT_BAD_MANIFEST = 2  # input error: the job definition's retry strategy exits, never retries
+# Out of time or told to stop (SIGTERM: a Spot reclaim, a cancel): the pairs not started are handed
+# back, and the retry strategy retries this exit code; the next attempt skips what this one wrote.
+EXIT_HANDED_BACK = 75
+STOP = threading.Event()  # set by the SIGTERM handler (gpu_job/__main__.py)
 # Who this job is: Batch sets AWS_BATCH_JOB_ID in every job's container, the same for all its
 # attempts. Run by hand (or by a test) without it, every run is the same "local" job.
 LOCAL_JOB = "local"
@@ -150,6 +154,8 @@ def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: In
     return publish(s3, bucket, p.pair, job_id, inputs, write)
 
 
+HAND_BACK_MARGIN_S = 120.0  # at least this long before the deadline, no new batch is started
+
 # A job batch: about this many model batches of windows (x samples), so that a batch's model calls
 # are mostly full ones; and at most this many pixels, which bounds the memory of the three batches
 # in flight (a manifest may hold many 40-megapixel images, MAX_PIXELS).
@@ -237,12 +243,15 @@ def sample_batch(todo: list) -> list[InpaintResult]:
 
 
 def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto",
-        batch_job_id: str | None = None, batch_rows: int | None = None, item: int | None = None) -> dict:
+        batch_job_id: str | None = None, batch_rows: int | None = None, item: int | None = None,
+        deadline: float | None = None) -> dict:
     """Runs one manifest; returns {pair: "succeeded" | "failed" | "skipped" | "duplicate" |
-    "superseded" (a newer upload's result was there first)}, in
+    "superseded" (a newer upload's result was there first) | "handed back"}, in
     manifest order. `batch_rows`: model rows (windows x samples) per job batch (default:
     BATCHES_PER_JOB_BATCH x the inpainter's batch size). `item`: the work item to do (default: an
-    array child's AWS_BATCH_JOB_ARRAY_INDEX; a plain job does the whole manifest)."""
+    array child's AWS_BATCH_JOB_ARRAY_INDEX; a plain job does the whole manifest). `deadline` (epoch
+    s; under Batch by default the start plus the manifest's time limit): no batch is started so
+    near it, nor once STOP is set; the pairs left are "handed back"."""
     t_start = time.time()
     s3 = s3 or boto3.client("s3", config=_RETRY)
     bucket, key = parse_uri(manifest_uri)
@@ -268,13 +277,21 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
 
     batches = plan_batches(pairs, batch_rows or BATCHES_PER_JOB_BATCH * inpainter.batch_size)
     status: dict[str, str] = {}
+    if deadline is None and os.environ.get("AWS_BATCH_JOB_ID"):  # the time limit ingest gave this job (its manifest's)
+        deadline = t_start + job_size(doc)[1]
+    longest = 0.0
     totals = {"input_wait_s": 0.0, "sample_s": 0.0, "output_wait_s": 0.0, "download_decode_s": 0.0}
     with ThreadPoolExecutor(1, thread_name_prefix="gpu_job-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="gpu_job-write") as writer:
         reading = reader.submit(read_batch, s3, bucket, batches[0], models, job_id) if batches else None
         writing: Future | None = None
         for i in range(len(batches)):
-            t0 = time.time()
+            if STOP.is_set() or (deadline is not None and time.time() > deadline - max(HAND_BACK_MARGIN_S, 2 * longest)):
+                log.warning("job %s: %s; %d pairs not started are handed back for the next attempt", job_id,
+                            "told to stop" if STOP.is_set() else "near its time limit", sum(len(b) for b in batches[i:]))
+                status.update({p.pair: "handed back" for b in batches[i:] for p in b})
+                break
+            t_batch = t0 = time.time()
             loaded = reading.result()
             input_wait = time.time() - t0
             if i + 1 < len(batches):  # the next batch downloads while this one samples
@@ -297,6 +314,7 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
                 status.update(writing.result())
                 totals["output_wait_s"] += time.time() - t0
             writing = writer.submit(write_batch, s3, bucket, job_id, todo, results, dev, timings, t_start)
+            longest = max(longest, time.time() - t_batch)
         if writing is not None:
             status.update(writing.result())
     total = time.time() - t_start

@@ -4,10 +4,12 @@
 - latency: upload (the real aws CLI, image then mask) -> the webhook has the notification, for
   one pair at a time; the median of --runs runs;
 - throughput: --pairs pairs uploaded at once (`aws s3 cp --recursive`, 10 transfers in parallel)
-  -> all their notifications; pairs per minute, and how many Batch jobs ingest grouped them into.
+  -> all their notifications; pairs per minute, how many Batch jobs (SubmitJob calls) and work
+  items ingest made of them, how many folder digests went out, and `cellpaint status`'s last line;
+- the same pairs through `cellpaint inpaint --pairs` (one process, no AWS), for the ratio.
 
 Prints a markdown table and the machine. Run it with nothing else using the CPU:
-    .venv/bin/python scripts/bench_local.py [--weights W] [--runs 5] [--pairs 50]
+    .venv/bin/python scripts/bench_local.py [--weights W] [--runs 5] [--pairs 50] [--size 363 360]
 """
 from __future__ import annotations
 
@@ -114,7 +116,20 @@ def main() -> int:
                            for o in page.get("Contents", []) if o["Key"].endswith("/manifest.json"))
         per_job = [n for n in (sum(p["pair"].startswith("many/") for p in json.loads(
             s3.get_object(Bucket=stack.bucket, Key=k)["Body"].read())["pairs"]) for k in manifests) if n]
-        print(f"throughput: {a.pairs} pairs in {t_end - t0:.1f} s, jobs {per_job}", file=sys.stderr)
+        docs = [json.loads(s3.get_object(Bucket=stack.bucket, Key=k)["Body"].read()) for k in manifests]
+        items = sum(len(doc.get("items") or [0]) for doc in docs if any(p["pair"].startswith("many/") for p in doc["pairs"]))
+        time.sleep(70)  # a folder digest goes out within a minute of the folder's last answer
+        digests = [m for m in list(stack.receiver.messages) if m["body"].get("kind") == "folder" and "many" in json.dumps(m["body"])]
+        status = subprocess.run([sys.executable, "-m", "cellpaint", "status", f"s3://{stack.bucket}/incoming/many/"], env=env,
+                                capture_output=True, text=True)
+        status_line = (status.stdout.strip().splitlines() or [""])[-1]
+        print(f"throughput: {a.pairs} pairs in {t_end - t0:.1f} s, jobs {per_job}, status: {status_line} (exit {status.returncode})",
+              file=sys.stderr)
+    t1 = time.time()
+    subprocess.run([sys.executable, "-m", "cellpaint", "inpaint", "--pairs", str(d), "-o", str(tmp / "cli-out")], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli_s = time.time() - t1
+    print(f"cellpaint inpaint --pairs: {cli_s:.1f} s", file=sys.stderr)
 
     unet = {}
     try:
@@ -131,7 +146,11 @@ def main() -> int:
           f"(min {min(latencies):.1f}, max {max(latencies):.1f}) |")
     print(f"| throughput, {a.pairs} pairs uploaded at once | {a.pairs / (t_end - t0) * 60:.1f} pairs/min "
           f"({t_end - t0:.1f} s from the first upload to the last notification) |")
-    print(f"| Batch jobs those {a.pairs} pairs were grouped into | {len(per_job)} (pairs per job: {', '.join(map(str, per_job))}) |")
+    print(f"| Batch jobs (SubmitJob calls) those {a.pairs} pairs were grouped into | {len(per_job)} (pairs per job: "
+          f"{', '.join(map(str, per_job))}; {items} work item{'s' * (items != 1)}) |")
+    print(f"| the same pairs, `cellpaint inpaint --pairs` | {cli_s:.1f} s: the stack ran at {cli_s / (t_end - t0):.2f} of its speed |")
+    print(f"| folder digests | {len(digests)} |")
+    print(f"| `cellpaint status` | {status_line} (exit {status.returncode}) |")
     window = next(s["window"] for f in stack.stack.functions if f.logical_id == "IngestFunction" for s in f.sqs_sources)
     print(f"\nmachine: {machine()}; jobs run one at a time on CPU; the ingest queue's batching window is {window} s "
           "(template.yaml)")

@@ -243,3 +243,38 @@ def test_newest_upload_wins_whole_whatever_order_jobs_finish(s3, tiny_weights, r
     assert result["job_id"] == "job-b"
     out = load_image(s3.get_object(Bucket=BUCKET, Key="results/lab1/order/inpainted.png")["Body"].read())
     assert np.array_equal(out[~newer_mask], newer_img[~newer_mask])
+
+
+def test_a_job_near_its_time_limit_hands_unstarted_pairs_back(s3, tiny_weights, rng, monkeypatch):
+    """No job that cannot finish: near its deadline (or told to stop) the job starts no new batch;
+    the pairs left are handed back (exit 75, which the retry strategy retries), and the next attempt
+    of the same Batch job does only those."""
+    import time
+
+    from gpu_job import __main__ as job_main
+    from gpu_job import job as job_mod
+
+    pairs = [add_pair(s3, f"late/{i}", rng)[2] for i in range(3)]
+    doc = manifest("job-late", BUCKET, pairs, "2026-12-03T00:00:00Z")
+    s3.put_object(Bucket=BUCKET, Key="jobs/job-late/manifest.json", Body=json.dumps(doc).encode())
+    uri = f"s3://{BUCKET}/jobs/job-late/manifest.json"
+    inp = Inpainter(tiny_weights, "cpu")
+    first = run(uri, s3=s3, inpainter=inp, batch_job_id="batch-1", batch_rows=1, deadline=time.time() + 60)
+    assert set(first.values()) == {"handed back"}  # within the 120 s margin: nothing started
+    assert not s3.list_objects_v2(Bucket=BUCKET, Prefix="results/late/").get("KeyCount")
+    job_mod.STOP.set()  # SIGTERM
+    try:
+        assert set(run(uri, s3=s3, inpainter=inp, batch_job_id="batch-1", batch_rows=1).values()) == {"handed back"}
+    finally:
+        job_mod.STOP.clear()
+    again = run(uri, s3=s3, inpainter=inp, batch_job_id="batch-1", batch_rows=1)  # the retry, with time to spare
+    assert set(again.values()) == {"succeeded"}
+    # the entry point turns a hand-back into the exit code the retry strategy retries
+    monkeypatch.setattr(job_mod, "run", lambda *a, **k: {"late/0": "handed back"})
+    assert job_main.main(["run", "--manifest", uri]) == job_mod.EXIT_HANDED_BACK == 75
+    from cellpaint.local.runner import BatchRunner
+    from tests.test_template import template
+
+    strategy = template().resources["JobDefinition"]["Properties"]["RetryStrategy"]
+    assert BatchRunner.action({"evaluateOnExit": [{k[0].lower() + k[1:]: v for k, v in r.items()} for r in strategy["EvaluateOnExit"]]},
+                              75, "Essential container in task exited") == "RETRY"
