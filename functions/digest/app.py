@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.pipeline import digest, notify
-from shared.pipeline.s3 import client
+from shared.pipeline.s3 import client, presign
 
 BUCKET, TOPIC_ARN, QUEUE_URL = os.environ["BUCKET"], os.environ["TOPIC_ARN"], os.environ["DIGEST_QUEUE_URL"]
 LINK_EXPIRY_SECONDS = int(os.environ["LINK_EXPIRY_SECONDS"])
@@ -29,9 +29,7 @@ def record_handler(record: SQSRecord) -> None:
     status, n = digest.check(S3, SQS, BUCKET, folder, QUEUE_URL)
     if n is not None:
         if n.keys.get("contact_sheet"):
-            n.link = S3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": n.keys["contact_sheet"]},
-                                               ExpiresIn=LINK_EXPIRY_SECONDS)
-            n.link_expires_in = LINK_EXPIRY_SECONDS
+            n.link, n.link_expires_in = presign(S3, BUCKET, n.keys["contact_sheet"], LINK_EXPIRY_SECONDS)
         notify.publish(SNS, S3, BUCKET, TOPIC_ARN, n, logger=logger)
         metrics.add_metric(name="FolderDigests", unit=MetricUnit.Count, value=1)
     logger.info(status, extra={"folder": folder})

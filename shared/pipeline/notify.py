@@ -22,7 +22,8 @@ from botocore.exceptions import ClientError
 from shared.pipeline.leases import DEFAULT_LEASE_S, acquire, finish, lease_key, now_utc, release_quietly
 from shared.pipeline.manifest import items_of
 from shared.pipeline.records import ModelReady, Notice, Result
-from shared.pipeline.s3 import MODELS, NOTIFY_CLAIMS, error_key, get_json, pair_from_output_key, result_key, take_key, written_by
+from shared.pipeline.s3 import (MODELS, NOTIFY_CLAIMS, error_key, get_json, pair_from_output_key, presign, result_key, take_key,
+                                written_by)
 from shared.pipeline.s3events import object_events
 
 # What Batch puts in statusReason when the job queue's JobStateTimeLimitActions cancels a job that
@@ -37,9 +38,8 @@ def from_result(s3: BaseClient, bucket: str, key: str, expires_in: int, version:
     pair, _ = pair_from_output_key(key)
     r = Result.from_json(get_json(s3, bucket, key, version))  # the version the event names, not a newer one
     inpainted = result_key(pair, "inpainted.png")
-    made = r.output_versions.get("inpainted")  # the very image this result.json names
-    params = {"Bucket": bucket, "Key": inpainted, **({"VersionId": made} if made else {})}
-    link = s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
+    # the very image this result.json names, for as long as the signing credentials allow
+    link, expires_in = presign(s3, bucket, inpainted, expires_in, r.output_versions.get("inpainted"))
     keys = {"image": r.inputs.get("image_key"), "mask": r.inputs.get("mask_key"), "inpainted": inpainted,
             "preview": result_key(pair, "preview.png"), "result": key}
     keys.update({k: v for k, v in r.outputs.items() if isinstance(v, str) and k not in keys})  # e.g. uncertainty

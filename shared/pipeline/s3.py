@@ -166,6 +166,21 @@ def get_bytes(s3: BaseClient, bucket: str, key: str, version: str | None = None)
     return s3.get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read()
 
 
+def presign(s3: BaseClient, bucket: str, key: str, expires_in: int, version: str | None = None,
+            now: datetime | None = None) -> tuple[str, int]:
+    """A GET link to one object (version) and how long it really works: a link signed with
+    temporary credentials dies with them, whatever it says, so `expires_in` is cut to the signing
+    credentials' remaining life when botocore knows it (an assumed role, an instance profile).
+    Lambda's own credentials carry no expiry; LinkExpirySeconds is bounded for them (template.yaml)."""
+    creds = getattr(getattr(s3, "_request_signer", None), "_credentials", None)
+    expiry = getattr(creds, "_expiry_time", None)
+    if expiry is not None:
+        left = int((expiry - (now or datetime.now(timezone.utc))).total_seconds()) - 60  # a minute for clocks
+        expires_in = max(1, min(expires_in, left))
+    params = {"Bucket": bucket, "Key": key, **({"VersionId": version} if version else {})}
+    return s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in), expires_in
+
+
 def get_json(s3: BaseClient, bucket: str, key: str, version: str | None = None) -> dict:
     """A JSON document; one that is not an object comes back as {"value": ...}."""
     doc = json.loads(get_bytes(s3, bucket, key, version))

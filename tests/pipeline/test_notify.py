@@ -129,3 +129,30 @@ def test_output_keys():
     assert pair_from_output_key("failed/a/error.json") == ("a", "failed")
     assert pair_from_output_key("results/result.json") is None
     assert pair_from_output_key("results/a/inpainted.png") is None
+
+
+def test_a_link_claims_no_longer_than_its_signing_credentials_last(stack):
+    """A presigned link dies with the temporary credentials that signed it: where botocore knows
+    their expiry, the link (and the validity the message states) is cut to it."""
+    from datetime import datetime, timedelta, timezone
+    from urllib.parse import parse_qs, urlparse
+
+    import boto3
+    from botocore.config import Config
+    from botocore.credentials import RefreshableCredentials
+
+    from shared.pipeline.s3 import presign
+
+    now = datetime.now(timezone.utc)
+    url, secs = presign(stack.s3, BUCKET, "results/a/inpainted.png", 3600, "v1")  # static test keys: no expiry known
+    assert secs == 3600 and parse_qs(urlparse(url).query)["versionId"] == ["v1"]
+    session = boto3.Session(region_name=REGION)
+    soon = RefreshableCredentials("AKIDEXAMPLE", "secret", "token", now + timedelta(minutes=20),
+                                  lambda: {"access_key": "a", "secret_key": "s", "token": "t", "expiry_time": (now + timedelta(hours=1)).isoformat()},
+                                  "assume-role")
+    session._session._credentials = soon
+    s3 = session.client("s3", config=Config(signature_version="s3v4"))
+    url, secs = presign(s3, BUCKET, "results/a/inpainted.png", 3600, now=now)
+    assert secs == 19 * 60 and parse_qs(urlparse(url).query)["X-Amz-Expires"] == [str(secs)]
+    assert "link valid for 19 min" in notify.render(notify.Notice("succeeded", "a", None, {"inpainted": "results/a/inpainted.png"},
+                                                                  BUCKET, url, secs))[1]
