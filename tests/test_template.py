@@ -161,3 +161,29 @@ def test_every_checkov_skip_has_a_reason_and_names_resources_that_exist():
     for check, entry in skips.items():
         assert len(entry["why"]) > 40, check
         assert entry["resources"] is None or entry["resources"] <= resources, (check, entry["resources"] - resources)
+
+
+# ---- the GPU instances' egress: anywhere on 443, or the stack's VPC endpoints only -----------------
+
+def test_private_networking_limits_the_gpu_egress_to_the_endpoints():
+    public = template()
+    [rule] = public.resolve(public.resources["GpuSecurityGroup"]["Properties"]["SecurityGroupEgress"])
+    assert rule["CidrIp"] == "0.0.0.0/0" and rule["FromPort"] == 443
+    assert not public.enabled("S3Endpoint") and not public.enabled("GpuToS3")
+
+    private = template(PrivateNetworking="true", RouteTableIds="rtb-1", S3PrefixListId="pl-63a5400a")
+    private.register("GpuSecurityGroup", "sg-gpu")
+    private.register("EndpointSecurityGroup", "sg-endpoints")
+    inline = private.resolve(private.resources["GpuSecurityGroup"]["Properties"]["SecurityGroupEgress"])
+    assert [r["CidrIp"] for r in inline] == ["127.0.0.1/32"]  # replaces the default allow-all
+    egress = {k: private.resolve(private.resources[k]["Properties"]) for k in ("GpuToEndpoints", "GpuToS3")}
+    assert all(e["FromPort"] == e["ToPort"] == 443 and "CidrIp" not in e for e in egress.values())
+    assert egress["GpuToEndpoints"]["DestinationSecurityGroupId"] == "sg-endpoints"
+    assert egress["GpuToS3"]["DestinationPrefixListId"] == "pl-63a5400a"
+    services = {private.resolve(r["Properties"]["ServiceName"]).removeprefix("com.amazonaws.us-east-1.")
+                for k, r in private.resources.items() if r["Type"] == "AWS::EC2::VPCEndpoint" and private.enabled(k)}
+    assert services == {"s3", "ecr.api", "ecr.dkr", "logs", "ecs", "ecs-agent", "ecs-telemetry"}
+    ingress = private.resolve(private.resources["EndpointsFromGpu"]["Properties"])
+    assert ingress["SourceSecurityGroupId"] == "sg-gpu" and ingress["FromPort"] == 443
+    rule = private.doc["Rules"]["PrivateNetworkingNeedsItsIds"]
+    assert len(rule["Assertions"]) == 2  # CloudFormation refuses PrivateNetworking without the ids
