@@ -132,7 +132,7 @@ def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: In
     results lease (shared/pipeline/publish.py): "written", or "superseded" when a newer upload's
     result is already there. `timings` gets the pair's encode_upload_s and total_s (since t_start)."""
     inputs = {"image_key": p.image_key, "image_version": p.image_version, "mask_key": p.mask_key,
-              "mask_version": p.mask_version, "uploaded": p.uploaded}
+              "mask_version": p.mask_version, "uploaded": p.uploaded, "claimed": p.claimed}
 
     def write() -> None:
         t0 = time.time()

@@ -95,8 +95,8 @@ def test_each_function_polls_only_its_own_queue(expanded):
         sqs = [s for s in statements(role) if any(a.startswith("sqs:") for a in as_list(s["Action"]))]
         polling = [s for s in sqs if set(as_list(s["Action"])) & poll]
         assert len(polling) == 1 and as_list(polling[0]["Resource"]) == [m["EventSourceArn"]], sqs
-        # the adapt and digest functions also send their own delayed checks, to their own queue only
-        assert set(polling[0]["Action"]) == (poll | {"sqs:SendMessage"} if lid in ("AdaptFunction", "DigestFunction") else poll)
+        # the adapt and digest functions also send their own delayed checks, and ingest its settling events, to their own queue only
+        assert set(polling[0]["Action"]) == (poll | {"sqs:SendMessage"} if lid in ("AdaptFunction", "DigestFunction", "IngestFunction") else poll)
         sends = [s for s in sqs if s not in polling]  # the notify function schedules digest checks, and does nothing else with SQS
         assert [(as_list(s["Action"]), as_list(s["Resource"])) for s in sends] == ([(["sqs:SendMessage"], [{"Fn::GetAtt": ["DigestQueue", "Arn"]}])]
                                                                                     if lid == "NotifyFunction" else [])

@@ -25,7 +25,8 @@ LIMITS = Limits(max_bytes=int(os.environ["MAX_UPLOAD_BYTES"]), max_pixels=int(os
                 max_windows=int(os.environ["MAX_WINDOWS"]))
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
-S3, BATCH = client("s3"), client("batch")
+S3, BATCH, SQS = client("s3"), client("batch"), client("sqs")
+QUEUE_URL = os.environ["INGEST_QUEUE_URL"]  # its own queue: a re-upload's first half is looked at again after a settle
 
 
 @tracer.capture_method
@@ -40,6 +41,8 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> list[ing
             continue
         outcome = ingest.ingest_object(S3, BUCKET, ev.key, ev.version, LIMITS, lease_s=seconds_left(lambda_context))
         logger.info(outcome.detail or outcome.status, extra={"status": outcome.status, "key": ev.key, "pair": outcome.pair})
+        if outcome.status == "settling":  # looked at again later: the same event, delayed on this queue
+            SQS.send_message(QueueUrl=QUEUE_URL, MessageBody=record.body, DelaySeconds=min(900, int(outcome.retry_in) + 1))
         metrics.add_metric(name=f"Pairs{outcome.status.capitalize()}", unit=MetricUnit.Count, value=1)
         outcomes.append(outcome)
     return outcomes

@@ -25,8 +25,8 @@ from shared.pipeline.adapt import LAB, model_key
 from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, finish, lease_key, now_utc, read, record, release_quietly, report
 from shared.pipeline.manifest import PairJob, items_of, job_size, manifest, window_to_dict
 from shared.pipeline.pairs import split_name
-from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, classify, error_key, failed_prefix_for_key, get_bytes, get_json, is_not_found,
-                 manifest_key, put_json, take_key)
+from shared.pipeline.s3 import (CLAIMS, INCOMING, INGEST_CLAIMS, classify, digest, error_key, failed_prefix_for_key, get_bytes, get_json,
+                 is_not_found, manifest_key, put_json, take_key)
 from shared.imaging.scale import auto_window
 from shared.options import InpaintOptions
 from shared.pipeline.validate import Limits, check_cost, plan_mask, validate_pair, validate_sidecar
@@ -37,6 +37,12 @@ from shared.imaging.windows import prepare
 # needs seconds (more while botocore backs off). Records left over go back to the queue (partial
 # batch failure); should the invocation still time out, its leases expire and the retry takes over.
 RESERVE_S = 60.0
+# A re-upload's two halves arrive seconds apart. A new version of one half that meets the version of
+# the other half already restored with another (the last pairing, PAIRINGS) waits this long for the
+# other half's new version before it is paired with the old one (a deliberate re-use: a new mask on
+# the same image). So a re-upload of both is never restored as new image + old mask.
+REUPLOAD_SETTLE_S = 60.0
+PAIRINGS = f"{CLAIMS}ingest-pairs/"
 
 
 class OutOfTime(Exception):
@@ -76,7 +82,7 @@ class PairRef:
 
 @dataclass
 class Outcome:
-    status: str  # ignored | waiting | duplicate | failed | ready | resubmit
+    status: str  # ignored | waiting | settling | duplicate | failed | ready | resubmit
     key: str
     pair: str | None = None
     detail: str = ""
@@ -85,6 +91,7 @@ class Outcome:
     error_key: str | None = None
     sidecar: list | None = None  # [key, version] of the options used (ready)
     manifest_key: str | None = None  # resubmit: the manifest an earlier delivery wrote and may have submitted
+    retry_in: float = 0.0  # settling: seconds until the event is to be looked at again
 
 
 # ---- The pair as it is in the bucket -------------------------------------------------------
@@ -166,16 +173,21 @@ def ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None = N
                           {"upload": key}, error_key(upload.pair), now, lease_s)
     if ref is None:
         return Outcome("waiting", key, upload.pair, "the other half of the pair has not arrived")
+    wait = settle_left(s3, bucket, ref, now)
+    if wait > 0:
+        return Outcome("settling", key, ref.pair, f"one half is new and the other was restored with another version: waiting "
+                                                  f"{wait:.0f} s for the other half's new version", retry_in=wait)
     doc = {"pair": ref.pair, "image": ref.image.ref, "mask": ref.mask.ref, "event_key": key, "claimed": now.isoformat()}
     lease = acquire(s3, bucket, ref.claim_key, doc, lease_s, now=now)
     if lease is None:
         return Outcome("duplicate", key, ref.pair, "this version of the pair is held or done by another delivery")
+    put_json(s3, bucket, pairing_key(ref.pair), {"image": ref.image.ref, "mask": ref.mask.ref, "claimed": now.isoformat()})
     if lease.state == "submitting" and _exists(s3, bucket, lease.doc.get("manifest", "")):
         return Outcome("resubmit", key, ref.pair, "an earlier delivery stopped after writing its manifest", lease=lease,
                        manifest_key=lease.doc["manifest"])
     keys = {"image": ref.image.key, "mask": ref.mask.key, "sidecar": ref.sidecar.key if ref.sidecar else None}
     try:
-        job = load_pair(s3, bucket, ref, limits)
+        job = replace(load_pair(s3, bucket, ref, limits), claimed=now.isoformat())
     except InputError as exc:
         err = report(s3, bucket, lease, pair=ref.pair, reason=str(exc), keys=keys, key=error_key(ref.pair), stage="ingest", now=now)
         return Outcome("failed", key, ref.pair, str(exc), lease=lease, error_key=err)
@@ -183,6 +195,29 @@ def ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None = N
         release_quietly(s3, bucket, lease)
         raise
     return Outcome("ready", key, ref.pair, job=job, lease=lease, sidecar=ref.sidecar.ref if ref.sidecar else None)
+
+
+def pairing_key(pair: str) -> str:
+    return f"{PAIRINGS}{digest(pair)}.json"
+
+
+def settle_left(s3: BaseClient, bucket: str, ref: PairRef, now: datetime) -> float:
+    """Seconds this pair must wait before it is paired: >0 only when one half is a new version and
+    the other is the very version the last pairing used with another (REUPLOAD_SETTLE_S)."""
+    try:
+        last = get_json(s3, bucket, pairing_key(ref.pair))
+    except ClientError as exc:
+        if is_not_found(exc):
+            return 0.0
+        raise
+    same = [list(last.get(role) or []) == half.ref for role, half in (("image", ref.image), ("mask", ref.mask))]
+    if same.count(True) != 1:
+        return 0.0  # the same pairing again (the lease decides), or both halves new
+    new = ref.mask if same[0] else ref.image
+    if not new.modified:
+        return 0.0
+    age = (now - datetime.fromisoformat(new.modified)).total_seconds()
+    return max(0.0, REUPLOAD_SETTLE_S - age)
 
 
 def _exists(s3: BaseClient, bucket: str, key: str) -> bool:

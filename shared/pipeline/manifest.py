@@ -54,6 +54,7 @@ class PairJob:
     image_version: str | None = None
     mask_version: str | None = None
     uploaded: str | None = None  # the later of the two halves' upload times: the newest upload's result wins (shared/pipeline/publish.py)
+    claimed: str | None = None  # when ingest took the pair: breaks a tie of upload times (whole seconds)
     evaluations: int = 0  # model evaluations the pair costs (shared/pipeline/validate.py evaluations): the job's time limit
     model: dict | None = None  # a lab's own model for this pair: {"key", "version"} under models/<lab>/ (None: the stack's)
 

@@ -27,9 +27,10 @@ LEASE_S = 120.0
 
 
 def order(inputs: dict) -> tuple:
-    """Which upload is newer: the later of the two halves' upload times, then the versions (only
-    to break a tie the same way in every job)."""
-    return (inputs.get("uploaded") or "", inputs.get("image_version") or "", inputs.get("mask_version") or "")
+    """Which upload is newer: the later of the two halves' upload times (S3 keeps whole seconds),
+    then when ingest took the pair, then the versions (only to break a tie the same way in every job)."""
+    return (inputs.get("uploaded") or "", inputs.get("claimed") or "", inputs.get("image_version") or "",
+            inputs.get("mask_version") or "")
 
 
 def current(s3: BaseClient, bucket: str, pair: str) -> dict | None:

@@ -102,6 +102,7 @@ def stack(env):
         env.setenv("JOB_DEFINITION", jobdef)
         env.setenv("TOPIC_ARN", topic)
         env.setenv("DIGEST_QUEUE_URL", sqs.create_queue(QueueName="digest")["QueueUrl"])
+        env.setenv("INGEST_QUEUE_URL", sqs.create_queue(QueueName="ingest")["QueueUrl"])
         st = Stack(s3, batch, sns, sqs, topic, inbox, queue, jobdef)
         st.ingest = load_handler("ingest")
         st.notify = load_handler("notify")

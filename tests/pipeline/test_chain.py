@@ -19,7 +19,7 @@ from shared.options import OPTIONS, InpaintOptions
 from shared.pipeline.records import NOTICE_VERSION
 from shared.imaging.images import load_image, load_mask
 
-from .conftest import BUCKET, REGION, Context, cell_image, disc_mask, encode, inbox, keys, load_event, s3_body, sqs_event
+from .conftest import BUCKET, REGION, Context, cell_image, disc_mask, encode, inbox, keys, later, load_event, s3_body, sqs_event
 
 H, W = 90, 120  # not square, not the model's size: the result must still be 90x120
 PBC = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
@@ -273,7 +273,7 @@ def test_a_pair_failing_in_the_gpu_job_does_not_lose_the_other(stack, weights_wi
     assert set(upload_versions(stack)) == {f"incoming/{n}{s}" for n in "cd" for s in (".json", ".tif", ".mask.png")}
 
 
-def test_reupload_after_a_result_is_restored_again(stack, inpainter):
+def test_reupload_after_a_result_is_restored_again(stack, inpainter, monkeypatch):
     """Uploading a corrected mask makes a new pair version: ingest submits a new job (the claim is
     per version), and that job must restore the pair again, not skip it as already done."""
     from gpu_job.job import run
@@ -286,7 +286,10 @@ def test_reupload_after_a_result_is_restored_again(stack, inpainter):
     # a corrected mask, uploaded under the same key
     smaller = np.zeros((H, W), np.uint8)
     smaller[20:40, 30:60] = 255
-    stack.ingest.lambda_handler({"Records": [put(stack, "incoming/e.mask.png", encode(smaller))]}, Context())
+    corrected = {"Records": [put(stack, "incoming/e.mask.png", encode(smaller))]}
+    stack.ingest.lambda_handler(corrected, Context())  # one half alone: it waits for the other's new version a while ...
+    later(monkeypatch, 61)
+    stack.ingest.lambda_handler(corrected, Context())  # ... and then goes with the image there
     assert len(stack.submits) == 2
     second = stack.submits[-1]["parameters"]["manifest"]
     assert run(second, s3=stack.s3, inpainter=inpainter) == {"e": "succeeded"}

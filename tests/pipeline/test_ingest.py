@@ -11,7 +11,7 @@ from PIL import Image
 from shared.options import InpaintOptions
 from shared.pipeline.manifest import read_manifest
 
-from .conftest import BUCKET, Context, good_pair, keys, load_event, s3_body, sqs_event, upload
+from .conftest import BUCKET, Context, encode, good_pair, keys, load_event, s3_body, sqs_event, upload
 
 
 def manifests(st):
@@ -113,11 +113,16 @@ def test_two_halves_racing_on_threads_give_one_job(stack):
     assert len(stack.submits) == 1 and len(manifests(stack)) == 1
 
 
-def test_reupload_is_a_new_job(stack):
+def test_reupload_is_a_new_job(stack, monkeypatch):
+    from .conftest import later
+
     image, mask = good_pair()
     upload(stack, "incoming/r.png", image)
     stack.ingest.lambda_handler(upload(stack, "incoming/r.mask.png", mask), Context())
-    stack.ingest.lambda_handler(upload(stack, "incoming/r.mask.png", mask), Context())  # a new version
+    again = upload(stack, "incoming/r.mask.png", mask)  # a new version of one half: its job comes after the settle
+    stack.ingest.lambda_handler(again, Context())
+    later(monkeypatch, 61)
+    stack.ingest.lambda_handler(again, Context())  # the event, delayed on the queue
     assert len(stack.submits) == 2
 
 
@@ -221,3 +226,46 @@ def test_a_folder_larger_than_a_work_item_is_one_array_job(stack, inpainter, mon
     stack.s3.delete_object(Bucket=BUCKET, Key=manifests(stack)[0].replace("manifest.json", "taken-1.json"))  # as if it never started
     assert sorted(n.pair for n in notify.from_batch_failure(stack.s3, child)) == ["day/2", "day/3"]
     assert notify.from_batch_failure(stack.s3, {**child, "jobId": "other-attempt", "arrayProperties": {"size": 3}}) == []
+
+
+def test_a_reupload_is_never_paired_with_the_other_halfs_old_version(stack, monkeypatch):
+    """Both halves uploaded again: the new image's event meets the old mask, which was already
+    restored with the old image. It waits for the new mask (its event comes back on the queue after
+    the settle) instead of making a job of new image + old mask. A new mask alone, on purpose, is
+    paired with the image once the settle has passed."""
+    from shared.pipeline.ingest import REUPLOAD_SETTLE_S
+
+    from .conftest import later
+
+    sent = []
+    stack.ingest.SQS.meta.events.register("provide-client-params.sqs.SendMessage", lambda params, **kw: sent.append(params))
+    image, mask = good_pair()
+    other_mask = encode(np.pad(np.ones((8, 8), np.uint8) * 255, ((4, 36), (4, 52))))
+    stack.ingest.lambda_handler(upload(stack, "incoming/re/p.png", image), Context())
+    stack.ingest.lambda_handler(upload(stack, "incoming/re/p.mask.png", mask), Context())
+    assert len(stack.submits) == 1
+    # the re-upload: the image first ...
+    image_event = upload(stack, "incoming/re/p.png", encode(np.asarray(Image.open(io.BytesIO(image)))[:, ::-1]))
+    assert stack.ingest.lambda_handler(image_event, Context()) == {"batchItemFailures": []}
+    assert len(stack.submits) == 1  # no job for new image + old mask
+    [again] = sent
+    assert json.loads(again["MessageBody"]) == json.loads(image_event["Records"][0]["body"])
+    assert 1 <= again["DelaySeconds"] <= REUPLOAD_SETTLE_S + 1
+    # ... then its mask: the new pair goes
+    stack.ingest.lambda_handler(upload(stack, "incoming/re/p.mask.png", other_mask), Context())
+    assert len(stack.submits) == 2
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=sorted(manifests(stack))[-1])["Body"].read())
+    heads = {r: stack.s3.head_object(Bucket=BUCKET, Key=f"incoming/re/p{'.mask' if r == 'mask' else ''}.png")["VersionId"] for r in ("image", "mask")}
+    assert (doc["pairs"][0]["image_version"], doc["pairs"][0]["mask_version"]) == (heads["image"], heads["mask"])
+    # the delayed image event comes back: that pairing is done already
+    later(monkeypatch, REUPLOAD_SETTLE_S + 1)
+    stack.ingest.lambda_handler(image_event, Context())
+    assert len(stack.submits) == 2
+    # a new mask alone, on purpose: it waits the settle, then pairs with the current image
+    mask_event = upload(stack, "incoming/re/p.mask.png", mask)
+    monkeypatch.undo()
+    stack.ingest.lambda_handler(mask_event, Context())
+    assert len(stack.submits) == 2 and len(sent) == 2
+    later(monkeypatch, REUPLOAD_SETTLE_S + 1)
+    stack.ingest.lambda_handler(mask_event, Context())
+    assert len(stack.submits) == 3

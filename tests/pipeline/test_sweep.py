@@ -48,7 +48,7 @@ def test_a_half_uploaded_pair_is_reported_once_after_a_day(stack, sweeper, monke
     assert len(batch_jobs(stack)) == 1
 
 
-def test_a_sidecar_after_its_pair_is_reported_once(stack, sweeper):
+def test_a_sidecar_after_its_pair_is_reported_once(stack, sweeper, monkeypatch):
     image, mask = good_pair()
     upload(stack, "incoming/s.png", image)
     stack.ingest.lambda_handler(upload(stack, "incoming/s.mask.png", mask), Context())
@@ -65,8 +65,12 @@ def test_a_sidecar_after_its_pair_is_reported_once(stack, sweeper):
                                   "so they were not used; upload the image or the mask again to restore the pair with them")
     assert "fix them first" in got["u"]["reason"] and "from 1 to 1000" in got["u"]["reason"]
     assert sweep_and_notify(stack, sweeper) == []
-    # uploading the mask again runs the pair with the options, and they are not late for that run
-    stack.ingest.lambda_handler(upload(stack, "incoming/s.mask.png", mask), Context())
+    # uploading the mask again runs the pair with the options (after the settle that waits for a new
+    # image), and they are not late for that run
+    again = upload(stack, "incoming/s.mask.png", mask)
+    stack.ingest.lambda_handler(again, Context())
+    later(monkeypatch, 61)
+    stack.ingest.lambda_handler(again, Context())
     [_, _, _, last] = batch_jobs(stack)
     manifest = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=last["manifest"].split(f"{BUCKET}/")[1])["Body"].read())
     assert manifest["pairs"][0]["options"] == InpaintOptions(steps=25).to_dict()

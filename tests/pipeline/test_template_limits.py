@@ -7,6 +7,7 @@ import json
 import pytest
 from cfnlint.decode import cfn_yaml
 
+from shared.pipeline.ingest import PAIRINGS
 from shared.pipeline.notify import RUNNABLE_CANCELLED
 from shared.pipeline.s3 import INGEST_CLAIMS, NOTIFY_CLAIMS, SWEEP_CLAIMS
 
@@ -103,8 +104,10 @@ def test_no_function_deletes_and_each_writes_only_its_own_leases(t):
     own = {"IngestFunction": INGEST_CLAIMS, "NotifyFunction": NOTIFY_CLAIMS, "SweepFunction": SWEEP_CLAIMS,
            "AdaptFunction": "jobs/claims/adapt/", "DigestFunction": "jobs/claims/digest/"}
     # Besides its own: the sweeper takes over an abandoned ingest lease; the notify function takes the
-    # digest's "a check is on its way" lease; the digest function publishes through notify's leases.
-    also = {"SweepFunction": INGEST_CLAIMS, "NotifyFunction": "jobs/claims/digest/", "DigestFunction": NOTIFY_CLAIMS}
+    # digest's "a check is on its way" lease; the digest function publishes through notify's leases;
+    # ingest records each pair's last pairing.
+    also = {"SweepFunction": INGEST_CLAIMS, "NotifyFunction": "jobs/claims/digest/", "DigestFunction": NOTIFY_CLAIMS,
+            "IngestFunction": PAIRINGS}
     for lid, prefix in own.items():
         sts = statements(t, lid)
         assert not [s for s in sts if "s3:DeleteObject" in json.dumps(s["Action"])], f"{lid} may delete"
