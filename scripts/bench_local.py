@@ -61,6 +61,8 @@ def machine() -> str:
 
 
 def main() -> int:
+    """One straight run, top to bottom (stack up, latency runs, the folder, the CLI on the same
+    pairs, the table): its steps share the stack and the timings, so it stays one function."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", help="model weights (default: $CELLPAINT_WEIGHTS or the shipped ones)")
     ap.add_argument("--runs", type=int, default=5)
@@ -131,15 +133,7 @@ def main() -> int:
     cli_s = time.time() - t1
     print(f"cellpaint inpaint --pairs: {cli_s:.1f} s", file=sys.stderr)
 
-    unet = {}
-    try:
-        from gpu_job.inpainter.weights import read_config
-
-        unet = read_config(weights)["unet"]
-    except Exception:
-        pass
-    print(f"\n`cellpaint local` benchmark, {datetime.date.today()}: weights {weights.name} "
-          f"(UNet {unet.get('image_size')}px, base {unet.get('base_channels')} channels), pairs of {w}x{h} px\n")
+    print(f"\n`cellpaint local` benchmark, {datetime.date.today()}: weights {weights}, pairs of {w}x{h} px\n")
     print("| measure | value |")
     print("| --- | --- |")
     print(f"| latency, upload -> notification, 1 pair (median of {a.runs}) | {statistics.median(latencies):.1f} s "

@@ -1,6 +1,6 @@
 """Ingest: S3 (incoming/) -> SQS -> here. Validates and leases each pair that became complete,
-writes failed/<pair>/error.json for bad input, and submits ONE Batch job for all ready pairs.
-The logic is in shared/pipeline/ingest.py; this file only wires AWS, Powertools and the batch response.
+writes failed/<pair>/error.json for bad input, and submits ONE Batch job (an array job of GPU-sized
+work items) for all ready pairs. The logic is in shared/pipeline/ingest.py; this file wires AWS.
 """
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ from shared.pipeline.s3 import client
 from shared.pipeline.s3events import object_events
 from shared.pipeline.validate import Limits
 
-BUCKET = os.environ["BUCKET"]
-JOB_QUEUE = os.environ["JOB_QUEUE"]
-JOB_DEFINITION = os.environ["JOB_DEFINITION"]
+BUCKET, JOB_QUEUE, JOB_DEFINITION = os.environ["BUCKET"], os.environ["JOB_QUEUE"], os.environ["JOB_DEFINITION"]
 LIMITS = Limits(max_bytes=int(os.environ["MAX_UPLOAD_BYTES"]), max_pixels=int(os.environ["MAX_PIXELS"]),
                 max_windows=int(os.environ["MAX_WINDOWS"]))
 
