@@ -37,13 +37,13 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from shared.imaging.images import InputError, load_image, load_mask, png_bytes
-from shared.pipeline.manifest import PairJob, items_of, job_size, read_manifest, window_from_dict
+from shared.pipeline.manifest import PairJob, job_size, read_manifest, window_from_dict
 from shared.options import InpaintOptions, OptionError
 from shared.imaging.preview import before_after, heatmap
 from shared.pipeline.leases import acquire
 from shared.pipeline.publish import publish
 from shared.pipeline.records import Result
-from shared.pipeline.s3 import download, get_bytes, get_json, parse_uri, put_json, result_key, take_key, write_error, written_by
+from shared.pipeline.s3 import download, get_bytes, get_json, items_of, parse_uri, put_json, result_key, take_key, write_error, written_by
 from shared.imaging.windows import reprepare
 
 from gpu_job.inpainter.inpaint import Inpainter, InpaintResult

@@ -28,8 +28,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote_plus
 
-from shared.pipeline.manifest import items_of
-from shared.pipeline.s3 import ADAPT, FAILED, INCOMING, MODELS, RESULTS, get_json, parse_uri
+from shared.pipeline.s3 import ADAPT, FAILED, INCOMING, MODELS, RESULTS, get_json, items_of, parse_uri
 
 from cellpaint.local.stack import FunctionSpec, Stack
 

@@ -23,10 +23,10 @@ from botocore.exceptions import ClientError
 from shared.imaging.images import InputError
 from shared.pipeline.adapt import LAB, model_key
 from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, finish, lease_key, now_utc, read, record, release_quietly, report
-from shared.pipeline.manifest import PairJob, items_of, job_size, manifest, window_to_dict
+from shared.pipeline.manifest import PairJob, job_size, manifest, window_to_dict
 from shared.pipeline.pairs import split_name
 from shared.pipeline.s3 import (CLAIMS, INCOMING, INGEST_CLAIMS, classify, digest, error_key, failed_prefix_for_key, get_bytes, get_json,
-                 is_not_found, manifest_key, put_json, take_key)
+                 is_not_found, items_of, manifest_key, put_json, take_key)
 from shared.imaging.scale import auto_window
 from shared.options import InpaintOptions
 from shared.pipeline.validate import Limits, check_cost, plan_mask, validate_pair, validate_sidecar

@@ -16,6 +16,7 @@ from PIL import Image
 
 from shared.imaging.preprocess import Prepared
 from shared.imaging.windows import Box, Window
+from shared.pipeline.s3 import items_of
 
 MANIFEST_VERSION = 2  # 2: each window carries the pixels it writes
 
@@ -109,11 +110,6 @@ def read_manifest(doc: dict, item: int | None = None) -> list[PairJob]:
             raise ValueError(f"work item {item} of a manifest with {len(items)}")
         pairs = pairs[items[item][0]:items[item][1]]
     return [PairJob(**p) for p in pairs]
-
-
-def items_of(doc: dict) -> list[list[int]]:
-    """The manifest's work items (a manifest without them is one item)."""
-    return doc.get("items") or [[0, len(doc.get("pairs", []))]]
 
 
 def job_size(doc: dict) -> tuple[int | None, int]:

@@ -20,10 +20,9 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from shared.pipeline.leases import DEFAULT_LEASE_S, acquire, finish, lease_key, now_utc, release_quietly
-from shared.pipeline.manifest import items_of
 from shared.pipeline.records import ModelReady, Notice, Result
-from shared.pipeline.s3 import (MODELS, NOTIFY_CLAIMS, error_key, get_json, pair_from_output_key, presign, result_key, take_key,
-                                written_by)
+from shared.pipeline.s3 import (MODELS, NOTIFY_CLAIMS, error_key, get_json, items_of, pair_from_output_key, presign, result_key,
+                                take_key, written_by)
 from shared.pipeline.s3events import object_events
 
 # What Batch puts in statusReason when the job queue's JobStateTimeLimitActions cancels a job that

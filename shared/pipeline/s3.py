@@ -134,6 +134,13 @@ def take_key(manifest: str, item: int | None = None) -> str:
     return manifest[: -len("manifest.json")] + ("taken.json" if item is None else f"taken-{item}.json")
 
 
+def items_of(manifest: dict) -> list[list[int]]:
+    """A manifest's work items, [start, end) slices of its pairs (shared/pipeline/manifest.py
+    plans them; a manifest without them is one item). Here, beside take_key, so that the notify
+    function reads them without loading the imaging code."""
+    return manifest.get("items") or [[0, len(manifest.get("pairs", []))]]
+
+
 def pair_from_output_key(key: str) -> tuple[str, str] | None:
     """results/<pair>/result.json -> (pair, "succeeded"); failed/<pair>/error.json -> (pair, "failed")."""
     for prefix, leaf, status in ((RESULTS, "/result.json", "succeeded"), (FAILED, "/error.json", "failed")):

@@ -24,8 +24,7 @@ from botocore.exceptions import ClientError
 from shared.errors import InputError
 from shared.pipeline.ingest import ObjectRef, PairRef
 from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, expired, finish, lease_key, now_utc, read, release_quietly, report
-from shared.pipeline.manifest import items_of
-from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, JOBS, SWEEP_CLAIMS, classify, error_key, get_bytes, get_json, is_not_found,
+from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, JOBS, SWEEP_CLAIMS, classify, error_key, get_bytes, get_json, is_not_found, items_of,
                                 put_json, take_key)
 from shared.pipeline.validate import validate_sidecar
 
