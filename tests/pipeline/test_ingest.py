@@ -254,7 +254,7 @@ def test_a_reupload_is_never_paired_with_the_other_halfs_old_version(stack, monk
     # ... then its mask: the new pair goes
     stack.ingest.lambda_handler(upload(stack, "incoming/re/p.mask.png", other_mask), Context())
     assert len(stack.submits) == 2
-    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=sorted(manifests(stack))[-1])["Body"].read())
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=stack.submits[-1]["parameters"]["manifest"].split(f"{BUCKET}/", 1)[1])["Body"].read())
     heads = {r: stack.s3.head_object(Bucket=BUCKET, Key=f"incoming/re/p{'.mask' if r == 'mask' else ''}.png")["VersionId"] for r in ("image", "mask")}
     assert (doc["pairs"][0]["image_version"], doc["pairs"][0]["mask_version"]) == (heads["image"], heads["mask"])
     # the delayed image event comes back: that pairing is done already
