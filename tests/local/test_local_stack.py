@@ -111,34 +111,41 @@ def pair_files(tmp_path):
 
 def test_upload_to_notification(tmp_path, tiny_weights, pair_files):
     files, image, mask = pair_files
+    newer = image[:, ::-1].copy()  # the pair's second upload: another image, the same mask
+    Image.fromarray(newer).save(files / "good2.png")
     stack = Local(tmp_path / "state", tiny_weights)
     try:
         stack.cp(files / "good.png", "incoming/good.png")
         stack.cp(files / "good.mask.png", "incoming/good.mask.png")
-        [first] = stack.wait_notes("good", 1)
-        assert first["body"]["status"] == "succeeded", first
+        stack.wait(lambda: any(" job running " in line for line in stack.lines), 120, "the first job to start")
 
-        result = json.loads(stack.get("results/good/result.json"))
-        out = np.asarray(Image.open(io.BytesIO(stack.get("results/good/inpainted.png"))).convert("RGB"))
-        assert result["size"] == {"width": 124, "height": 120} and out.shape == image.shape
-        assert np.array_equal(out[mask == 0], image[mask == 0])  # only the masked pixels change
-        assert "results/good/preview.png" in stack.keys("results/good/")
-        assert len(stack.jobs_with("good")) == 1
-
-        # The same pair a second time (a new version of each half), and a pair with a corrupt image.
-        for name in ("good.png", "good.mask.png", "bad.png", "bad.mask.png"):
-            stack.cp(files / name, f"incoming/{name}")
+        # The same pair again (a new version of each half) while its first job runs, and a pair
+        # with a corrupt image.
+        for name, key in (("good2.png", "good.png"), ("good.mask.png", "good.mask.png"), ("bad.png", "bad.png"),
+                          ("bad.mask.png", "bad.mask.png")):
+            stack.cp(files / name, f"incoming/{key}")
         [bad] = stack.wait_notes("bad", 1)
         assert bad["body"]["status"] == "failed" and "bad.png" in bad["body"]["reason"], bad
         assert json.loads(stack.get("failed/bad/error.json"))["stage"] == "ingest"
         assert stack.jobs_with("bad") == []
         stack.wait(lambda: sum(" job finished " in line for line in stack.lines) >= 2, 120, "the re-upload's job")
+        notes = stack.wait_notes("good", 2)  # each job's result notified
         time.sleep(3)  # anything still in flight would show up now
         assert len(stack.jobs_with("good")) == 2  # one for the upload, exactly one for the re-upload's two halves
         assert sum(" job submitted " in line for line in stack.lines) == 2
-        notes = stack.wait_notes("good", 2)  # the re-upload is restored again, by its own job
         assert [m["body"]["status"] for m in notes] == ["succeeded", "succeeded"]
-        assert json.loads(stack.get("results/good/result.json"))["job_id"] != result["job_id"]
+
+        # What stands is the newest upload's, whole: result.json names its versions, the image is its fill.
+        result = json.loads(stack.get("results/good/result.json"))
+        heads = {k: stack.s3.head_object(Bucket=stack.bucket, Key=f"incoming/{k}")["VersionId"] for k in ("good.png", "good.mask.png")}
+        assert (result["inputs"]["image_version"], result["inputs"]["mask_version"]) == (heads["good.png"], heads["good.mask.png"])
+        got = stack.s3.get_object(Bucket=stack.bucket, Key="results/good/inpainted.png")
+        out = np.asarray(Image.open(io.BytesIO(got["Body"].read())).convert("RGB"))
+        assert result["size"] == {"width": 124, "height": 120} and out.shape == image.shape
+        assert np.array_equal(out[mask == 0], newer[mask == 0])  # only the masked pixels change, of the newer image
+        assert got["VersionId"] == result["output_versions"]["inpainted"]
+        assert "results/good/preview.png" in stack.keys("results/good/")
+        assert f"versionId={result['output_versions']['inpainted']}" in notes[-1]["body"]["link"]  # the notice of what stands
 
         # The webhook received every notification the notify function published (one lease each).
         published = stack.keys("jobs/claims/notify/")
