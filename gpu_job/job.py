@@ -43,7 +43,7 @@ from shared.imaging.preview import before_after, heatmap
 from shared.pipeline.leases import acquire
 from shared.pipeline.publish import publish
 from shared.pipeline.records import Result
-from shared.pipeline.s3 import download, get_bytes, get_json, items_of, parse_uri, put_json, result_key, take_key, write_error, written_by
+from shared.pipeline.s3 import download, get_bytes, get_json, item_of, parse_uri, put_json, result_key, take_key, write_error, written_by
 from shared.imaging.windows import reprepare
 
 from gpu_job.inpainter.inpaint import Inpainter, InpaintResult
@@ -256,10 +256,7 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
     s3 = s3 or boto3.client("s3", config=_RETRY)
     bucket, key = parse_uri(manifest_uri)
     doc = get_json(s3, bucket, key)
-    if item is None and os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX") is not None:  # an array job's child: its work item
-        item = int(os.environ["AWS_BATCH_JOB_ARRAY_INDEX"])
-    if item is not None and len(items_of(doc)) == 1:
-        item = None  # a one-item manifest is a plain job's
+    item = item_of(doc, item if item is not None else os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX"))  # an array child: its work item
     pairs = read_manifest(doc, item)
     job_id = doc["job_id"]
     me = batch_job_id or os.environ.get("AWS_BATCH_JOB_ID") or LOCAL_JOB

@@ -26,7 +26,7 @@ from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, finish, leas
 from shared.pipeline.manifest import PairJob, job_size, manifest, window_to_dict
 from shared.pipeline.pairs import split_name
 from shared.pipeline.s3 import (CLAIMS, INCOMING, INGEST_CLAIMS, classify, digest, error_key, failed_prefix_for_key, get_bytes, get_json,
-                 is_not_found, items_of, manifest_key, put_json, take_key)
+                 get_json_or_none, is_not_found, manifest_key, put_json, take_keys)
 from shared.imaging.scale import auto_window
 from shared.options import InpaintOptions
 from shared.pipeline.validate import Limits, check_cost, plan_mask, validate_pair, validate_sidecar
@@ -204,12 +204,9 @@ def pairing_key(pair: str) -> str:
 def settle_left(s3: BaseClient, bucket: str, ref: PairRef, now: datetime) -> float:
     """Seconds this pair must wait before it is paired: >0 only when one half is a new version and
     the other is the very version the last pairing used with another (REUPLOAD_SETTLE_S)."""
-    try:
-        last = get_json(s3, bucket, pairing_key(ref.pair))
-    except ClientError as exc:
-        if is_not_found(exc):
-            return 0.0
-        raise
+    last = get_json_or_none(s3, bucket, pairing_key(ref.pair))
+    if last is None:
+        return 0.0
     same = [list(last.get(role) or []) == half.ref for role, half in (("image", ref.image), ("mask", ref.mask))]
     if same.count(True) != 1:
         return 0.0  # the same pairing again (the lease decides), or both halves new
@@ -325,9 +322,7 @@ def _submit_new(s3, batch, bucket, job_queue, job_definition, items, logger, now
 
 def taken_by(s3: BaseClient, bucket: str, key: str) -> str | None:
     """The Batch job that took manifest `key` (or any of its work items), if one did."""
-    doc = get_json(s3, bucket, key)
-    n = len(items_of(doc))
-    for take in [take_key(key)] if n == 1 else [take_key(key, i) for i in range(n)]:
+    for take in take_keys(key, get_json(s3, bucket, key)):
         found = read(s3, bucket, take)
         if found:
             return found[0].get("owner") or "unknown"

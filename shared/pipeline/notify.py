@@ -21,8 +21,8 @@ from botocore.exceptions import ClientError
 
 from shared.pipeline.leases import DEFAULT_LEASE_S, acquire, finish, lease_key, now_utc, release_quietly
 from shared.pipeline.records import ModelReady, Notice, Result
-from shared.pipeline.s3 import (MODELS, NOTIFY_CLAIMS, error_key, get_json, items_of, pair_from_output_key, presign, result_key,
-                                take_key, written_by)
+from shared.pipeline.s3 import (MODELS, NOTIFY_CLAIMS, error_key, get_json, item_of, items_of, pair_from_output_key, presign,
+                                result_key, take_key, written_by)
 from shared.pipeline.s3events import object_events
 
 # What Batch puts in statusReason when the job queue's JobStateTimeLimitActions cancels a job that
@@ -107,8 +107,7 @@ def from_batch_failure(s3: BaseClient, detail: dict) -> list[Notice]:
     except ClientError as exc:
         return [Notice("failed", None, f"{why}; its manifest {uri} cannot be read ({exc.response['Error'].get('Code')})",
                        {"manifest": manifest_key}, bucket, job=job, dedupe=f"batch@{detail.get('jobId')}")]
-    if item is not None and len(items_of(doc)) == 1:
-        item = None
+    item = item_of(doc, item)
     take = take_key(manifest_key, item)
     if detail.get("jobId") and acquire(s3, bucket, take, {"failed": reason}, None, owner=detail["jobId"]) is None:
         return []  # another job took this manifest (work item): it does (or did) the work, and reports it

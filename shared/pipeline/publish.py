@@ -16,10 +16,9 @@ import time
 from typing import Callable
 
 from botocore.client import BaseClient
-from botocore.exceptions import ClientError
 
 from shared.pipeline.leases import acquire, lease_key, release_quietly
-from shared.pipeline.s3 import RESULT_CLAIMS, get_json, is_not_found, result_key
+from shared.pipeline.s3 import RESULT_CLAIMS, get_json_or_none, result_key
 
 # A writer holds the lease for its puts only (seconds); one that dies holding it is taken over
 # after this long, which is also how long a live writer waits at most.
@@ -31,17 +30,6 @@ def order(inputs: dict) -> tuple:
     then when ingest took the pair, then the versions (only to break a tie the same way in every job)."""
     return (inputs.get("uploaded") or "", inputs.get("claimed") or "", inputs.get("image_version") or "",
             inputs.get("mask_version") or "")
-
-
-def current(s3: BaseClient, bucket: str, pair: str) -> dict | None:
-    try:
-        return get_json(s3, bucket, result_key(pair))
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    except ValueError:  # not JSON: nothing to keep
-        return None
 
 
 def publish(s3: BaseClient, bucket: str, pair: str, job_id: str, inputs: dict, write: Callable[[], None],
@@ -57,7 +45,7 @@ def publish(s3: BaseClient, bucket: str, pair: str, job_id: str, inputs: dict, w
                 raise TimeoutError(f"results/{pair}/ stayed locked by another job for {wait_s:.0f} s")
             sleep(1.0)
     try:
-        there = current(s3, bucket, pair)
+        there = get_json_or_none(s3, bucket, result_key(pair))
         if there and there.get("job_id") != job_id and order(there.get("inputs") or {}) > order(inputs):
             return "superseded"
         write()

@@ -134,6 +134,17 @@ def take_key(manifest: str, item: int | None = None) -> str:
     return manifest[: -len("manifest.json")] + ("taken.json" if item is None else f"taken-{item}.json")
 
 
+def take_keys(manifest: str, doc: dict) -> list[str]:
+    """Every take of a manifest: taken.json for one work item, taken-<i>.json for each of more."""
+    n = len(items_of(doc))
+    return [take_key(manifest)] if n == 1 else [take_key(manifest, i) for i in range(n)]
+
+
+def item_of(doc: dict, index: int | None) -> int | None:
+    """The work item an array child's index names, or None for the whole manifest (a plain job's)."""
+    return None if index is None or len(items_of(doc)) == 1 else int(index)
+
+
 def items_of(manifest: dict) -> list[list[int]]:
     """A manifest's work items, [start, end) slices of its pairs (shared/pipeline/manifest.py
     plans them; a manifest without them is one item). Here, beside take_key, so that the notify
@@ -203,6 +214,16 @@ def get_or_none(s3: BaseClient, bucket: str, key: str) -> bytes | None:
         raise
 
 
+def get_json_or_none(s3: BaseClient, bucket: str, key: str) -> dict | None:
+    """get_json, or None where there is no such object or it is not JSON (nothing to go by)."""
+    data = get_or_none(s3, bucket, key)
+    try:
+        doc = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) or doc is None else {"value": doc}
+
+
 def put_json(s3: BaseClient, bucket: str, key: str, doc: dict, indent: int | None = 1) -> None:
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, indent=indent, default=str).encode(), ContentType="application/json")
 
@@ -210,14 +231,8 @@ def put_json(s3: BaseClient, bucket: str, key: str, doc: dict, indent: int | Non
 def written_by(s3: BaseClient, bucket: str, key: str, job_id: str | None) -> bool:
     """True if `key` exists and was written by job `job_id` (its "job_id" field). An output left
     by an older job, for an older upload of the same pair, does not count."""
-    try:
-        return get_json(s3, bucket, key).get("job_id") == job_id
-    except ClientError as exc:
-        if is_not_found(exc):
-            return False
-        raise
-    except ValueError:
-        return False
+    doc = get_json_or_none(s3, bucket, key)
+    return doc is not None and doc.get("job_id") == job_id
 
 
 def write_error(s3: BaseClient, bucket: str, pair: str | None, reason: str, *, stage: str, keys: dict,

@@ -19,13 +19,12 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterator
 
 from botocore.client import BaseClient
-from botocore.exceptions import ClientError
 
 from shared.errors import InputError
 from shared.pipeline.ingest import ObjectRef, PairRef
 from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, expired, finish, lease_key, now_utc, read, release_quietly, report
-from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, JOBS, SWEEP_CLAIMS, classify, error_key, get_bytes, get_json, is_not_found, items_of,
-                                put_json, take_key)
+from shared.pipeline.s3 import (INCOMING, INGEST_CLAIMS, JOBS, SWEEP_CLAIMS, classify, error_key, get_bytes, get_json, get_json_or_none,
+                                put_json, take_keys)
 from shared.pipeline.validate import validate_sidecar
 
 
@@ -200,8 +199,8 @@ def _settle(s3, bucket, lease: Lease, g: dict | None, now) -> Found | None:
         return None
     manifest = doc.get("manifest") if doc.get("state") == "submitting" else None
     if manifest:  # a job may have started on it after all; if none did, none may now (the takes are ours)
-        n, mine = len(items_of(get_json(s3, bucket, manifest))), []
-        for take in [take_key(manifest)] if n == 1 else [take_key(manifest, i) for i in range(n)]:
+        mine = []
+        for take in take_keys(manifest, get_json(s3, bucket, manifest)):
             held = acquire(s3, bucket, take, {"swept": lease.key}, None, owner=f"sweep-{lease.owner}")
             if held is None:
                 taken = read(s3, bucket, take)
@@ -229,7 +228,7 @@ def sweep(s3: BaseClient, bucket: str, cfg: SweepConfig = SweepConfig(), now: da
     saves where it stopped (CURSOR); the next sweep goes on from there, and starts over once
     both listings have finished."""
     now = now or now_utc()
-    cursor = _read_cursor(s3, bucket)
+    cursor = get_json_or_none(s3, bucket, CURSOR) or {}
     found = []
     if cursor.get("claims") is None:  # the incoming/ listing is not done yet
         listing = Incoming(s3, bucket, cursor.get("incoming"), out_of_time)
@@ -243,17 +242,6 @@ def sweep(s3: BaseClient, bucket: str, cfg: SweepConfig = SweepConfig(), now: da
     more, resume = abandoned(s3, bucket, cfg, now, lease_s, cursor.get("claims") or None, out_of_time)
     _save_cursor(s3, bucket, {"incoming": None, "claims": resume or ""} if resume else {}, now)
     return found + more
-
-
-def _read_cursor(s3: BaseClient, bucket: str) -> dict:
-    try:
-        return get_json(s3, bucket, CURSOR)
-    except ClientError as exc:
-        if is_not_found(exc):
-            return {}
-        raise
-    except ValueError:
-        return {}
 
 
 def _save_cursor(s3: BaseClient, bucket: str, cursor: dict, now: datetime) -> None:

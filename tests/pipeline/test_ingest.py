@@ -18,6 +18,13 @@ def manifests(st):
     return [k for k in keys(st, "jobs/") if k.endswith("/manifest.json")]
 
 
+def upload_pairs(st, folder: str, n: int) -> list[dict]:
+    """n good pairs under incoming/<folder>/ (0..n-1): the S3 event records of all their halves."""
+    image, mask = good_pair()
+    return [r for i in range(n) for name, data in ((f"{i}.png", image), (f"{i}.mask.png", mask))
+            for r in upload(st, f"incoming/{folder}/{name}", data)["Records"]]
+
+
 def test_event_files_parse(stack):
     ev = load_event("sqs-s3-object-created.json")
     assert stack.ingest.lambda_handler(ev, Context()) == {"batchItemFailures": []}  # no such object: waits
@@ -80,12 +87,7 @@ def test_duplicates_in_one_batch_give_one_pair(stack):
 
 
 def test_many_pairs_in_one_invocation_give_one_job(stack):
-    image, mask = good_pair()
-    records = []
-    for i in range(5):
-        records += upload(stack, f"incoming/batch/{i}.png", image)["Records"]
-        records += upload(stack, f"incoming/batch/{i}.mask.png", mask)["Records"]
-    assert stack.ingest.lambda_handler({"Records": records}, Context()) == {"batchItemFailures": []}
+    assert stack.ingest.lambda_handler({"Records": upload_pairs(stack, "batch", 5)}, Context()) == {"batchItemFailures": []}
     assert len(stack.submits) == 1
     doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
     assert sorted(p["pair"] for p in doc["pairs"]) == [f"batch/{i}" for i in range(5)]
@@ -200,12 +202,7 @@ def test_a_folder_larger_than_a_work_item_is_one_array_job(stack, inpainter, mon
     from .conftest import run_jobs
 
     monkeypatch.setattr(manifest_mod, "ITEM_S", 5.0)  # each default pair is estimated at 2 s + its evaluations: 2 pairs an item
-    image, mask = good_pair()
-    records = []
-    for i in range(5):
-        records += upload(stack, f"incoming/day/{i}.png", image)["Records"]
-        records += upload(stack, f"incoming/day/{i}.mask.png", mask)["Records"]
-    assert stack.ingest.lambda_handler({"Records": records}, Context()) == {"batchItemFailures": []}
+    assert stack.ingest.lambda_handler({"Records": upload_pairs(stack, "day", 5)}, Context()) == {"batchItemFailures": []}
     [submit] = stack.submits
     doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
     assert doc["items"] == [[0, 2], [2, 4], [4, 5]] and submit["arrayProperties"] == {"size": 3}
