@@ -5,6 +5,7 @@ work items) for all ready pairs. The logic is in shared/pipeline/ingest.py; this
 from __future__ import annotations
 
 import os
+from functools import partial
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -28,16 +29,16 @@ QUEUE_URL = os.environ["INGEST_QUEUE_URL"]  # its own queue: a re-upload's first
 
 
 @tracer.capture_method
-def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> list[ingest.Outcome]:
-    """Every object event in one SQS message; raising fails (and redelivers) only this message,
-    and so does too little time left to start it."""
+def record_handler(record: SQSRecord, lambda_context: LambdaContext, folders: ingest.Folders) -> list[ingest.Outcome]:
+    """Every object event in one SQS message; raising fails (and redelivers) only this message, and
+    so does too little time left to start it."""
     ingest.check_time(lambda_context.get_remaining_time_in_millis())
     outcomes = []
     for ev in object_events(record.json_body):
         if ev.bucket != BUCKET:
             logger.warning("event for another bucket ignored", extra={"bucket": ev.bucket, "key": ev.key})
             continue
-        outcome = ingest.ingest_object(S3, BUCKET, ev.key, ev.version, LIMITS, lease_s=seconds_left(lambda_context))
+        outcome = ingest.ingest_object(S3, BUCKET, ev.key, ev.version, LIMITS, lease_s=seconds_left(lambda_context), folders=folders)
         logger.info(outcome.detail or outcome.status, extra={"status": outcome.status, "key": ev.key, "pair": outcome.pair})
         if outcome.status == "settling":  # looked at again later: the same event, delayed on this queue
             SQS.send_message(QueueUrl=QUEUE_URL, MessageBody=record.body, DelaySeconds=min(900, int(outcome.retry_in) + 1))
@@ -51,10 +52,10 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> list[ing
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    with processor(records=event["Records"], handler=record_handler, lambda_context=context):
+    handler = partial(record_handler, folders=ingest.Folders(S3, BUCKET))  # each folder listed once per invocation
+    with processor(records=event["Records"], handler=handler, lambda_context=context):
         results = processor.process()
     ready = [(rec["messageId"], o) for ok, outs, rec in results if ok == "success" for o in outs if o.status in ("ready", "resubmit")]
     retry = ingest.submit_ready(S3, BATCH, BUCKET, JOB_QUEUE, JOB_DEFINITION, ready, logger)
-    if ready and not retry:
-        metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=int(bool(ready) and not retry))
     return {"batchItemFailures": processor.response()["batchItemFailures"] + [{"itemIdentifier": mid} for mid in retry]}

@@ -93,6 +93,24 @@ def test_many_pairs_in_one_invocation_give_one_job(stack):
     assert sorted(p["pair"] for p in doc["pairs"]) == [f"batch/{i}" for i in range(5)]
 
 
+def test_one_invocation_lists_each_folder_once_and_reads_each_pair_once(stack):
+    """Listing per event made a folder of N pairs N² work; the other half's event only met the lease."""
+    records = upload_pairs(stack, "day1", 12) + upload_pairs(stack, "day2", 3)
+    calls = []
+    stack.ingest.S3.meta.events.register("before-parameter-build.s3", lambda model, params, **kw: calls.append((model.name, params.get("Key"))))
+    stack.ingest.lambda_handler({"Records": records}, Context())
+    assert [c for c in calls if c[0] == "ListObjectsV2"] == [("ListObjectsV2", None)] * 2
+    images = [k for name, k in calls if name == "GetObject" and k.startswith("incoming/")]
+    assert len(images) == 30 and len(set(images)) == 30  # each half downloaded once
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
+    assert len(stack.submits) == 1 and len(doc["pairs"]) == 15
+    # a half uploaded after the invocation has its own event, which lists again
+    image, mask = good_pair()
+    upload(stack, "incoming/day1/late.png", image)
+    stack.ingest.lambda_handler(upload(stack, "incoming/day1/late.mask.png", mask), Context())
+    assert len(stack.submits) == 2
+
+
 def test_two_halves_racing_on_threads_give_one_job(stack):
     image, mask = good_pair()
     events = [upload(stack, "incoming/race.png", image), upload(stack, "incoming/race.mask.png", mask)] * 4
