@@ -119,6 +119,10 @@ OPTIONS = {o.name: o for o in (
     # One step from t = 60 scores as 10 from t = 200 did (PSNR, SSIM; fine detail 0.60 of the truth's) at a tenth of the calls.
     Option("texture_steps", int, 1, "texture-stage DDIM steps (from its start level)", low=1, high=200, surfaces=("cli",)),
     Option("texture_start", int, 60, "texture-stage start level: the noise level its redrawing starts from", low=1, high=999, surfaces=("cli",)),
+    # Grain (gpu_job/inpainter/grain.py): the detail between the two stages' scales, matched to the hole's surroundings.
+    # 1: a classifier tells PBC val fills from real cells far less often, for a tenth of a dB (BENCHMARKS.md, realism).
+    Option("grain", float, 1.0, "fine detail drawn into the fill as noise, as strong per scale as around the hole "
+           "(1 = as much as there, 0 = none)", low=0.0, high=2.0, surfaces=("sidecar", "cli")),
     # A fill whose colours appear nowhere around it falls back to a classical fill (gpu_job/inpainter/guard.py).
     Option("guard", bool, False, "fall back to a classical fill where the fill's colours appear nowhere around it"),
     # On an image the OOD flag calls unlike the training images (gpu_job/inpainter/ood.py), the fill moves this

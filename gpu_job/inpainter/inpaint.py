@@ -18,6 +18,7 @@ from shared.imaging.preprocess import composite
 from shared.imaging.windows import Window, prepare
 
 from gpu_job.inpainter.classical import lean
+from gpu_job.inpainter.grain import add_grain
 from gpu_job.inpainter.guard import MAX_FOREIGN, guard
 from gpu_job.inpainter.ood import lean_share, leaning_message
 from gpu_job.inpainter.sampler import sample
@@ -159,6 +160,10 @@ class Inpainter:
         firsts = [self._paste(image, mask, o, ws, combine(per, ws, o.combine), o.seam)
                   for (image, mask), o, ws, per in zip(pairs, optlist, windows, per_pair)]
         firsts = self._texture_all(firsts, [m for _, m in pairs], optlist, windows)
+        for out, (_, mask), o, ws in zip(firsts, pairs, optlist, windows):
+            for j, w in enumerate(ws if o.grain > 0 else []):
+                crop = w.box.crop(out)
+                crop[...] = add_grain(crop, w.writes, ~w.box.crop(mask), item_seed(o.seed, o.samples, j), o.grain)  # the stream after the samples'
         results = [self._finish(image, mask, o, ws, per, out)
                    for (image, mask), o, ws, per, out in zip(pairs, optlist, windows, per_pair, firsts)]
         for p, res in enumerate(results):

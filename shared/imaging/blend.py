@@ -76,7 +76,7 @@ def seamless(original: np.ndarray, unknown: np.ndarray, patch: np.ndarray, margi
     return out
 
 
-def _box(a: np.ndarray, r: int) -> np.ndarray:
+def box_sum(a: np.ndarray, r: int) -> np.ndarray:
     """Sum over a (2r+1)-square around each pixel (zero outside), by cumulative sums: (H, W, C)."""
     for axis in (0, 1):
         n = a.shape[axis]
@@ -88,10 +88,10 @@ def _box(a: np.ndarray, r: int) -> np.ndarray:
 def keep_low_frequencies(reference: np.ndarray, redrawn: np.ndarray, region: np.ndarray, radius: int = 4) -> np.ndarray:
     """`redrawn` (H, W, 3) inside `region` with its change from `reference` stripped of everything
     smoother than about `radius` px: the detail it drew stays, a colour or brightness drift goes.
-    The texture stage (gpu_job/inpainter/texture.py) owns grain; the first stage and the seam fix own colour."""
+    The texture stage and gpu_job/inpainter/grain.py own detail; the first stage and the seam fix own colour."""
     ref, new = reference.astype(np.float32), redrawn.astype(np.float32)
     w = region.astype(np.float32)[..., None]
-    num, den = _box(_box((new - ref) * w, radius), radius), _box(_box(w, radius), radius)
+    num, den = box_sum(box_sum((new - ref) * w, radius), radius), box_sum(box_sum(w, radius), radius)
     out = new - num / np.maximum(den, 1e-6)
     res = redrawn.copy()
     res[region] = np.clip(np.round(out[region]), 0, 255).astype(redrawn.dtype)
