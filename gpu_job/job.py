@@ -46,6 +46,7 @@ from shared.pipeline.records import Result
 from shared.pipeline.s3 import download, get_bytes, get_json, item_of, parse_uri, put_json, result_key, take_key, write_error, written_by
 from shared.imaging.windows import reprepare
 
+from gpu_job.inpainter.classical import HarmonicStandIn
 from gpu_job.inpainter.inpaint import Inpainter, InpaintResult
 from gpu_job.inpainter.weights import default_weights
 
@@ -267,6 +268,8 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
         return {p.pair: "duplicate" for p in pairs}
     t_load = time.time()
     weights = fetch_weights(s3, os.environ.get("MODEL_URI"))
+    if inpainter is None and os.environ.get("CELLPAINT_TEST_FILL") == "harmonic":  # plumbing tests only
+        inpainter = HarmonicStandIn()
     inpainter = inpainter or Inpainter(weights, device)
     models = Models(s3, bucket, inpainter, model_info(inpainter, weights), device)
     model_load_s = round(time.time() - t_load, 3)

@@ -295,3 +295,21 @@ def test_reupload_after_a_result_is_restored_again(stack, inpainter, monkeypatch
     assert run(second, s3=stack.s3, inpainter=inpainter) == {"e": "succeeded"}
     result = read_json(stack, "results/e/result.json")
     assert result["job_id"] == read_json(stack, second.split(f"{BUCKET}/", 1)[1])["job_id"]
+
+
+def test_the_harmonic_stand_in_crosses_the_chain_and_says_so(stack, monkeypatch):
+    """CELLPAINT_TEST_FILL=harmonic (the plumbing test, scripts/bench_local.py --fill harmonic):
+    the job runs without weights, fills harmonically, and result.json names the stand-in."""
+    from gpu_job.inpainter.classical import harmonic
+
+    from .conftest import run_jobs
+
+    monkeypatch.setenv("CELLPAINT_TEST_FILL", "harmonic")
+    image, mask = cell_image(H, W, seed=5), disc_mask(H, W)
+    put(stack, "incoming/plumb/p.png", encode(image))
+    stack.ingest.lambda_handler({"Records": [put(stack, "incoming/plumb/p.mask.png", encode(mask))]}, Context())
+    assert run_jobs(stack, None) == [{"plumb/p": "succeeded"}]
+    doc = read_json(stack, "results/plumb/p/result.json")
+    assert doc["model"]["sha256"] == "harmonic-stand-in"
+    out = read_png(stack, "results/plumb/p/inpainted.png")
+    assert (out == harmonic(image, mask > 0)).all()
