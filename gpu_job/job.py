@@ -46,8 +46,8 @@ from shared.pipeline.records import Result
 from shared.pipeline.s3 import download, get_bytes, get_json, item_of, parse_uri, put_json, result_key, take_key, write_error, written_by
 from shared.imaging.windows import reprepare
 
-from gpu_job.inpainter.classical import HarmonicStandIn
 from gpu_job.inpainter.inpaint import Inpainter, InpaintResult
+from gpu_job.inpainter.stand_in import HarmonicStandIn
 from gpu_job.inpainter.weights import default_weights
 
 EXIT_BAD_MANIFEST = 2  # input error: the job definition's retry strategy exits, never retries

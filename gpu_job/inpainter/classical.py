@@ -46,22 +46,3 @@ def lean(fill: np.ndarray, image: np.ndarray, unknown: np.ndarray, share: float)
     out[unknown] = np.round((1 - share) * fill[unknown].astype(np.float32) + share * classical[unknown]).astype(np.uint8)
     return out
 
-
-class HarmonicStandIn:
-    """Tests of the plumbing only (CELLPAINT_TEST_FILL=harmonic, read by gpu_job/job.py): the
-    harmonic fill in the Inpainter's place, so that 10,000 pairs cross the whole chain in minutes
-    on a CPU (scripts/bench_local.py --fill harmonic). Every result says it was made this way."""
-
-    size, batch_size, device = 64, 64, "cpu"
-    record = {"code_version": "harmonic stand-in (tests only)", "sha256": "harmonic-stand-in"}
-
-    def label_index(self, label) -> int:
-        return 0
-
-    def texturer(self) -> None:
-        return None
-
-    def inpaint_many(self, pairs, opts, windows=None) -> list:
-        from gpu_job.inpainter.inpaint import InpaintResult
-
-        return [InpaintResult(harmonic(image, mask)) for image, mask in pairs]
