@@ -75,6 +75,7 @@ def main() -> None:
     domain_picture(a, inp)
     if a.texture:
         texture_picture(a, inp)
+        grain_picture(a, inp)
 
 
 def other_lab(cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -131,6 +132,25 @@ def texture_picture(a, inp: Inpainter) -> None:
     rows.append(inpaint_row)
     save_png(grid(rows, pad=4), ROOT / "docs" / "texture.png")
     print("wrote docs/texture.png")
+
+
+def grain_picture(a, inp: Inpainter) -> None:
+    """Generated cells at full size (redrawn by the texture stage, as real ones have detail at every
+    scale), a blob over the nucleus: the truth, biharmonic, no grain, the default; 3x crops."""
+    from gpu_job.inpainter.classical import biharmonic
+    from gpu_job.training.texture_stage import coarse_view
+
+    full, rows = 360, []
+    yy, xx = np.ogrid[:full, :full]
+    m = (yy - 180) ** 2 + (xx - 180) ** 2 <= 45**2
+    for i, label in enumerate(("neutrophil", "lymphocyte", "monocyte")):
+        cell = inp.generate(1, label, seed=400 + i, steps=a.generate_steps)[0]
+        real = inp.texturer().refine(coarse_view(np.asarray(Image.fromarray(cell).resize((full, full), Image.Resampling.LANCZOS))),
+                                     np.ones((full, full), bool), seed=i)
+        fills = [biharmonic(real, m)] + [inp.inpaint(real, m, InpaintOptions(steps=a.steps, seed=1, grain=g)).image for g in (0.0, 1.0)]
+        rows.append([overlay(real, m), zoom(real, 120, 120)] + [zoom(f, 120, 120) for f in fills])
+    save_png(grid(rows, pad=4), ROOT / "docs" / "grain.png")
+    print("wrote docs/grain.png")
 
 
 if __name__ == "__main__":
