@@ -126,8 +126,8 @@ def texture_picture(a, inp: Inpainter) -> None:
         if i == 0:
             m = np.zeros((full, full), bool)
             m[150:200, 155:210] = True  # part of the cell: a nucleus lobe and its granular cytoplasm
-            plain = inp.inpaint(redrawn, m, InpaintOptions(steps=a.steps, seed=1, texture=False)).image
-            textured = inp.inpaint(redrawn, m, InpaintOptions(steps=a.steps, seed=1, texture=True)).image
+            plain = inp.inpaint(redrawn, m, InpaintOptions(steps=a.steps, seed=1, texture=False, grain=0.0)).image
+            textured = inp.inpaint(redrawn, m, InpaintOptions(steps=a.steps, seed=1, texture=True, grain=0.0)).image
             inpaint_row = [overlay(redrawn, m), zoom(redrawn, 120, 120), zoom(plain, 120, 120), zoom(textured, 120, 120)]
     rows.append(inpaint_row)
     save_png(grid(rows, pad=4), ROOT / "docs" / "texture.png")
