@@ -145,9 +145,9 @@ def check_near_names(keys: list[str], pair: str) -> None:
                                                   "rename one so the NAMEs match exactly")
 
 
-def find_pair(s3: BaseClient, bucket: str, pair: str, folders: Folders | None = None) -> PairRef | None:
+def find_pair(s3: BaseClient, bucket: str, pair: str, folders: Folders) -> PairRef | None:
     """The pair's image, mask and sidecar as they are now, or None while a half is missing."""
-    keys = (folders or Folders(s3, bucket)).keys(pair.rpartition("/")[0])
+    keys = folders.keys(pair.rpartition("/")[0])
     check_near_names(keys, pair)
     images, masks, sidecars = [], [], []
     for key in keys:
@@ -171,22 +171,10 @@ def ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None = N
     long the lease must last (shared.pipeline.leases.seconds_left of the invocation); `folders`:
     the invocation's listings (a fresh listing without it)."""
     folders = folders or Folders(s3, bucket)
-    pair = _pair_of(key)
-    if pair in folders.answered:
-        return Outcome("duplicate", key, pair, "the other half's event in this invocation answered the pair")
     outcome = _ingest_object(s3, bucket, key, version, limits, now or now_utc(), lease_s, folders)
     if outcome.status in ("ready", "resubmit", "failed", "duplicate") and outcome.pair:
         folders.answered.add(outcome.pair)
     return outcome
-
-
-def _pair_of(key: str) -> str | None:
-    """The pair an image's or mask's key belongs to (None for anything else)."""
-    try:
-        upload = classify(key)
-    except InputError:
-        return None
-    return upload.pair if upload and upload.role != "sidecar" else None
 
 
 def _ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None, limits: Limits, now: datetime, lease_s: float,
@@ -200,6 +188,8 @@ def _ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None, l
         return Outcome("ignored", key, detail="not an upload under incoming/")
     if upload.role == "sidecar":
         return Outcome("ignored", key, upload.pair, "options are read when the image and mask are both there")
+    if upload.pair in folders.answered:
+        return Outcome("duplicate", key, upload.pair, "the other half's event in this invocation answered the pair")
     try:
         ref = find_pair(s3, bucket, upload.pair, folders)
     except InputError as exc:
