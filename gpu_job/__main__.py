@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import signal
 
-    from gpu_job.job import EXIT_BAD_MANIFEST, EXIT_HANDED_BACK, STOP, run
+    from gpu_job.job import EXIT_BAD_MANIFEST, EXIT_HANDED_BACK, STOP, serve
 
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())  # Batch's stop (Spot reclaim, cancel): finish the batch in hand, hand back the rest
     try:
-        status = run(a.manifest, device=a.device)
+        status = serve(a.manifest, device=a.device)
     except (ValueError, KeyError, json.JSONDecodeError) as exc:
         print(f"gpu_job: bad manifest {a.manifest}: {exc}", file=sys.stderr)
         return EXIT_BAD_MANIFEST

@@ -29,8 +29,9 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import boto3
 from botocore.config import Config
@@ -40,10 +41,12 @@ from shared.imaging.images import InputError, load_image, load_mask, png_bytes
 from shared.pipeline.manifest import PairJob, job_size, read_manifest, window_from_dict
 from shared.options import InpaintOptions, OptionError
 from shared.imaging.preview import before_after, heatmap
-from shared.pipeline.leases import acquire
+from shared.pipeline import runner
+from shared.pipeline.leases import acquire, now_utc
 from shared.pipeline.publish import publish
 from shared.pipeline.records import Result
-from shared.pipeline.s3 import download, get_bytes, get_json, item_of, parse_uri, put_json, result_key, take_key, write_error, written_by
+from shared.pipeline.s3 import (download, get_bytes, get_json, item_of, items_of, parse_uri, put_json, result_key, take_key, write_error,
+                                written_by)
 from shared.imaging.windows import reprepare
 
 from gpu_job.inpainter.inpaint import Inpainter, InpaintResult
@@ -243,16 +246,26 @@ def sample_batch(todo: list) -> list[InpaintResult]:
     return results
 
 
+def load_models(s3, bucket: str, inpainter: Inpainter | None, device: str) -> Models:
+    """The job's models: `inpainter`, or the weights of MODEL_URI (the image's own by default)."""
+    weights = fetch_weights(s3, os.environ.get("MODEL_URI"))
+    if inpainter is None and os.environ.get("CELLPAINT_TEST_FILL") == "harmonic":  # plumbing tests only
+        inpainter = HarmonicStandIn()
+    inpainter = inpainter or Inpainter(weights, device)
+    return Models(s3, bucket, inpainter, model_info(inpainter, weights), device)
+
+
 def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto",
         batch_job_id: str | None = None, batch_rows: int | None = None, item: int | None = None,
-        deadline: float | None = None) -> dict:
+        deadline: float | None = None, get_models: Callable[[], Models] | None = None) -> dict:
     """Runs one manifest; returns {pair: "succeeded" | "failed" | "skipped" | "duplicate" |
     "superseded" (a newer upload's result was there first) | "handed back"}, in
     manifest order. `batch_rows`: model rows (windows x samples) per job batch (default:
     BATCHES_PER_JOB_BATCH x the inpainter's batch size). `item`: the work item to do (default: an
     array child's AWS_BATCH_JOB_ARRAY_INDEX; a plain job does the whole manifest). `deadline` (epoch
     s; under Batch by default the start plus the manifest's time limit): no batch is started so
-    near it, nor once STOP is set; the pairs left are "handed back"."""
+    near it, nor once STOP is set; the pairs left are "handed back". `get_models`: the models
+    loaded once for every manifest a runner does (serve); without it, loaded here."""
     t_start = time.time()
     s3 = s3 or boto3.client("s3", config=_RETRY)
     bucket, key = parse_uri(manifest_uri)
@@ -267,11 +280,8 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
         log.warning("duplicate: %s is taken by Batch job %s; this job (%s) exits without writing anything", key, owner, me)
         return {p.pair: "duplicate" for p in pairs}
     t_load = time.time()
-    weights = fetch_weights(s3, os.environ.get("MODEL_URI"))
-    if inpainter is None and os.environ.get("CELLPAINT_TEST_FILL") == "harmonic":  # plumbing tests only
-        inpainter = HarmonicStandIn()
-    inpainter = inpainter or Inpainter(weights, device)
-    models = Models(s3, bucket, inpainter, model_info(inpainter, weights), device)
+    models = get_models() if get_models else load_models(s3, bucket, inpainter, device)
+    inpainter = models.default[0]
     model_load_s = round(time.time() - t_load, 3)
     dev = str(inpainter.device)
 
@@ -323,3 +333,49 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
              totals["sample_s"], 100 * totals["sample_s"] / max(total, 1e-9), total, totals["input_wait_s"], totals["download_decode_s"],
              totals["output_wait_s"])
     return {p.pair: status[p.pair] for p in pairs}
+
+
+def serve(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto",
+          batch_job_id: str | None = None, batch_rows: int | None = None, item: int | None = None,
+          deadline: float | None = None) -> dict:
+    """The Batch command: this job's manifest (run), then, as the runner, every manifest ingest
+    queued to it (shared/pipeline/runner.py), oldest first, until none is left; the models are
+    loaded once for all. Returns {pair: status} for every pair it ran or handed back."""
+    t_start = time.time()
+    s3 = s3 or boto3.client("s3", config=_RETRY)
+    bucket, key = parse_uri(manifest_uri)
+    me = batch_job_id or os.environ.get("AWS_BATCH_JOB_ID") or LOCAL_JOB
+    if deadline is None and os.environ.get("AWS_BATCH_JOB_ID"):  # the time limit ingest gave this job (its manifest's)
+        deadline = t_start + job_size(get_json(s3, bucket, key))[1]
+    until = datetime.now(timezone.utc) + (timedelta(seconds=deadline - t_start) if deadline else timedelta(days=1))
+    runner.started(s3, bucket, me, until, now_utc())
+    loaded: list[Models] = []
+
+    def get_models() -> Models:
+        if not loaded:
+            loaded.append(load_models(s3, bucket, inpainter, device))
+        return loaded[0]
+
+    kw = {"s3": s3, "device": device, "batch_job_id": me, "batch_rows": batch_rows, "deadline": deadline, "get_models": get_models}
+    status = run(manifest_uri, item=item, **kw)
+    done, closed = set(), False
+    while "handed back" not in status.values():
+        todo = [m for m in runner.queued(s3, bucket, runner.runner_of(me)) if m not in done]
+        if not todo and closed:
+            break
+        if not todo:  # close, then look once more: whatever was queued before the close is found now
+            runner.close(s3, bucket, me, now_utc())
+            closed = True
+            continue
+        for m in todo:
+            doc = get_json(s3, bucket, m)
+            n = len(items_of(doc))
+            for i in range(n) if n > 1 else [None]:
+                status.update(run(f"s3://{bucket}/{m}", item=i, **kw))
+            done.add(m)
+            if "handed back" in status.values():
+                break
+    if "handed back" in status.values():  # the next attempt drains what is left
+        log.warning("job %s: handing back; %d manifests queued to it are left for its next attempt", me,
+                    len([m for m in runner.queued(s3, bucket, runner.runner_of(me)) if m not in done]))
+    return status

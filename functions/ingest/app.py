@@ -1,6 +1,6 @@
 """Ingest: S3 (incoming/) -> SQS -> here. Validates and leases each pair that became complete,
-writes failed/<pair>/error.json for bad input, and submits ONE Batch job (an array job of GPU-sized
-work items) for all ready pairs. The logic is in shared/pipeline/ingest.py; this file wires AWS.
+writes failed/<pair>/error.json for bad input, and hands all ready pairs, as one manifest, to the
+running GPU job or else to a new Batch job (an array job of GPU-sized work items). The logic is in shared/pipeline/ingest.py; this file wires AWS.
 """
 from __future__ import annotations
 
@@ -56,6 +56,6 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     with processor(records=event["Records"], handler=handler, lambda_context=context):
         results = processor.process()
     ready = [(rec["messageId"], o) for ok, outs, rec in results if ok == "success" for o in outs if o.status in ("ready", "resubmit")]
-    retry = ingest.submit_ready(S3, BATCH, BUCKET, JOB_QUEUE, JOB_DEFINITION, ready, logger)
-    metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=int(bool(ready) and not retry))
-    return {"batchItemFailures": processor.response()["batchItemFailures"] + [{"itemIdentifier": mid} for mid in retry]}
+    handed = ingest.submit_ready(S3, BATCH, BUCKET, JOB_QUEUE, JOB_DEFINITION, ready, logger)
+    metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=handed.jobs)
+    return {"batchItemFailures": processor.response()["batchItemFailures"] + [{"itemIdentifier": mid} for mid in handed.retry]}

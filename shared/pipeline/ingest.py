@@ -1,5 +1,6 @@
 """Ingest: from one uploaded object to a validated, preprocessed, leased pair; and from the pairs
-of one invocation to one Batch job. The Lambda handler (functions/ingest/app.py) only wires these.
+of one invocation to one manifest, queued to the running job or submitted as a Batch job
+(shared/pipeline/runner.py). The Lambda handler (functions/ingest/app.py) only wires these.
 
 Exactly once, and never lost (shared/pipeline/leases.py): a pair is leased at
 jobs/claims/ingest/<sha256 of the pair and both objects' versions>.json. Duplicate deliveries and
@@ -23,8 +24,9 @@ from botocore.exceptions import ClientError
 from shared.imaging.images import InputError
 from shared.pipeline.adapt import LAB, model_key
 from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, finish, lease_key, now_utc, read, record, release_quietly, report
-from shared.pipeline.manifest import PairJob, job_size, manifest, window_to_dict
+from shared.pipeline.manifest import DRAIN_S, PairJob, job_seconds, job_size, manifest, window_to_dict
 from shared.pipeline.pairs import split_name
+from shared.pipeline.runner import enqueue, opened
 from shared.pipeline.s3 import (CLAIMS, INCOMING, INGEST_CLAIMS, classify, digest, error_key, failed_prefix_for_key, get_bytes, get_json,
                  get_json_or_none, is_not_found, manifest_key, put_json, take_keys)
 from shared.imaging.scale import auto_window
@@ -299,17 +301,24 @@ def lab_model(s3: BaseClient, bucket: str, pair: str) -> dict | None:
     return {"key": model_key(lab), "version": head.get("VersionId"), "lab": lab}
 
 
-# ---- One job (or array job) per invocation ---------------------------------------------------
+# ---- One manifest per invocation: queued to the running job, or a job of its own ----------------
+
+@dataclass
+class Handoff:
+    retry: list[str]  # the message ids to redeliver
+    jobs: int = 0  # SubmitJob calls that succeeded
+
 
 def submit_ready(s3: BaseClient, batch: BaseClient, bucket: str, job_queue: str, job_definition: str,
-                 ready: list[tuple[str, Outcome]], logger, now: datetime | None = None) -> list[str]:
-    """One job for the invocation's new pairs (one manifest, an array job when it holds more than
-    one work item), and the manifests that taken-over
-    leases name submitted again. Returns the message ids to redeliver."""
-    retry = []
+                 ready: list[tuple[str, Outcome]], logger, now: datetime | None = None) -> Handoff:
+    """One manifest for the invocation's new pairs, queued to the running job
+    (shared/pipeline/runner.py) or else submitted as a job (an array job when it holds more than
+    one work item); and the manifests that taken-over leases name submitted again."""
+    retry, jobs = [], 0
     fresh = [(mid, o) for mid, o in ready if o.status == "ready"]
     if fresh:
-        retry += _submit_new(s3, batch, bucket, job_queue, job_definition, fresh, logger, now or now_utc())
+        failed, submitted = _submit_new(s3, batch, bucket, job_queue, job_definition, fresh, logger, now or now_utc())
+        retry, jobs = retry + failed, jobs + submitted
     again: dict[str, list] = {}
     for mid, o in ready:
         if o.status == "resubmit":
@@ -319,12 +328,14 @@ def submit_ready(s3: BaseClient, batch: BaseClient, bucket: str, job_queue: str,
         if taken:  # a job already started on this manifest: nothing to submit
             _finish_all(s3, bucket, items, logger, state="submitted", batch_job_id=taken)
         else:
-            retry += _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger)
-    return list(dict.fromkeys(retry))
+            failed = _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger)
+            retry, jobs = retry + failed, jobs + (not failed)
+    return Handoff(list(dict.fromkeys(retry)), jobs)
 
 
-def _submit_new(s3, batch, bucket, job_queue, job_definition, items, logger, now: datetime) -> list[str]:
-    """jobs/<job-id>/manifest.json for all the pairs, then SubmitJob. Each lease records the
+def _submit_new(s3, batch, bucket, job_queue, job_definition, items, logger, now: datetime) -> tuple[list[str], int]:
+    """jobs/<job-id>/manifest.json for all the pairs, then queued or SubmitJob: (message ids to
+    redeliver, jobs submitted). Each lease records the
     manifest *before* it is written, so a manifest exists only if every one of its pairs' leases
     names it: a takeover then submits that manifest again (never a second one for the same pair),
     and a lease naming a manifest that was never written is redone from the start."""
@@ -340,8 +351,14 @@ def _submit_new(s3, batch, bucket, job_queue, job_definition, items, logger, now
         logger.exception("could not write the manifest; the leases are released so the messages are retried")
         for _, o in items:
             release_quietly(s3, bucket, o.lease, logger)
-        return [mid for mid, _ in items]
-    return _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger, doc)
+        return [mid for mid, _ in items], 0
+    runner = enqueue(s3, bucket, key, job_seconds(doc), now)  # a job that is running (or about to) takes it: no new job
+    if runner:
+        logger.info("queued to the running job", extra={"job_id": job_id, "batch_job_id": runner, "pairs": [o.pair for _, o in items]})
+        _finish_all(s3, bucket, items, logger, state="submitted", batch_job_id=runner, queued=True)
+        return [], 0
+    failed = _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger, doc)
+    return failed, int(not failed)
 
 
 def taken_by(s3: BaseClient, bucket: str, key: str) -> str | None:
@@ -371,6 +388,10 @@ def _submit(s3, batch, bucket, job_queue, job_definition, key, items, logger, do
         return [mid for mid, _ in items]
     logger.info("job submitted", extra={"job_id": job_id, "batch_job_id": r["jobId"], "pairs": [o.pair for _, o in items],
                                         "work_items": size or 1})
+    try:
+        opened(s3, bucket, r["jobId"], DRAIN_S, now_utc())  # the manifests ingest writes next are queued to it
+    except Exception:  # noqa: BLE001 - the job exists; the next invocation submits its own
+        logger.exception("could not name the job the runner", extra={"batch_job_id": r["jobId"]})
     _finish_all(s3, bucket, items, logger, state="submitted", batch_job_id=r["jobId"])
     return []
 

@@ -84,6 +84,12 @@ def _put(s3: BaseClient, bucket: str, key: str, doc: dict, **condition) -> str |
         raise
 
 
+def put_if(s3: BaseClient, bucket: str, key: str, doc: dict, **condition) -> str | None:
+    """A JSON document written only if `condition` (IfMatch=etag, IfNoneMatch="*") holds: its
+    ETag, or None when it did not (412)."""
+    return _put(s3, bucket, key, doc, **condition)
+
+
 def read(s3: BaseClient, bucket: str, key: str) -> tuple[dict, str] | None:
     """The lease document and its ETag, or None if there is none."""
     try:

@@ -67,6 +67,11 @@ JOB_BASE_S, PAIR_IO_S, EVALUATION_S = 600, 2.0, 0.022
 # image pull, model load: minutes) is paid for tens of minutes of work, and a folder of 10,000
 # pairs is tens of work items, run as the children of a few array jobs, not hundreds of jobs.
 ITEM_S = 1800.0
+# A job is also the runner that takes the manifests queued after it (shared/pipeline/runner.py):
+# its time limit leaves this much for them, and ingest queues to it no more estimated work than
+# that. An hour of estimate (about 1,600 default pairs) is minutes on a GPU: a 10,000-pair folder
+# is about 7 jobs, each start-up paid for ~1,600 pairs.
+DRAIN_S = 3600.0
 
 
 def pair_seconds(p: PairJob) -> float:
@@ -112,9 +117,15 @@ def read_manifest(doc: dict, item: int | None = None) -> list[PairJob]:
     return [PairJob(**p) for p in pairs]
 
 
+def job_seconds(doc: dict) -> float:
+    """The estimated work of a whole manifest (every item), as a runner's budget counts it."""
+    return sum(pair_seconds(p) for p in read_manifest(doc))
+
+
 def job_size(doc: dict) -> tuple[int | None, int]:
-    """(array size or None for a plain job, time limit in seconds: the longest item's)."""
+    """(array size or None for a plain job, time limit in seconds: the longest item's, and
+    DRAIN_S for the manifests queued to the job while it runs)."""
     items = items_of(doc)
     pairs = read_manifest(doc)
     limit = max(time_limit(pairs[a:b]) for a, b in items) if pairs else JOB_BASE_S
-    return (len(items) if len(items) > 1 else None), limit
+    return (len(items) if len(items) > 1 else None), int(limit + DRAIN_S)

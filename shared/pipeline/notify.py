@@ -4,7 +4,7 @@ webhook (MessageStructure="json": "default"/"email" text, "http"/"https" a JSON 
 Triggers (all arrive on the notify queue): results/<pair>/result.json (success, written last by
 the GPU job), failed/<pair>/error.json (ingest, GPU job or sweeper), and Batch "Job State Change"
 FAILED (a job that died before writing anything, or was cancelled for want of GPU capacity: every
-pair of its manifest without an output).
+pair of its manifest, and of the manifests queued to it, without an output).
 
 One message per notice: each is leased (shared/pipeline/leases.py) under jobs/claims/notify/ before it is
 published, and the lease is final once SNS has the message. A notify invocation that dies after
@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from shared.pipeline.leases import DEFAULT_LEASE_S, acquire, finish, lease_key, now_utc, release_quietly
 from shared.pipeline.records import ModelReady, Notice, Result
+from shared.pipeline.runner import queued, runner_of
 from shared.pipeline.s3 import (MODELS, NOTIFY_CLAIMS, error_key, get_json, item_of, items_of, pair_from_output_key, presign,
                                 result_key, take_key, written_by)
 from shared.pipeline.s3events import object_events
@@ -107,11 +108,26 @@ def from_batch_failure(s3: BaseClient, detail: dict) -> list[Notice]:
     except ClientError as exc:
         return [Notice("failed", None, f"{why}; its manifest {uri} cannot be read ({exc.response['Error'].get('Code')})",
                        {"manifest": manifest_key}, bucket, job=job, dedupe=f"batch@{detail.get('jobId')}")]
-    item = item_of(doc, item)
+    notices = _unanswered(s3, bucket, manifest_key, doc, item_of(doc, item), detail, why, job)
+    # The manifests queued to it (shared/pipeline/runner.py): those it took and did not finish, and
+    # those nobody took (taken here, in its name, so that no later job restores them after this).
+    if detail.get("jobId"):
+        for key in queued(s3, bucket, runner_of(detail["jobId"])):
+            other = get_json(s3, bucket, key)
+            n = len(items_of(other))
+            for i in range(n) if n > 1 else [None]:
+                notices += _unanswered(s3, bucket, key, other, i, detail, why, job)
+    return notices
+
+
+def _unanswered(s3: BaseClient, bucket: str, manifest_key: str, doc: dict, item: int | None, detail: dict, why: str,
+                job: dict) -> list[Notice]:
+    """A notice per pair of the manifest's work item `item` that the failed job took (or that
+    nobody took) and left without result.json or error.json."""
     take = take_key(manifest_key, item)
-    if detail.get("jobId") and acquire(s3, bucket, take, {"failed": reason}, None, owner=detail["jobId"]) is None:
+    if detail.get("jobId") and acquire(s3, bucket, take, {"failed": detail.get("statusReason")}, None, owner=detail["jobId"]) is None:
         return []  # another job took this manifest (work item): it does (or did) the work, and reports it
-    job["job_id"] = doc.get("job_id")
+    job = {**job, "job_id": doc.get("job_id")}
     notices = []
     start, end = items_of(doc)[item] if item is not None else (0, len(doc.get("pairs", [])))
     for p in doc.get("pairs", [])[start:end]:

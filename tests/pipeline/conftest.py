@@ -193,6 +193,14 @@ def keys(st: Stack, prefix: str) -> list[str]:
     return sorted(o["Key"] for o in r.get("Contents", []))
 
 
+def handoffs(st: Stack) -> list[str]:
+    """Every manifest ingest handed to a job, oldest first: submitted as a new job, or queued to
+    the job that is running (shared/pipeline/runner.py)."""
+    submitted = [s["parameters"]["manifest"].split(f"{BUCKET}/", 1)[1] for s in st.submits]
+    queued = [f"jobs/{k.rsplit('/', 1)[1][:-len('.json')]}/manifest.json" for k in keys(st, "jobs/queue/")]
+    return sorted(submitted + queued)
+
+
 def notify_outputs(st: Stack) -> dict:
     """Feed every results/*/result.json and failed/*/error.json to the notify handler, as the
     stack's S3 notification would."""
@@ -256,11 +264,11 @@ def batch_jobs(st: Stack) -> list[dict]:
 
 
 def run_jobs(st: Stack, inpainter) -> list[dict]:
-    """Run every submitted Batch job once, as Batch would (each with its own AWS_BATCH_JOB_ID):
-    [{pair: status} per job]."""
-    from gpu_job.job import run
+    """Run every submitted Batch job once, as Batch would (each with its own AWS_BATCH_JOB_ID, and
+    each taking the manifests queued to it): [{pair: status} per job]."""
+    from gpu_job.job import serve
 
-    return [run(j["manifest"], s3=st.s3, inpainter=inpainter, batch_job_id=j["jobId"], item=j["item"]) for j in batch_jobs(st)]
+    return [serve(j["manifest"], s3=st.s3, inpainter=inpainter, batch_job_id=j["jobId"], item=j["item"]) for j in batch_jobs(st)]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from shared.options import OPTIONS, InpaintOptions
 from shared.pipeline.records import NOTICE_VERSION
 from shared.imaging.images import load_image, load_mask
 
-from .conftest import BUCKET, REGION, Context, cell_image, disc_mask, encode, inbox, keys, later, load_event, s3_body, sqs_event
+from .conftest import BUCKET, REGION, Context, batch_jobs, cell_image, disc_mask, encode, inbox, keys, later, load_event, s3_body, sqs_event
 
 H, W = 90, 120  # not square, not the model's size: the result must still be 90x120
 PBC = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
@@ -275,14 +275,16 @@ def test_a_pair_failing_in_the_gpu_job_does_not_lose_the_other(stack, weights_wi
 
 def test_reupload_after_a_result_is_restored_again(stack, inpainter, monkeypatch):
     """Uploading a corrected mask makes a new pair version: ingest submits a new job (the claim is
-    per version), and that job must restore the pair again, not skip it as already done."""
-    from gpu_job.job import run
+    per version), and that job must restore the pair again, not skip it as already done. (The
+    first job has finished, so the second upload gets a job of its own, not a place in its queue.)"""
+    from gpu_job.job import run, serve
 
     image = cell_image(H, W, seed=9)
     stack.ingest.lambda_handler({"Records": [put(stack, "incoming/e.png", encode(image)),
                                              put(stack, "incoming/e.mask.png", encode(disc_mask(H, W)))]}, Context())
     first = stack.submits[-1]["parameters"]["manifest"]
-    assert run(first, s3=stack.s3, inpainter=inpainter) == {"e": "succeeded"}
+    [job] = batch_jobs(stack)
+    assert serve(first, s3=stack.s3, inpainter=inpainter, batch_job_id=job["jobId"]) == {"e": "succeeded"}
     # a corrected mask, uploaded under the same key
     smaller = np.zeros((H, W), np.uint8)
     smaller[20:40, 30:60] = 255

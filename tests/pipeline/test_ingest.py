@@ -11,7 +11,7 @@ from PIL import Image
 from shared.options import InpaintOptions
 from shared.pipeline.manifest import read_manifest
 
-from .conftest import BUCKET, Context, encode, good_pair, keys, load_event, s3_body, sqs_event, upload
+from .conftest import BUCKET, Context, encode, good_pair, handoffs, keys, load_event, s3_body, sqs_event, upload
 
 
 def manifests(st):
@@ -108,7 +108,7 @@ def test_one_invocation_lists_each_folder_once_and_reads_each_pair_once(stack):
     image, mask = good_pair()
     upload(stack, "incoming/day1/late.png", image)
     stack.ingest.lambda_handler(upload(stack, "incoming/day1/late.mask.png", mask), Context())
-    assert len(stack.submits) == 2
+    assert len(handoffs(stack)) == 2
 
 
 def test_two_halves_racing_on_threads_give_one_job(stack):
@@ -143,7 +143,7 @@ def test_reupload_is_a_new_job(stack, monkeypatch):
     stack.ingest.lambda_handler(again, Context())
     later(monkeypatch, 61)
     stack.ingest.lambda_handler(again, Context())  # the event, delayed on the queue
-    assert len(stack.submits) == 2
+    assert len(handoffs(stack)) == 2
 
 
 def test_writes_outside_incoming_never_trigger(stack):
@@ -188,7 +188,7 @@ def test_a_pair_that_would_hold_a_job_too_long_is_refused_naming_the_limit(stack
     """No job that cannot finish: a pair's cost (steps x samples x windows, the texture stage's tiles
     included) is bounded at ingest, and the job's time limit follows what its manifest holds."""
     from shared.pipeline.ingest import ingest_object
-    from shared.pipeline.manifest import time_limit
+    from shared.pipeline.manifest import DRAIN_S, time_limit
     from shared.pipeline.validate import Limits
 
     image, mask = good_pair()
@@ -207,7 +207,7 @@ def test_a_pair_that_would_hold_a_job_too_long_is_refused_naming_the_limit(stack
     doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
     [pair] = read_manifest(doc)
     assert pair.evaluations == 5 + -(-int((np.asarray(Image.open(io.BytesIO(mask))) > 127).sum()) // 64**2)
-    assert submit["timeout"] == {"attemptDurationSeconds": time_limit([pair])}
+    assert submit["timeout"] == {"attemptDurationSeconds": time_limit([pair]) + DRAIN_S}
 
 
 def test_a_folder_larger_than_a_work_item_is_one_array_job(stack, inpainter, monkeypatch):
@@ -224,7 +224,8 @@ def test_a_folder_larger_than_a_work_item_is_one_array_job(stack, inpainter, mon
     [submit] = stack.submits
     doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
     assert doc["items"] == [[0, 2], [2, 4], [4, 5]] and submit["arrayProperties"] == {"size": 3}
-    assert submit["timeout"]["attemptDurationSeconds"] == max(manifest_mod.time_limit(read_manifest(doc)[a:b]) for a, b in doc["items"])
+    assert submit["timeout"]["attemptDurationSeconds"] == manifest_mod.DRAIN_S + max(
+        manifest_mod.time_limit(read_manifest(doc)[a:b]) for a, b in doc["items"])
     statuses = run_jobs(stack, inpainter)
     assert [sorted(s) for s in statuses] == [["day/0", "day/1"], ["day/2", "day/3"], ["day/4"]]
     assert all(v == "succeeded" for s in statuses for v in s.values())
@@ -268,19 +269,19 @@ def test_a_reupload_is_never_paired_with_the_other_halfs_old_version(stack, monk
     assert 1 <= again["DelaySeconds"] <= REUPLOAD_SETTLE_S + 1
     # ... then its mask: the new pair goes
     stack.ingest.lambda_handler(upload(stack, "incoming/re/p.mask.png", other_mask), Context())
-    assert len(stack.submits) == 2
-    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=stack.submits[-1]["parameters"]["manifest"].split(f"{BUCKET}/", 1)[1])["Body"].read())
+    assert len(handoffs(stack)) == 2
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=handoffs(stack)[-1])["Body"].read())
     heads = {r: stack.s3.head_object(Bucket=BUCKET, Key=f"incoming/re/p{'.mask' if r == 'mask' else ''}.png")["VersionId"] for r in ("image", "mask")}
     assert (doc["pairs"][0]["image_version"], doc["pairs"][0]["mask_version"]) == (heads["image"], heads["mask"])
     # the delayed image event comes back: that pairing is done already
     later(monkeypatch, REUPLOAD_SETTLE_S + 1)
     stack.ingest.lambda_handler(image_event, Context())
-    assert len(stack.submits) == 2
+    assert len(handoffs(stack)) == 2
     # a new mask alone, on purpose: it waits the settle, then pairs with the current image
     mask_event = upload(stack, "incoming/re/p.mask.png", mask)
     monkeypatch.undo()
     stack.ingest.lambda_handler(mask_event, Context())
-    assert len(stack.submits) == 2 and len(sent) == 2
+    assert len(handoffs(stack)) == 2 and len(sent) == 2
     later(monkeypatch, REUPLOAD_SETTLE_S + 1)
     stack.ingest.lambda_handler(mask_event, Context())
-    assert len(stack.submits) == 3
+    assert len(handoffs(stack)) == 3

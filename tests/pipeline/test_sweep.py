@@ -9,7 +9,7 @@ import pytest
 
 from shared.options import InpaintOptions
 
-from .conftest import (BUCKET, Context, Crash, batch_jobs, crash_on, good_pair, inbox, keys, later, load_handler,
+from .conftest import (BUCKET, Context, Crash, batch_jobs, crash_on, handoffs, good_pair, inbox, keys, later, load_handler,
                        notify_outputs, upload)
 
 DAY, HOUR = 86400, 3600
@@ -71,8 +71,8 @@ def test_a_sidecar_after_its_pair_is_reported_once(stack, sweeper, monkeypatch):
     stack.ingest.lambda_handler(again, Context())
     later(monkeypatch, 61)
     stack.ingest.lambda_handler(again, Context())
-    [_, _, _, last] = batch_jobs(stack)
-    manifest = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=last["manifest"].split(f"{BUCKET}/")[1])["Body"].read())
+    [_, _, _, last] = handoffs(stack)
+    manifest = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=last)["Body"].read())
     assert manifest["pairs"][0]["options"] == InpaintOptions(steps=25).to_dict()
     assert sweep_and_notify(stack, sweeper) == []
 
