@@ -335,12 +335,20 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
     return {p.pair: status[p.pair] for p in pairs}
 
 
+# An idle runner waits this long for more of a folder before it closes: a GPU job's start-up
+# (instance, image pull, model load) is minutes, so two minutes of waiting cost less than the
+# new job the next manifest would otherwise be; it looks every LINGER_POLL_S.
+LINGER_S, LINGER_POLL_S = 120.0, 5.0
+
+
 def serve(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: str = "auto",
           batch_job_id: str | None = None, batch_rows: int | None = None, item: int | None = None,
-          deadline: float | None = None) -> dict:
+          deadline: float | None = None, linger_s: float | None = None) -> dict:
     """The Batch command: this job's manifest (run), then, as the runner, every manifest ingest
-    queued to it (shared/pipeline/runner.py), oldest first, until none is left; the models are
-    loaded once for all. Returns {pair: status} for every pair it ran or handed back."""
+    queued to it (shared/pipeline/runner.py), oldest first, until none has come for `linger_s`
+    (default CELLPAINT_LINGER_S, else LINGER_S); the models are loaded once for all. Returns
+    {pair: status} for every pair it ran or handed back."""
+    linger_s = float(os.environ.get("CELLPAINT_LINGER_S", LINGER_S)) if linger_s is None else linger_s
     t_start = time.time()
     s3 = s3 or boto3.client("s3", config=_RETRY)
     bucket, key = parse_uri(manifest_uri)
@@ -358,15 +366,20 @@ def serve(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device
 
     kw = {"s3": s3, "device": device, "batch_job_id": me, "batch_rows": batch_rows, "deadline": deadline, "get_models": get_models}
     status = run(manifest_uri, item=item, **kw)
-    done, closed = set(), False
+    done, closed, idle_since = set(), False, time.time()
     while "handed back" not in status.values():
         todo = [m for m in runner.queued(s3, bucket, runner.runner_of(me)) if m not in done]
         if not todo and closed:
             break
+        if not todo and time.time() - idle_since < linger_s and not STOP.is_set() and \
+                (deadline is None or time.time() + LINGER_POLL_S < deadline - HAND_BACK_MARGIN_S):
+            STOP.wait(LINGER_POLL_S)  # a folder still uploading: its next manifest is cheaper here than a new job's start-up
+            continue
         if not todo:  # close, then look once more: whatever was queued before the close is found now
             runner.close(s3, bucket, me, now_utc())
             closed = True
             continue
+        idle_since = float("inf")
         for m in todo:
             doc = get_json(s3, bucket, m)
             n = len(items_of(doc))
@@ -375,6 +388,7 @@ def serve(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device
             done.add(m)
             if "handed back" in status.values():
                 break
+        idle_since = time.time()
     if "handed back" in status.values():  # the next attempt drains what is left
         log.warning("job %s: handing back; %d manifests queued to it are left for its next attempt", me,
                     len([m for m in runner.queued(s3, bucket, runner.runner_of(me)) if m not in done]))

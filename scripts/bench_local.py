@@ -96,10 +96,12 @@ def main() -> int:
             subprocess.run([aws_cli(), "--endpoint-url", stack.endpoint, *args], env=env, check=True, stdout=subprocess.DEVNULL)
 
         def wait(pairs: set[str]) -> float:
-            got, deadline = {}, time.time() + a.timeout
-            while len(got) < len(pairs) and time.time() < deadline:  # one pass a second: 10,000 waits would be n² work
+            got, seen, deadline = {}, 0, time.time() + a.timeout
+            while len(got) < len(pairs) and time.time() < deadline:
                 time.sleep(0.5)
-                got = {m["body"]["pair"]: m["body"].get("status") for m in list(stack.receiver.messages) if m["body"].get("pair") in pairs}
+                new = list(stack.receiver.messages[seen:])  # only what came since the last look: 10,000 pairs' worth each time was n² work
+                seen += len(new)
+                got.update({m["body"]["pair"]: m["body"].get("status") for m in new if m["body"].get("pair") in pairs})
             missing = [p for p in sorted(pairs) if got.get(p) != "succeeded"]
             if missing:
                 raise SystemExit(f"bench: no success notification for {missing[:5]}; logs in {stack.state / 'logs'}")
@@ -130,16 +132,23 @@ def main() -> int:
         s3 = stack.stack.client("s3")
         manifests = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix="jobs/")
                            for o in page.get("Contents", []) if o["Key"].endswith("/manifest.json"))
-        per_job = [n for n in (sum(p["pair"].startswith("many/") for p in json.loads(
-            s3.get_object(Bucket=stack.bucket, Key=k)["Body"].read())["pairs"]) for k in manifests) if n]
-        docs = [json.loads(s3.get_object(Bucket=stack.bucket, Key=k)["Body"].read()) for k in manifests]
-        items = sum(len(doc.get("items") or [0]) for doc in docs if any(p["pair"].startswith("many/") for p in doc["pairs"]))
+        docs = {k: json.loads(s3.get_object(Bucket=stack.bucket, Key=k)["Body"].read()) for k in manifests}
+        per_manifest = [n for n in (sum(p["pair"].startswith("many/") for p in doc["pairs"]) for doc in docs.values()) if n]
+        items = sum(len(doc.get("items") or [0]) for doc in docs.values() if any(p["pair"].startswith("many/") for p in doc["pairs"]))
+        # SubmitJob calls: the jobs whose own manifest holds the folder's pairs (the rest were queued to them)
+        batch = stack.stack.client("batch")
+        listed = batch.list_jobs(jobQueue=stack.stack.job_queue, filters=[{"name": "JOB_NAME", "values": ["cellpaint-*"]}])["jobSummaryList"]
+        ids = [j["jobId"] for j in listed if ":" not in j["jobId"]]  # array children are their parent's SubmitJob
+        described = [d for i in range(0, len(ids), 100) for d in batch.describe_jobs(jobs=ids[i:i + 100])["jobs"]]
+        submitted = [d["jobId"] for d in described if any(p["pair"].startswith("many/") for p in docs.get(
+            d.get("parameters", {}).get("manifest", "").split(f"{stack.bucket}/", 1)[-1], {}).get("pairs", []))]
         time.sleep(70)  # a folder digest goes out within a minute of the folder's last answer
         digests = [m for m in list(stack.receiver.messages) if m["body"].get("kind") == "folder" and "many" in json.dumps(m["body"])]
         status = subprocess.run([sys.executable, "-m", "cellpaint", "status", f"s3://{stack.bucket}/incoming/many/"], env=env,
                                 capture_output=True, text=True)
         status_line = (status.stdout.strip().splitlines() or [""])[-1]
-        print(f"throughput: {a.pairs} pairs in {t_end - t0:.1f} s, jobs {per_job}, status: {status_line} (exit {status.returncode})",
+        print(f"throughput: {a.pairs} pairs in {t_end - t0:.1f} s, {len(submitted)} jobs, manifests {per_manifest}, "
+              f"status: {status_line} (exit {status.returncode})",
               file=sys.stderr)
     t1 = time.time()
     if a.fill == "model":
@@ -157,8 +166,9 @@ def main() -> int:
               f"(min {min(latencies):.1f}, max {max(latencies):.1f}) |")
     print(f"| throughput, {a.pairs} pairs uploaded at once | {a.pairs / (t_end - t0) * 60:.1f} pairs/min "
           f"({t_end - t0:.1f} s from the first upload to the last notification) |")
-    print(f"| Batch jobs (SubmitJob calls) those {a.pairs} pairs were grouped into | {len(per_job)} (pairs per job: "
-          f"{', '.join(map(str, per_job))}; {items} work item{'s' * (items != 1)}) |")
+    print(f"| Batch jobs (SubmitJob calls) for those {a.pairs} pairs | {len(submitted)}; their manifests (one per ingest "
+          f"invocation, pairs each): {len(per_manifest)} ({', '.join(map(str, per_manifest[:12]))}{', ...' * (len(per_manifest) > 12)}); "
+          f"{items} work item{'s' * (items != 1)} |")
     if a.fill == "model":
         print(f"| the same pairs, `cellpaint inpaint --pairs` | {cli_s:.1f} s: the stack ran at {cli_s / (t_end - t0):.2f} of its speed |")
     print(f"| pairs answered exactly once (one `pair` notification each) | {once} of {a.pairs} |")

@@ -36,7 +36,9 @@ class Local:
 
     def __init__(self, state: Path, weights: Path, extra_env: dict | None = None):
         self.state, self.lines = state, []
-        env = {**os.environ, "CELLPAINT_WEIGHTS": str(weights), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        # CELLPAINT_LINGER_S=0: a job closes as soon as its queue is empty, so the jobs of these tests
+        # follow their uploads one to one (tests/pipeline/test_runner.py tests the wait).
+        env = {**os.environ, "CELLPAINT_WEIGHTS": str(weights), "PYTHONUNBUFFERED": "1", "CELLPAINT_LINGER_S": "0", **(extra_env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "cellpaint", "local", "up", "--port", str(free_port()),
                                       "--state", str(state)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)

@@ -268,7 +268,8 @@ def run_jobs(st: Stack, inpainter) -> list[dict]:
     each taking the manifests queued to it): [{pair: status} per job]."""
     from gpu_job.job import serve
 
-    return [serve(j["manifest"], s3=st.s3, inpainter=inpainter, batch_job_id=j["jobId"], item=j["item"]) for j in batch_jobs(st)]
+    return [serve(j["manifest"], s3=st.s3, inpainter=inpainter, batch_job_id=j["jobId"], item=j["item"], linger_s=0)
+            for j in batch_jobs(st)]
 
 
 @pytest.fixture

@@ -48,6 +48,27 @@ def test_a_runner_takes_no_more_queued_work_than_its_time_limit_holds(stack, inp
     assert first == {"a/0": "succeeded", "b/0": "succeeded", "c/0": "succeeded"} and second == {"d/0": "succeeded"}
 
 
+def test_an_idle_runner_waits_a_while_for_the_rest_of_a_folder(stack, inpainter, monkeypatch):
+    """A folder whose upload outpaces ingest leaves the runner idle between manifests: it waits
+    (LINGER_S) instead of closing, so the next manifest is not a new job's start-up."""
+    from gpu_job import job
+
+    invocation(stack, "a", 1)
+    [first] = batch_jobs(stack)
+    monkeypatch.setattr(job, "LINGER_POLL_S", 0.01)
+    real_wait, waits = job.STOP.wait, []
+
+    def upload_while_waiting(seconds):
+        if not waits:
+            invocation(stack, "b", 1)  # the next window of the folder, while the runner waits
+        waits.append(seconds)
+        return real_wait(seconds)
+
+    monkeypatch.setattr(job.STOP, "wait", upload_while_waiting)
+    status = job.serve(first["manifest"], s3=stack.s3, inpainter=inpainter, batch_job_id=first["jobId"], linger_s=0.3)
+    assert status == {"a/0": "succeeded", "b/0": "succeeded"} and len(stack.submits) == 1 and waits
+
+
 def test_a_manifest_queued_as_the_runner_closes_is_never_stranded(stack, inpainter, monkeypatch):
     """The close and the queueing race: whichever comes first, the manifest is run once."""
     from gpu_job import job
@@ -64,7 +85,7 @@ def test_a_manifest_queued_as_the_runner_closes_is_never_stranded(stack, inpaint
         invocation(stack, "c", 1)  # after the close: a job of its own
 
     monkeypatch.setattr(runner, "close", close_then_upload)
-    status = job.serve(first["manifest"], s3=stack.s3, inpainter=inpainter, batch_job_id=first["jobId"])
+    status = job.serve(first["manifest"], s3=stack.s3, inpainter=inpainter, batch_job_id=first["jobId"], linger_s=0)
     assert status == {"a/0": "succeeded", "b/0": "succeeded"}
     assert len(stack.submits) == 2
     assert run_jobs(stack, inpainter)[1] == {"c/0": "succeeded"}
@@ -79,7 +100,7 @@ def test_a_runner_told_to_stop_hands_its_queue_to_its_next_attempt(stack, inpain
     invocation(stack, "a", 1)
     invocation(stack, "b", 2)
     [first] = batch_jobs(stack)
-    kw = {"s3": stack.s3, "inpainter": inpainter, "batch_job_id": first["jobId"]}
+    kw = {"s3": stack.s3, "inpainter": inpainter, "batch_job_id": first["jobId"], "linger_s": 0}
     real_run = job.run
 
     def stop_after(*a, **k):
