@@ -6,6 +6,9 @@ inpainted.png, preview.png, [uncertainty.png] and last result.json, the completi
 that fails gets failed/<pair>/error.json and the others go on. A retried job skips pairs whose
 result.json exists, so a spot reclaim never produces a second result.
 
+The job is also the runner (serve; shared/pipeline/runner.py): after its own manifest it takes
+the manifests ingest queued to it while it ran, so a folder uploaded over many minutes is one job.
+
 One job does the work of one manifest: at start the job takes it (jobs/<id>/taken.json, a
 conditional write naming its AWS_BATCH_JOB_ID, shared/pipeline/leases.py). Another attempt of the same Batch
 job may take it again; any other job for the same manifest (a SubmitJob that Batch applied but
@@ -372,7 +375,8 @@ def serve(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device
         if not todo and closed:
             break
         if not todo and time.time() - idle_since < linger_s and not STOP.is_set() and \
-                (deadline is None or time.time() + LINGER_POLL_S < deadline - HAND_BACK_MARGIN_S):
+                (deadline is None or time.time() + LINGER_POLL_S < deadline - HAND_BACK_MARGIN_S) and \
+                runner.accepts(s3, bucket, me, now_utc()):
             STOP.wait(LINGER_POLL_S)  # a folder still uploading: its next manifest is cheaper here than a new job's start-up
             continue
         if not todo:  # close, then look once more: whatever was queued before the close is found now

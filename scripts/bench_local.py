@@ -3,9 +3,8 @@
 
 - latency: upload (the real aws CLI, image then mask) -> the webhook has the notification, for
   one pair at a time; the median of --runs runs;
-- throughput: --pairs pairs uploaded at once (`aws s3 cp --recursive`, 10 transfers in parallel)
-  -> all their notifications; pairs per minute, how many Batch jobs (SubmitJob calls) and work
-  items ingest made of them, how many folder digests went out, and `cellpaint status`'s last line;
+- throughput: --pairs pairs uploaded at once (`aws s3 cp --recursive`) -> all their notifications;
+  pairs per minute, SubmitJob calls, manifests, folder digests and `cellpaint status`'s last line;
 - the same pairs through `cellpaint inpaint --pairs` (one process, no AWS), for the ratio.
 
 `--fill harmonic` tests the plumbing at scale: the job's model is swapped for the harmonic fill
@@ -55,12 +54,10 @@ def write_pair(folder: Path, name: str, rng, h: int, w: int) -> None:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    mem = ""
-    if Path("/proc/meminfo").exists():
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
+    info = Path("/proc/cpuinfo")
+    model = next((x.split(":", 1)[1].strip() for x in info.read_text().splitlines() if x.startswith("model name")),
+                 platform.processor()) if info.exists() else platform.processor()
+    mem = f", {int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB RAM" if Path("/proc/meminfo").exists() else ""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model}, {cpus} CPUs{mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import requests
 
+from cellpaint.local import moto_speed
 from cellpaint.local.template import ROOT, Template, Unresolved, camel, samconfig
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -66,6 +67,7 @@ def start_moto(port: int):
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
     _s3_events_carry_version_ids()
+    moto_speed.apply()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

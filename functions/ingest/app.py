@@ -1,7 +1,6 @@
-"""Ingest: S3 (incoming/) -> SQS -> here. Validates and leases each pair that became complete,
-writes failed/<pair>/error.json for bad input, and hands all ready pairs, as one manifest, to the
-running GPU job or else to a new Batch job (an array job of GPU-sized work items). The logic is in shared/pipeline/ingest.py; this file wires AWS.
-"""
+"""Ingest: S3 (incoming/) -> SQS -> here. Validates and leases each complete pair, writes
+failed/<pair>/error.json for bad input, and hands the ready pairs, as one manifest, to the running
+GPU job or a new Batch job. The logic is in shared/pipeline/ingest.py; this file wires AWS."""
 from __future__ import annotations
 
 import os

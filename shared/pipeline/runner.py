@@ -97,7 +97,9 @@ def enqueue(s3: BaseClient, bucket: str, manifest_key: str, seconds: float, now:
 
     if _update(s3, bucket, take):
         return runner
-    s3.delete_object(Bucket=bucket, Key=pointer)  # not queued after all: the job submitted for it does it
+    # Not queued after all (the job submitted for it does it): withdrawn, as an empty pointer,
+    # which `queued` skips by its size. Nothing under jobs/ is deleted but by the lifecycle rule.
+    s3.put_object(Bucket=bucket, Key=pointer, Body=b"")
     return None
 
 
@@ -122,9 +124,17 @@ def close(s3: BaseClient, bucket: str, batch_job_id: str, now: datetime) -> None
             if doc.get("batch_job_id") == runner_of(batch_job_id) and doc.get("state") != "closed" else None)
 
 
+def accepts(s3: BaseClient, bucket: str, batch_job_id: str, now: datetime) -> bool:
+    """Whether ingest may still queue work to this job (it is the open runner, with budget left):
+    if not, nothing more will come, and waiting for it is waste."""
+    found = read(s3, bucket, RUNNER)
+    return bool(found and found[0].get("batch_job_id") == runner_of(batch_job_id) and _accepting(found[0], now)
+                and found[0].get("budget_s", 0) > 0)
+
+
 def queued(s3: BaseClient, bucket: str, runner: str) -> list[str]:
     """The manifest keys queued to a runner, oldest first (job ids start with their UTC time)."""
     out = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=queue_prefix(runner)):
-        out += [o["Key"] for o in page.get("Contents", [])]
+        out += [o["Key"] for o in page.get("Contents", []) if o.get("Size", 0) > 0]  # empty: withdrawn (enqueue)
     return [manifest_key(k.rsplit("/", 1)[1][:-len(".json")]) for k in sorted(out)]

@@ -137,3 +137,29 @@ def test_a_runner_that_fails_for_good_speaks_for_its_queue(stack, inpainter):
     for key in handoffs(stack):  # a job started later (a copy still queued) takes none of them
         assert set(job.run(f"s3://{BUCKET}/{key}", s3=stack.s3, inpainter=inpainter, batch_job_id="later").values()) == {"duplicate"}
     assert answered(stack) == []
+
+
+def test_a_manifest_whose_runner_closes_while_it_is_queued_is_withdrawn_and_submitted(stack, inpainter, monkeypatch):
+    """Ingest read the runner open, wrote the pointer, and then found it closed when it took the
+    budget: the pointer is withdrawn (left empty) and the manifest is a job of its own, run once."""
+    from shared.pipeline import runner
+    from shared.pipeline.leases import now_utc
+
+    invocation(stack, "a", 1)
+    [first] = batch_jobs(stack)
+    was_open = runner.read(stack.s3, BUCKET, runner.RUNNER)
+    runner.close(stack.s3, BUCKET, first["jobId"], now_utc())
+    real_read, reads = runner.read, []
+
+    def open_at_first_look(s3, bucket, key):
+        if key == runner.RUNNER and not reads:
+            reads.append(key)
+            return was_open
+        return real_read(s3, bucket, key)
+
+    monkeypatch.setattr(runner, "read", open_at_first_look)
+    invocation(stack, "b", 1)
+    assert reads and len(stack.submits) == 2
+    assert keys(stack, f"jobs/queue/{first['jobId']}/") and runner.queued(stack.s3, BUCKET, first["jobId"]) == []
+    assert [sorted(s) for s in run_jobs(stack, inpainter)] == [["a/0"], ["b/0"]]
+    assert answered(stack) == ["a/0", "b/0"]
