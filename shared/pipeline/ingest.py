@@ -120,12 +120,12 @@ class Folders:
     def __init__(self, s3: BaseClient, bucket: str):
         self.s3, self.bucket, self.listed, self.answered = s3, bucket, {}, set()
 
-    def keys(self, folder: str) -> list[str]:
-        """The keys directly in incoming/<folder>/ (incoming/ itself for folder "")."""
+    def index(self, folder: str) -> "Listing":
+        """incoming/<folder>/ (incoming/ itself for folder ""), listed and indexed once."""
         if folder not in self.listed:
             prefix = f"{INCOMING}{folder}/" if folder else INCOMING
             pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
-            self.listed[folder] = [o["Key"] for page in pages for o in page.get("Contents", [])]
+            self.listed[folder] = Listing([o["Key"] for page in pages for o in page.get("Contents", [])])
         return self.listed[folder]
 
 
@@ -133,29 +133,37 @@ def _canonical(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
-def check_near_names(keys: list[str], pair: str) -> None:
-    """InputError if another upload in the pair's folder (`keys`) has a NAME that differs from this
-    pair's only in case or Unicode form (Cell.mask.png beside cell.png; é typed two ways): such
-    halves never pair, or one is picked silently."""
-    stem, want = pair.rpartition("/")[2], _canonical(pair.rpartition("/")[2])
-    for key in keys:
-        parsed = split_name(key[len(INCOMING):])
-        other = parsed[0].rpartition("/")[2] if parsed else None
-        if other is not None and other != stem and _canonical(other) == want:
-            raise InputError(f"{INCOMING}{pair}", f"{key} has a NAME that differs from this one only in case or Unicode "
-                                                  "form, so the two would never pair (or one would be picked silently); "
-                                                  "rename one so the NAMEs match exactly")
+class Listing:
+    """One folder's keys by pair and role, and its NAMEs by canonical form, so that finding a
+    pair is a lookup: scanning the listing per pair made a 10,000-pair folder N² again."""
+
+    def __init__(self, keys: list[str]):
+        self.keys, self.roles, self.names = keys, {}, {}
+        for key in keys:
+            parsed = split_name(key[len(INCOMING):])
+            if parsed:
+                self.roles.setdefault(parsed[0], {}).setdefault(parsed[1], []).append(key)
+                stem = parsed[0].rpartition("/")[2]
+                self.names.setdefault(_canonical(stem), {}).setdefault(stem, key)
+
+    def check_near_names(self, pair: str) -> None:
+        """InputError if another upload in the folder has a NAME that differs from this pair's
+        only in case or Unicode form (Cell.mask.png beside cell.png; é typed two ways): such
+        halves never pair, or one is picked silently."""
+        stem = pair.rpartition("/")[2]
+        for other, key in sorted(self.names.get(_canonical(stem), {}).items()):
+            if other != stem:
+                raise InputError(f"{INCOMING}{pair}", f"{key} has a NAME that differs from this one only in case or Unicode "
+                                                      "form, so the two would never pair (or one would be picked silently); "
+                                                      "rename one so the NAMEs match exactly")
 
 
 def find_pair(s3: BaseClient, bucket: str, pair: str, folders: Folders) -> PairRef | None:
     """The pair's image, mask and sidecar as they are now, or None while a half is missing."""
-    keys = folders.keys(pair.rpartition("/")[0])
-    check_near_names(keys, pair)
-    images, masks, sidecars = [], [], []
-    for key in keys:
-        parsed = split_name(key[len(INCOMING):])
-        if parsed and parsed[0] == pair:
-            {"image": images, "mask": masks, "sidecar": sidecars}[parsed[1]].append(key)
+    listing = folders.index(pair.rpartition("/")[0])
+    listing.check_near_names(pair)
+    roles = listing.roles.get(pair, {})
+    images, masks, sidecars = roles.get("image", []), roles.get("mask", []), roles.get("sidecar", [])
     if len(images) > 1:
         raise InputError(f"{INCOMING}{pair}", f"more than one image for this pair ({', '.join(sorted(images))}); "
                                               "keep one and upload the others under another name")
