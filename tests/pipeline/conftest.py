@@ -198,7 +198,8 @@ def handoffs(st: Stack) -> list[str]:
     the job that is running (shared/pipeline/runner.py)."""
     submitted = [s["parameters"]["manifest"].split(f"{BUCKET}/", 1)[1] for s in st.submits]
     queued = [f"jobs/{k.rsplit('/', 1)[1][:-len('.json')]}/manifest.json" for k in keys(st, "jobs/queue/")]
-    return sorted(submitted + queued)
+    created = {k: json.loads(st.s3.get_object(Bucket=BUCKET, Key=k)["Body"].read())["created"] for k in submitted + queued}
+    return sorted(created, key=created.get)  # the job id's time has whole seconds only
 
 
 def notify_outputs(st: Stack) -> dict:
