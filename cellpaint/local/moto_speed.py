@@ -1,11 +1,11 @@
 """Costs of moto (5.2) that grow with the work, made constant for `cellpaint local`: the answers
-are moto's (the queue's message counts at most a second old, as AWS's own are approximate); only
+are moto's (the queue's message counts a little old, as AWS's own are approximate); only
 the time changes. Measured with py-spy on folders of 1,000 and 10,000 pairs, where they were most
 of the embedded AWS's time.
 
 - SQS SendMessage (each S3 event) builds every attribute of the queue to read one, and three of
-  them count the queue's messages: a 10,000-pair upload was N² work. The counts are cached for
-  COUNT_TTL_S.
+  them count the queue's messages: a 10,000-pair upload was N² work. A count is kept for
+  COUNT_TTL_S, or ten times what it took to count.
 - SQS ReceiveMessage builds every attribute of the queue, ApproximateNumberOfMessages included
   (a pass over all its messages), for each message it returns, only to read
   MessageRetentionPeriod: with 20,000 upload events waiting, each receive of 10 messages checked
@@ -25,8 +25,11 @@ def _cached(name: str, count):
     def get(queue) -> int:
         cache = queue.__dict__.setdefault("_cellpaint_counts", {})
         hit = cache.get(name)
-        if hit is None or time.monotonic() - hit[0] > COUNT_TTL_S:
-            cache[name] = hit = (time.monotonic(), count(queue))
+        if hit is None or time.monotonic() > hit[0]:
+            t0 = time.monotonic()
+            value = count(queue)
+            # fresh for COUNT_TTL_S, or ten times what counting took (a second, on 20,000 messages)
+            cache[name] = hit = (time.monotonic() + max(COUNT_TTL_S, 10 * (time.monotonic() - t0)), value)
         return hit[1]
     return property(get)
 
