@@ -94,7 +94,7 @@ class Local:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                raise
+                raise AssertionError(f"the stack did not stop within 60 s; its last lines: {self.lines[-12:]}") from None
         return self.proc.returncode
 
 
