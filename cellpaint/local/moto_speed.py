@@ -9,11 +9,18 @@ of the embedded AWS's time.
   (a pass over all its messages), for each message it returns, only to read
   MessageRetentionPeriod: with 20,000 upload events waiting, each receive of 10 messages checked
   200,000. Here it reads the queue's retention period directly.
+- S3 ListObjectVersions deep-copies every version in the bucket, its bytes included, for each
+  page, whatever the prefix: a status or digest check of a 10,000-pair folder copied the bucket
+  twenty times. Here it copies only the versions under the prefix, and shallowly (the listing
+  marks a copy as latest; the bytes are only read).
+- SQS DeleteMessageBatch passes over the whole queue twice for each message it deletes: 20,000
+  upload events waiting made deleting them N². Here one pass deletes the batch.
 - The server finds each request's service by listing moto's package folder on disk; the list
   does not change while it runs, so it is listed once.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 COUNT_TTL_S = 60.0
@@ -31,6 +38,81 @@ def _cached(name: str, count):
             cache[name] = hit = (time.monotonic() + max(COUNT_TTL_S, 10 * (time.monotonic() - t0)), value)
         return hit[1]
     return property(get)
+
+
+_listing = threading.local()  # the prefix of the ListObjectVersions this thread is in, if any
+
+
+class _Versions(list):
+    """A key's versions as one listing sees them: copied without their bytes."""
+
+    def __deepcopy__(self, memo):
+        out = []
+        for v in self:
+            clone = object.__new__(type(v))
+            clone.__dict__.update(v.__dict__)
+            out.append(clone)
+        return out
+
+
+def _speed_up_listing() -> None:
+    from moto.s3.models import S3Backend
+    from moto.s3.utils import _VersionedKeyStore
+
+    if hasattr(S3Backend.list_object_versions, "fast") or not hasattr(_VersionedKeyStore, "iterlists"):
+        return
+    plain_lists, plain_list = _VersionedKeyStore.iterlists, S3Backend.list_object_versions
+
+    def iterlists(self):
+        prefix = getattr(_listing, "prefix", None)
+        for key, versions in plain_lists(self):
+            if prefix is None:
+                yield key, versions
+            elif key.startswith(prefix):
+                yield key, _Versions(versions)
+
+    def list_object_versions(self, bucket_name, delimiter=None, key_marker=None, max_keys=1000, prefix="", version_id_marker=None):
+        _listing.prefix = prefix or ""
+        try:
+            return plain_list(self, bucket_name, delimiter=delimiter, key_marker=key_marker, max_keys=max_keys,
+                              prefix=prefix, version_id_marker=version_id_marker)
+        finally:
+            _listing.prefix = None
+
+    list_object_versions.fast = True
+    _VersionedKeyStore.iterlists = _VersionedKeyStore.lists = iterlists
+    S3Backend.list_object_versions = list_object_versions
+
+
+def _speed_up_deletes() -> None:
+    from moto.sqs.models import SQSBackend
+
+    if hasattr(SQSBackend.delete_message_batch, "fast"):
+        return
+
+    def delete_message_batch(self, queue_name: str, receipts: list[dict]):
+        queue = self.get_queue(queue_name)
+        handles = {r["ReceiptHandle"] for r in receipts} - queue.deleted_messages
+        if handles:
+            keep = []
+            for m in queue._messages:
+                if m.receipt_handle in handles or handles.intersection(m._old_receipt_handles):
+                    queue.pending_messages.discard(m)
+                    queue.deleted_messages.update(m.all_receipt_handles)
+                else:
+                    keep.append(m)
+            queue._messages = keep
+        success, errors = [], []
+        for r in receipts:  # as moto answers: a handle deleted before (in this batch too) is a success
+            if r["ReceiptHandle"] in queue.deleted_messages:
+                success.append(r["Id"])
+            else:
+                errors.append({"Id": r["Id"], "SenderFault": True, "Code": "ReceiptHandleIsInvalid",
+                               "Message": f'The input receipt handle "{r["ReceiptHandle"]}" is not a valid receipt handle.'})
+        return success, errors
+
+    delete_message_batch.fast = True
+    SQSBackend.delete_message_batch = delete_message_batch
 
 
 def apply() -> None:
@@ -60,5 +142,7 @@ def apply() -> None:
             prop = _cached(name, getattr(models.Queue, name).fget)
             prop.fget.cached = True
             setattr(models.Queue, name, prop)
+    _speed_up_listing()
+    _speed_up_deletes()
     modules = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: modules

@@ -36,8 +36,12 @@ def test_answers_are_kept_with_the_speed_up(monkeypatch):
     from moto.sqs.models import Queue, SQSBackend
 
     plain = (receive_after(30, monkeypatch), receive_after(90, monkeypatch))
+    from moto.s3.models import S3Backend
+    from moto.s3.utils import _VersionedKeyStore
+
     saved = (SQSBackend.is_message_valid_based_on_retention_period, {n: getattr(Queue, n) for n in moto_speed.COUNTS},
-             SQSBackend.get_queue_attributes)
+             SQSBackend.get_queue_attributes, (S3Backend.list_object_versions, _VersionedKeyStore.iterlists),
+             SQSBackend.delete_message_batch)
     try:
         moto_speed.apply()
         assert SQSBackend.is_message_valid_based_on_retention_period is not saved[0]
@@ -48,3 +52,77 @@ def test_answers_are_kept_with_the_speed_up(monkeypatch):
         for name, prop in saved[1].items():
             setattr(Queue, name, prop)
         SQSBackend.get_queue_attributes = saved[2]
+        S3Backend.list_object_versions, _VersionedKeyStore.iterlists = saved[3]
+        _VersionedKeyStore.lists = saved[3][1]
+        SQSBackend.delete_message_batch = saved[4]
+
+
+def versions_listing() -> list:
+    """Every page of ListObjectVersions over a versioned bucket with two prefixes, re-uploads and a
+    deleted key, as a client sees them."""
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="bkt")
+        s3.put_bucket_versioning(Bucket="bkt", VersioningConfiguration={"Status": "Enabled"})
+        for i in range(7):
+            for n in range(1 + i % 3):
+                s3.put_object(Bucket="bkt", Key=f"incoming/f/p{i}.png", Body=b"x" * (i + n))
+            s3.put_object(Bucket="bkt", Key=f"results/f/p{i}/result.json", Body=b"{}")
+        s3.delete_object(Bucket="bkt", Key="incoming/f/p3.png")
+        pages = []
+        for prefix, delimiter in (("incoming/", ""), ("incoming/f/p1", ""), ("", "/"), ("results/", "")):
+            kw = {"Delimiter": delimiter} if delimiter else {}
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket="bkt", Prefix=prefix, PaginationConfig={"PageSize": 3}, **kw):
+                pages.append([(v["Key"], v["IsLatest"], v["Size"], v["ETag"]) for v in page.get("Versions", [])]
+                             + [(m["Key"], m["IsLatest"]) for m in page.get("DeleteMarkers", [])]
+                             + [p["Prefix"] for p in page.get("CommonPrefixes", [])])
+        return [[(k[0], *k[1:]) for k in page] for page in pages]
+
+
+def test_version_listing_is_unchanged_by_the_speed_up():
+    from cellpaint.local import moto_speed
+    from moto.s3.models import S3Backend
+    from moto.s3.utils import _VersionedKeyStore
+
+    plain = versions_listing()
+    saved = (S3Backend.list_object_versions, _VersionedKeyStore.iterlists, _VersionedKeyStore.lists)
+    try:
+        moto_speed._speed_up_listing()
+        assert S3Backend.list_object_versions is not saved[0]
+        assert versions_listing() == plain and len(plain) > 6
+    finally:
+        S3Backend.list_object_versions, _VersionedKeyStore.iterlists, _VersionedKeyStore.lists = saved
+
+
+def batch_deletes() -> list:
+    """DeleteMessageBatch's answers: current handles, an old handle of a message
+    received again, a made-up handle, and what is left in the queue."""
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
+        for i in range(15):
+            sqs.send_message(QueueUrl=url, MessageBody=str(i))
+        first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+        again = {m["MessageId"]: m for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]}
+        old = next(m for m in first if m["MessageId"] in again)
+        entries = [{"Id": f"e{i}", "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(list(again.values())[:3])]
+        entries += [{"Id": "old", "ReceiptHandle": old["ReceiptHandle"]},
+                    {"Id": "made-up", "ReceiptHandle": "nonsense"}]
+        got = sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+        left = sorted(m["Body"] for _ in range(3) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []))
+        return [sorted(s["Id"] for s in got.get("Successful", [])), [(f["Id"], f["Code"]) for f in got.get("Failed", [])],
+                len(set(left))]
+
+
+def test_batch_deletes_answer_as_moto_does():
+    from cellpaint.local import moto_speed
+    from moto.sqs.models import SQSBackend
+
+    plain = batch_deletes()
+    saved = SQSBackend.delete_message_batch
+    try:
+        moto_speed._speed_up_deletes()
+        assert SQSBackend.delete_message_batch is not saved
+        assert batch_deletes() == plain and plain[1] == [("made-up", "ReceiptHandleIsInvalid")]
+    finally:
+        SQSBackend.delete_message_batch = saved
