@@ -43,13 +43,24 @@ def _cached(name: str, count):
 _listing = threading.local()  # the prefix of the ListObjectVersions this thread is in, if any
 
 
+_LISTED: dict[type, type] = {}
+
+
+def _listed(cls: type) -> type:
+    """A version's class as a listing copies it: sharing the original's bytes, so it must not close
+    them when it is collected (moto's FakeKey.__del__ does)."""
+    if cls not in _LISTED:
+        _LISTED[cls] = type(cls.__name__, (cls,), {"__del__": lambda self: None})
+    return _LISTED[cls]
+
+
 class _Versions(list):
     """A key's versions as one listing sees them: copied without their bytes."""
 
     def __deepcopy__(self, memo):
         out = []
         for v in self:
-            clone = object.__new__(type(v))
+            clone = object.__new__(_listed(type(v)))
             clone.__dict__.update(v.__dict__)
             out.append(clone)
         return out
