@@ -20,7 +20,7 @@ from botocore.client import BaseClient
 from shared.pipeline.leases import acquire, finish, release_quietly
 from shared.pipeline.records import FolderSummary, Notice
 from shared.pipeline.s3 import CLAIMS, RESULTS, digest, put_json, result_key
-from shared.pipeline.status import FolderStatus, folder_status
+from shared.pipeline.status import FolderStatus, folder_status, unanswered
 
 CHECK_DELAY_S = 60  # a check comes back after this: the digest follows the last answer within about a minute
 LEASE_S = 120
@@ -43,8 +43,9 @@ def schedule(s3: BaseClient, sqs: BaseClient, bucket: str, folder: str, queue_ur
 def check(s3: BaseClient, sqs: BaseClient, bucket: str, folder: str, queue_url: str) -> tuple[str, Notice | None]:
     """("pending", None) after scheduling the next check; ("already", None) for a set of answers
     digested before; ("digest", notice) with summary.json and the contact sheet written."""
-    st = folder_status(s3, bucket, folder)
-    if not st.finished:
+    # While pairs have no answer at all, the listings say so: no result.json is read until they might all be answered.
+    st = None if unanswered(s3, bucket, folder) else folder_status(s3, bucket, folder)
+    if st is None or not st.finished:
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"digest_check": folder}), DelaySeconds=CHECK_DELAY_S)
         return "pending", None
     answers = digest(*[f"{p.pair}@{p.result.inputs if p.result else p.error_key}" for p in st.pairs])[:16]

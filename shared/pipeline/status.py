@@ -54,19 +54,33 @@ def _latest(s3: BaseClient, bucket: str, prefix: str) -> dict[str, dict]:
     return out
 
 
-def folder_status(s3: BaseClient, bucket: str, folder: str, batch: BaseClient | None = None, now: datetime | None = None) -> FolderStatus:
-    """`folder`: the part after incoming/ ("lab1/2026-12-03"); "" is the whole of incoming/."""
-    folder = folder.strip("/")
+def _listings(s3: BaseClient, bucket: str, folder: str) -> tuple[dict, dict, dict]:
+    """The folder's pairs ({pair: {"image"/"mask": latest version}}), its result.json and its
+    error.json versions ({pair: latest version}), from listings alone."""
     prefix = f"{INCOMING}{folder}/" if folder else INCOMING
-    uploads = _latest(s3, bucket, prefix)
     halves: dict[str, dict] = {}
-    for key, v in uploads.items():
+    for key, v in _latest(s3, bucket, prefix).items():
         parsed = split_name(key[len(INCOMING):])
         if parsed and parsed[1] in ("image", "mask"):
             halves.setdefault(parsed[0], {})[parsed[1]] = v
     sub = f"{folder}/" if folder else ""
     results = {k[len(RESULTS):-len("/result.json")]: v for k, v in _latest(s3, bucket, f"{RESULTS}{sub}").items() if k.endswith("/result.json")}
     errors = {k[len(FAILED):-len("/error.json")]: v for k, v in _latest(s3, bucket, f"{FAILED}{sub}").items() if k.endswith("/error.json")}
+    return halves, results, errors
+
+
+def unanswered(s3: BaseClient, bucket: str, folder: str) -> int:
+    """Pairs of the folder with no answer at all (a half missing, or neither a result.json nor an
+    error.json), from the listings alone: a lower bound of folder_status's pending that reads no
+    result.json, so a folder of 10,000 pairs can be watched every minute for the price of a listing."""
+    halves, results, errors = _listings(s3, bucket, folder.strip("/"))
+    return sum(len(h) < 2 or (pair not in results and pair not in errors) for pair, h in halves.items())
+
+
+def folder_status(s3: BaseClient, bucket: str, folder: str, batch: BaseClient | None = None, now: datetime | None = None) -> FolderStatus:
+    """`folder`: the part after incoming/ ("lab1/2026-12-03"); "" is the whole of incoming/."""
+    folder = folder.strip("/")
+    halves, results, errors = _listings(s3, bucket, folder)
     st = FolderStatus(folder)
     for pair, h in sorted(halves.items()):
         st.pairs.append(_state(s3, bucket, pair, h, results.get(pair), errors.get(pair)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.pipeline.status import folder_status
+from shared.pipeline.status import folder_status, unanswered
 
 from .conftest import BUCKET, Context, encode, good_pair, run_jobs, upload
 
@@ -26,7 +26,9 @@ def test_a_folder_counts_each_pair_once(stack, inpainter, capsys):
     ingest(stack, "incoming/lab1/day2/other.png", image)  # another folder
     st = folder_status(stack.s3, BUCKET, "lab1/day1", stack.batch)
     assert (st.count("done"), st.count("failed"), st.count("pending")) == (0, 1, 3)
+    assert unanswered(stack.s3, BUCKET, "lab1/day1") == 3
     run_jobs(stack, inpainter)
+    assert unanswered(stack.s3, BUCKET, "lab1/day1/") == 1  # the half pair
     st = folder_status(stack.s3, BUCKET, "lab1/day1", stack.batch)
     assert st.line() == "2 done, 1 failed, 1 pending" and len(st.pairs) == 4
     assert {p.pair: p.detail for p in st.pairs if p.state != "done"} == {
@@ -38,6 +40,8 @@ def test_a_folder_counts_each_pair_once(stack, inpainter, capsys):
     # a new upload of a done pair is pending again until its own result exists
     stack.s3.put_object(Bucket=BUCKET, Key="incoming/lab1/day1/a.png", Body=image)
     assert folder_status(stack.s3, BUCKET, "lab1/day1").line() == "1 done, 1 failed, 2 pending"
+    # the listings alone see a's old result: a lower bound of pending, never more than it
+    assert unanswered(stack.s3, BUCKET, "lab1/day1") == 1
 
 
 def test_a_finished_folder_exits_0_and_a_failed_one_1(stack, inpainter, capsys):
