@@ -115,7 +115,8 @@ def cmd_inpaint(a) -> None:
 
 def _warn_unlike(image: Path, res) -> None:
     if res.ood and res.ood.get("unlike_training"):
-        print(f"warning: {image}: {res.ood['message']} (score {res.ood['score']}; above 1 = unlike)", file=sys.stderr)
+        by = f"; filled by the model of {res.ood['model']}" if res.ood.get("model") else ""
+        print(f"warning: {image}: {res.ood['message']} (score {res.ood['score']}; above 1 = unlike){by}", file=sys.stderr)
 
 
 def _save_std(std, path: Path) -> None:

@@ -54,7 +54,7 @@ from shared.imaging.windows import reprepare
 
 from gpu_job.inpainter.inpaint import Inpainter, InpaintResult
 from gpu_job.inpainter.stand_in import HarmonicStandIn
-from gpu_job.inpainter.weights import default_weights
+from gpu_job.inpainter.weights import default_weights, summary
 
 EXIT_BAD_MANIFEST = 2  # input error: the job definition's retry strategy exits, never retries
 # Out of time or told to stop (SIGTERM: a Spot reclaim, a cancel): the pairs not started are handed
@@ -78,9 +78,8 @@ def fetch_weights(s3, model_uri: str | None) -> str:
 
 def model_info(inpainter: Inpainter, weights: str) -> dict:
     """What result.json and the notification say of the weights that made a fill."""
-    rec = inpainter.record
-    return {"version": rec.get("code_version"), "sha256": rec.get("sha256") or hashlib.sha256(open(weights, "rb").read()).hexdigest(),
-            "trained_steps": rec.get("training", {}).get("steps")}
+    info = summary(inpainter.record)
+    return {**info, "sha256": info["sha256"] or hashlib.sha256(open(weights, "rb").read()).hexdigest()}
 
 
 class Models:
@@ -153,7 +152,7 @@ def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: In
             outputs[name], versions[name] = key, r.get("VersionId")
         done = {**timings, "encode_upload_s": round(time.time() - t0, 3)}
         done["total_s"] = round(time.time() - (t0 if t_start is None else t_start), 3)
-        result = Result(p.pair, job_id, inputs, outputs, {"width": p.width, "height": p.height}, len(p.windows), model,
+        result = Result(p.pair, job_id, inputs, outputs, {"width": p.width, "height": p.height}, len(p.windows), res.model or model,
                         opts.to_dict(), res.labels, res.fell_back, res.ood, device, done, datetime.now(timezone.utc).isoformat(),
                         output_versions=versions)
         put_json(s3, bucket, result_key(p.pair), result.to_json(), indent=2)  # last: the completion signal

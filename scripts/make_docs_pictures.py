@@ -10,8 +10,9 @@
 - docs/domain_shift.png: generated cells as another lab's microscope shows them (restained, a
   warmer light, 1.35x magnified), with a disk on the background and one on the cell: the shifted
   cell | the mask | biharmonic | cellpaint as it was (a fixed 360 px window, no colour
-  normalisation) | the model's fill alone (window from the cell size, colours normalised) | the
-  default (where the image is flagged unlike the training images, leaning on a classical fill).
+  normalisation) | the model's fill alone (window from the cell size, colours normalised; where the
+  image is flagged unlike the training images, the model of two microscopes) | the default (there,
+  leaning on a classical fill). `--only-domain` writes this one alone.
 - docs/texture.png, with --texture W: the texture stage at full size (360 px) on generated cells.
   Each row: a generated cell upsampled (what the first stage gives at this size) | the same
   redrawn by the texture stage | a 3x crop of each. Then the textured cell with a box mask, and 3x
@@ -42,9 +43,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=OPTIONS["steps"].default, help="DDIM steps for inpainting")
     ap.add_argument("--texture", help="texture-stage weights: also write docs/texture.png")
     ap.add_argument("--generate-steps", type=int, default=GENERATE_STEPS, help="sampler steps for whole cells (the generate default sampler)")
+    ap.add_argument("--only-domain", action="store_true", help="write docs/domain_shift.png only")
     a = ap.parse_args()
     torch.set_num_threads(2)
     inp = Inpainter(a.weights, "cpu")
+    if a.only_domain:
+        return domain_picture(a, inp)
     # one row per class, the unconditional model's row, then the `cellpaint sample` default (--label any)
     rows = [list(inp.generate(8, label, seed=i, steps=a.generate_steps)) for i, label in enumerate([*inp.classes, None, "any"])]
     save_png(grid(rows), ROOT / "docs" / "samples.png")

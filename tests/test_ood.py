@@ -101,3 +101,42 @@ def test_the_classical_share_grows_with_how_unlike_the_image_is():
     assert lean_share(1.5, 0.9, 2.0) == pytest.approx(0.45) and lean_share(2.0, 0.9, 2.0) == pytest.approx(0.9)
     assert lean_share(10.0, 0.9, 2.0) == pytest.approx(0.9) and lean_share(10.0, 0.0, 2.0) == 0.0  # fallback 0: no classical share at all
     assert lean_share(1.01, 0.9, 1.0) == pytest.approx(0.9)  # all or nothing
+
+
+def test_an_unlike_image_is_filled_by_the_model_of_more_microscopes(tmp_path, tiny_weights, rng):
+    from gpu_job.inpainter.inpaint import Inpainter
+    from gpu_job.inpainter.weights import load_weights, read_config, save_weights
+    from shared.options import InpaintOptions
+
+    model, diff, record = load_weights(tiny_weights)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # another model: another fill
+    fields = tmp_path / "fields.safetensors"
+    save_weights(fields, model, diff.cfg, record["classes"], {"training": {"steps": 7}})
+    for d in ("strict", "lenient"):
+        (tmp_path / d).mkdir()
+    strict, lenient = fitted(tmp_path / "strict", rng), fitted(tmp_path / "lenient", rng)
+    record = json.loads(lenient.with_suffix(".json").read_text())
+    record["thresholds"] = {k: v * 1e6 for k, v in record["thresholds"].items()}
+    lenient.with_suffix(".json").write_text(json.dumps(record))
+    img = slide(rng, (240, 200, 160))
+    mask = np.zeros((64, 64), bool)
+    mask[10:20, 10:20] = True
+    opts = InpaintOptions(steps=2, texture=False, fallback=0.0)
+
+    routed = Inpainter(tiny_weights, "cpu", ood_weights=strict, fields_weights=fields).inpaint(img, mask, opts)
+    assert routed.ood["unlike_training"] and routed.ood["model"] == "more microscopes"
+    assert routed.model["sha256"] == read_config(fields)["sha256"] and routed.model["trained_steps"] == 7
+    # the other model's own fill, without grain (grain would copy the other camera's noise)
+    other = Inpainter(fields, "cpu", ood_weights=lenient).inpaint(img, mask, InpaintOptions(steps=2, texture=False, fallback=0.0, grain=0))
+    np.testing.assert_array_equal(routed.image, other.image)
+
+    like = Inpainter(tiny_weights, "cpu", ood_weights=lenient, fields_weights=fields).inpaint(img, mask, opts)
+    own = Inpainter(tiny_weights, "cpu", ood_weights=lenient).inpaint(img, mask, opts)
+    assert like.model is None and "model" not in like.ood
+    np.testing.assert_array_equal(like.image, own.image)
+    assert not np.array_equal(like.image, routed.image)
+    # beside weights other than the shipped first stage (a lab's, a run's), nothing is routed
+    assert Inpainter(tiny_weights, "cpu", ood_weights=strict).fields() is None

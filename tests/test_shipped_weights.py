@@ -18,6 +18,25 @@ def test_shipped_weights_load_and_are_documented():
     assert len(rec["classes"]) == 8 and rec["training"]["steps"] > 0 and np.isfinite(rec["val"]["loss"])
 
 
+def test_the_model_of_more_microscopes_says_what_went_into_it():
+    """gpu_job/weights/fields.safetensors: the same contract as the first stage, and a record of its
+    data mix (which of another lab's photos it trained on, which were held back), its augmentation
+    and its steps."""
+    import hashlib
+
+    from gpu_job.inpainter.weights import shipped
+
+    path = shipped("fields")
+    model, diff, rec = load_weights(path)
+    _, _, first = load_weights(DEFAULT_WEIGHTS)
+    assert rec["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and path.stat().st_size <= 25 * 2**20
+    assert (rec["unet"]["image_size"], rec["unet"]["in_channels"], rec["classes"]) == (64, 7, first["classes"])
+    assert rec["diffusion"] == first["diffusion"]
+    t = rec["training"]
+    assert t["steps"] > first["training"]["steps"] and t["augment"]["kind"] == "domain" and 0 < t["fields"]["share"] < 1
+    assert len(t["fields"]["photos"]) >= 100 and not set(t["fields"]["photos"]) & set(t["fields"]["held_back"])
+
+
 @pytest.mark.skipif(not (PBC / "val").is_dir(), reason="real cells not available: ../shared/data/pbc/val is absent")
 def test_default_sampler_beats_the_baselines_on_val():
     from gpu_job.evaluation.evaluate import baselines

@@ -23,7 +23,7 @@ from gpu_job.inpainter.guard import MAX_FOREIGN, guard
 from gpu_job.inpainter.ood import lean_share, leaning_message
 from gpu_job.inpainter.sampler import sample
 from gpu_job.inpainter.tensors import from_uint8, mask_tensor, to_uint8
-from gpu_job.inpainter.weights import load_weights
+from gpu_job.inpainter.weights import default_weights, load_weights, shipped, summary, weights_path
 
 BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
 
@@ -58,6 +58,7 @@ class InpaintResult:
     ood: dict | None = None  # is the image unlike the training images? (gpu_job/inpainter/ood.py; None without its weights)
     labels: list[str] = field(default_factory=list)  # the class each window's fill was conditioned on ("none": no label)
     fell_back: int = 0  # windows whose fill the guard replaced with a classical fill (gpu_job/inpainter/guard.py)
+    model: dict | None = None  # the weights that made the fill, where not the inpainter's own: the model of more microscopes
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -75,7 +76,7 @@ def item_seed(seed: int, sample: int, window: int) -> int:
 
 class Inpainter:
     def __init__(self, weights=None, device: str = "auto", batch_size: int = BATCH, texture_weights=None, ood_weights=None,
-                 labeler_weights=None):
+                 labeler_weights=None, fields_weights=None):
         self.device = pick_device(device)
         self.texture_weights = texture_weights  # None: the shipped texture weights, loaded when an option asks
         self._texturer = None
@@ -84,6 +85,9 @@ class Inpainter:
         self.labeler_weights = labeler_weights  # None: the shipped labeller's, if they are there
         self._labeler = None
         self.model, self.diff, self.record = load_weights(weights, self.device)
+        self.weights_file = Path(weights or default_weights()).resolve()
+        self.fields_weights = fields_weights  # None: the shipped model of more microscopes, beside the shipped first stage
+        self._fields = None
         self.model.to(memory_format=torch.channels_last)
         self.classes: list[str] = self.record["classes"]
         self.reference = self.record.get("normalize")  # the training set's colour statistics (shared/imaging/colour.py)
@@ -108,6 +112,20 @@ class Inpainter:
             self._ood = OODScorer(path, self.record.get("ood")) if path.exists() else False
         return self._ood or None
 
+    def fields(self):
+        """(model, diffusion, record) of the model trained on more microscopes (PBC cells and whole
+        fields of another lab's smears), which fills the pairs the out-of-distribution flag calls
+        unlike the training images; or None. Only beside the shipped first stage: a lab's weights
+        (`cellpaint adapt`) or a run's fill every pair themselves."""
+        if self._fields is None:
+            path = self.fields_weights
+            if path is None and self.weights_file == shipped("cellpaint").resolve():
+                path = weights_path("fields")
+            self._fields = load_weights(path, self.device) if path is not None and Path(path).exists() else False
+            if self._fields:
+                self._fields[0].to(memory_format=torch.channels_last)
+        return self._fields or None
+
     def labeler(self):
         """The labeller ("auto" labels), or None: no weights, or weights of other classes than the model's."""
         if self._labeler is None:
@@ -127,8 +145,11 @@ class Inpainter:
             raise ValueError(f"unknown label {label!r}: choose one of {', '.join(self.classes)}, auto or none")
         return self.classes.index(label)
 
-    def _run(self, known: np.ndarray, mask: np.ndarray, labels: list[int], seeds: list[int], opts: InpaintOptions) -> np.ndarray:
-        """known: (N,S,S,3) uint8, mask: (N,S,S) bool -> (N,S,S,3) uint8, in batches."""
+    def _run(self, known: np.ndarray, mask: np.ndarray, labels: list[int], seeds: list[int], opts: InpaintOptions,
+             other: bool = False) -> np.ndarray:
+        """known: (N,S,S,3) uint8, mask: (N,S,S) bool -> (N,S,S,3) uint8, in batches. `other`: with
+        the model of more microscopes."""
+        model, diff = self.fields()[:2] if other else (self.model, self.diff)
         out = []
         for i in range(0, len(known), self.batch_size):
             s = slice(i, i + self.batch_size)
@@ -136,7 +157,7 @@ class Inpainter:
             m = mask_tensor(mask[s], self.device)
             lab = torch.tensor(labels[s], dtype=torch.long, device=self.device)
             # Every option the declaration routes to the sampler (shared/options.py SAMPLER_ARGS), by its keyword there.
-            x = sample(self.model, self.diff, known=k.contiguous(memory_format=torch.channels_last), mask=m, seeds=seeds[s], labels=lab,
+            x = sample(model, diff, known=k.contiguous(memory_format=torch.channels_last), mask=m, seeds=seeds[s], labels=lab,
                        autocast=self.device.type == "cpu", **{arg: getattr(opts, name) for name, arg in SAMPLER_ARGS.items()})
             out.append(to_uint8(x))
         return np.concatenate(out)
@@ -149,30 +170,43 @@ class Inpainter:
         optlist = opts if isinstance(opts, list) else [opts] * len(pairs)
         if windows is None:
             windows = [prepare(img, m, o.window, self.size) for (img, m), o in zip(pairs, optlist)]
-        # Each window's colours, moved to the training set's from its known pixels alone (or left as they are).
-        moves = {(p, j): colour.fit(o.normalize, w.prep.image, ~w.prep.mask, self.reference)
+        # Is each image unlike the training images? Those that are go to the model of more microscopes, if there is one.
+        scorer = self.ood_scorer()
+        oods = [scorer.score(np.stack([w.prep.image for w in ws]), np.stack([~w.prep.mask for w in ws])) if scorer else None
+                for ws in windows]
+        routed = [bool(ood and ood["unlike_training"]) for ood in oods]
+        if any(routed) and self.fields() is None:
+            routed = [False] * len(pairs)
+        refs = [self.fields()[2].get("normalize") if r else self.reference for r in routed]
+        # Each window's colours, moved to its model's training set's from its known pixels alone (or left as they are).
+        moves = {(p, j): colour.fit(o.normalize, w.prep.image, ~w.prep.mask, refs[p])
                  for p, (o, ws) in enumerate(zip(optlist, windows)) for j, w in enumerate(ws)}
         # Each window as the model sees it (the labeller and the sampler read the same array).
         seen = {key: colour.to_uint8(move.forward(windows[key[0]][key[1]].prep.image)) for key, move in moves.items()}
         labels = self._window_labels(windows, optlist, seen)
-        preds = self._sample_windows(windows, optlist, moves, labels, seen)
+        preds = self._sample_windows(windows, optlist, moves, labels, seen, routed)
         per_pair = [[[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)] for p, (o, ws) in enumerate(zip(optlist, windows))]
         firsts = [self._paste(image, mask, o, ws, combine(per, ws, o.combine), o.seam)
                   for (image, mask), o, ws, per in zip(pairs, optlist, windows, per_pair)]
-        firsts = self._texture_all(firsts, [m for _, m in pairs], optlist, windows)
-        for out, (_, mask), o, ws in zip(firsts, pairs, optlist, windows):
-            for j, w in enumerate(ws if o.grain > 0 else []):
+        firsts = self._texture_all(firsts, [m for _, m in pairs], optlist, windows, refs)
+        for out, (_, mask), o, ws, other in zip(firsts, pairs, optlist, windows, routed):
+            # Grain copies the known pixels' fine detail, which on another microscope's photo is mostly
+            # its camera's noise: it cost the model of more microscopes 1.7 dB on Chula's photos, where
+            # a classifier told no fill from real crops, grain or not (BENCHMARKS.md).
+            for j, w in enumerate(ws if o.grain > 0 and not other else []):
                 crop = w.box.crop(out)
                 crop[...] = add_grain(crop, w.writes, ~w.box.crop(mask), item_seed(o.seed, o.samples, j), o.grain)  # the stream after the samples'
         results = [self._finish(image, mask, o, ws, per, out)
                    for (image, mask), o, ws, per, out in zip(pairs, optlist, windows, per_pair, firsts)]
         for p, res in enumerate(results):
             res.labels = [self._label_name(labels[(p, j)]) for j in range(len(windows[p]))]
-        scorer = self.ood_scorer()
-        for res, ws, (image, mask), o in zip(results, windows, pairs, optlist):
-            if scorer is None:
+        for res, ood, other, (image, mask), o in zip(results, oods, routed, pairs, optlist):
+            res.ood = ood
+            if ood is None:
                 continue
-            res.ood = scorer.score(np.stack([w.prep.image for w in ws]), np.stack([~w.prep.mask for w in ws]))
+            if other:
+                res.model = {**summary(self.fields()[2]), "name": "more microscopes"}
+                res.ood["model"] = "more microscopes"
             share = lean_share(res.ood["score"], o.fallback) if res.ood["unlike_training"] else 0.0
             if share > 0:
                 # Where the model has not seen images like this one, its fill is not trusted alone: the
@@ -199,22 +233,22 @@ class Inpainter:
         return out
 
     def _sample_windows(self, windows: list[list[Window]], optlist: list[InpaintOptions], moves: dict, labels: dict,
-                        seen: dict) -> dict:
+                        seen: dict, routed: list[bool]) -> dict:
         """{(pair, sample, window): (S, S, 3) float32 prediction in the image's own colours}. Rows of
-        all pairs that share sampler settings go through the model in the same batches. `seen`: each
-        window in the training set's colours, `moves` the way back."""
+        all pairs that share a model and sampler settings go through it in the same batches. `seen`:
+        each window in its model's training set's colours, `moves` the way back."""
         groups: dict[tuple, list[tuple[int, int, int]]] = {}
         for p, (o, ws) in enumerate(zip(optlist, windows)):
             for k in range(o.samples):
                 for j in range(len(ws)):
-                    groups.setdefault(tuple(getattr(o, f) for f in SAMPLER_ARGS), []).append((p, k, j))
+                    groups.setdefault((routed[p], *(getattr(o, f) for f in SAMPLER_ARGS)), []).append((p, k, j))
         preds = {}
-        for key, rows in groups.items():
+        for (other, *key), rows in groups.items():
             o = InpaintOptions(**dict(zip(SAMPLER_ARGS, key)))
             known = np.stack([seen[(p, j)] for p, _, j in rows])
             mask = np.stack([windows[p][j].prep.mask for p, _, j in rows])
             seeds = [item_seed(optlist[p].seed, k, j) for p, k, j in rows]
-            for (p, k, j), pred in zip(rows, self._run(known, mask, [labels[(p, j)] for p, _, j in rows], seeds, o)):
+            for (p, k, j), pred in zip(rows, self._run(known, mask, [labels[(p, j)] for p, _, j in rows], seeds, o, other)):
                 preds[(p, k, j)] = moves[(p, j)].inverse(pred).astype(np.float32)
         return preds
 
@@ -228,7 +262,7 @@ class Inpainter:
         return out
 
     def _texture_all(self, images: list[np.ndarray], masks: list[np.ndarray], optlist: list[InpaintOptions],
-                     windows: list[list[Window]]) -> list[np.ndarray]:
+                     windows: list[list[Window]], refs: list[dict | None]) -> list[np.ndarray]:
         """The texture stage on every window that asks for it, of every pair at once: their tiles
         share model calls (gpu_job/inpainter/texture.py). Per window, in the training set's colours when asked;
         only each window's `writes` change."""
@@ -238,7 +272,7 @@ class Inpainter:
                 continue
             for j, w in enumerate(ws):
                 crop = w.box.crop(images[p])
-                move = colour.fit(o.normalize, crop, ~w.box.crop(masks[p]), self.reference)
+                move = colour.fit(o.normalize, crop, ~w.box.crop(masks[p]), refs[p])
                 src = crop if move is colour.IDENTITY else colour.to_uint8(move.forward(crop))
                 jobs.setdefault((o.texture_steps, o.texture_start), []).append((p, w, move, src, item_seed(o.seed, 0, j)))
         out = [im.copy() for im in images]

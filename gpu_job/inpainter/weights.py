@@ -24,7 +24,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
 def shipped(stage: str) -> Path:
-    """The shipped weights file of a stage: cellpaint (the first stage), texture, labeler or ood."""
+    """The shipped weights file of a stage: cellpaint (the first stage), fields (the first stage of
+    more microscopes, for images unlike PBC's), texture, labeler or ood."""
     return WEIGHTS_DIR / f"{stage}.safetensors"
 
 
@@ -40,6 +41,11 @@ DEFAULT_WEIGHTS = shipped("cellpaint")
 
 def default_weights() -> Path:
     return weights_path("cellpaint")
+
+
+def summary(record: dict) -> dict:
+    """What result.json and the notification say of the weights that made a fill."""
+    return {"version": record.get("code_version"), "sha256": record.get("sha256"), "trained_steps": record.get("training", {}).get("steps")}
 
 
 def config_path(weights: Path) -> Path:
