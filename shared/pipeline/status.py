@@ -54,26 +54,35 @@ def _latest(s3: BaseClient, bucket: str, prefix: str) -> dict[str, dict]:
     return out
 
 
-def _listings(s3: BaseClient, bucket: str, folder: str) -> tuple[dict, dict, dict]:
+def _current(s3: BaseClient, bucket: str, prefix: str) -> dict[str, dict]:
+    """Every current object under prefix (ListObjectsV2: one entry a key, not one a version)."""
+    return {o["Key"]: o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])}
+
+
+def _listings(s3: BaseClient, bucket: str, folder: str, versions: bool = True) -> tuple[dict, dict, dict]:
     """The folder's pairs ({pair: {"image"/"mask": latest version}}), its result.json and its
-    error.json versions ({pair: latest version}), from listings alone."""
+    error.json versions ({pair: latest version}), from listings alone. versions=False: the current
+    objects, without version ids (a cheaper listing)."""
+    listed = _latest if versions else _current
     prefix = f"{INCOMING}{folder}/" if folder else INCOMING
     halves: dict[str, dict] = {}
-    for key, v in _latest(s3, bucket, prefix).items():
+    for key, v in listed(s3, bucket, prefix).items():
         parsed = split_name(key[len(INCOMING):])
         if parsed and parsed[1] in ("image", "mask"):
             halves.setdefault(parsed[0], {})[parsed[1]] = v
     sub = f"{folder}/" if folder else ""
-    results = {k[len(RESULTS):-len("/result.json")]: v for k, v in _latest(s3, bucket, f"{RESULTS}{sub}").items() if k.endswith("/result.json")}
-    errors = {k[len(FAILED):-len("/error.json")]: v for k, v in _latest(s3, bucket, f"{FAILED}{sub}").items() if k.endswith("/error.json")}
+    results = {k[len(RESULTS):-len("/result.json")]: v for k, v in listed(s3, bucket, f"{RESULTS}{sub}").items() if k.endswith("/result.json")}
+    errors = {k[len(FAILED):-len("/error.json")]: v for k, v in listed(s3, bucket, f"{FAILED}{sub}").items() if k.endswith("/error.json")}
     return halves, results, errors
 
 
 def unanswered(s3: BaseClient, bucket: str, folder: str) -> int:
     """Pairs of the folder with no answer at all (a half missing, or neither a result.json nor an
-    error.json), from the listings alone: a lower bound of folder_status's pending that reads no
-    result.json, so a folder of 10,000 pairs can be watched every minute for the price of a listing."""
-    halves, results, errors = _listings(s3, bucket, folder.strip("/"))
+    error.json), from listings of current objects alone: a lower bound of folder_status's pending
+    that reads no result.json, so a folder of 10,000 pairs can be watched every minute for the
+    price of a listing."""
+    halves, results, errors = _listings(s3, bucket, folder.strip("/"), versions=False)
     return sum(len(h) < 2 or (pair not in results and pair not in errors) for pair, h in halves.items())
 
 
