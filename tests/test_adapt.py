@@ -59,6 +59,15 @@ def test_adapt_measures_writes_and_inpaint_takes_it(tmp_path, rng, tiny_weights,
     Image.fromarray(m).save(mask)
     assert main(["inpaint", str(img), str(mask), "-o", str(tmp_path / "o.png"), "--weights", str(out), "--steps", "2", "--no-texture",
                  "--device", "cpu"]) == 0
+    # A lab's model draws no grain (its photos' fine detail is mostly their camera's noise); the base does.
+    from gpu_job.inpainter.inpaint import Inpainter
+    from shared.options import InpaintOptions
+
+    pair = (np.asarray(Image.open(img).convert("RGB")), m > 0)
+    for weights, drawn in ((out, False), (tiny_weights, True)):
+        inp = Inpainter(str(weights), "cpu")
+        grained, plain = (inp.inpaint(*pair, InpaintOptions(steps=2, texture=False, fallback=0.0, grain=g)).image for g in (1.0, 0.0))
+        assert (not np.array_equal(grained, plain)) is drawn, weights
 
 
 def test_only_a_better_model_is_written(tmp_path, rng, tiny_weights, monkeypatch):

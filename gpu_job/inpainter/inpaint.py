@@ -91,6 +91,9 @@ class Inpainter:
         self.model.to(memory_format=torch.channels_last)
         self.classes: list[str] = self.record["classes"]
         self.reference = self.record.get("normalize")  # the training set's colour statistics (shared/imaging/colour.py)
+        # Grain was measured on fills of PBC's microscope (BENCHMARKS.md#realism). A lab's adapted model
+        # fills its own microscope's photos, whose fine detail is mostly its camera's noise: no grain.
+        self.grains = "adapt" not in self.record
         self.batch_size = batch_size
         self.size = self.model.cfg.image_size
 
@@ -193,7 +196,7 @@ class Inpainter:
             # Grain copies the known pixels' fine detail, which on another microscope's photo is mostly
             # its camera's noise: it cost the model of more microscopes 1.7 dB on Chula's photos, where
             # a classifier told no fill from real crops, grain or not (BENCHMARKS.md).
-            for j, w in enumerate(ws if o.grain > 0 and not other else []):
+            for j, w in enumerate(ws if o.grain > 0 and self.grains and not other else []):
                 crop = w.box.crop(out)
                 crop[...] = add_grain(crop, w.writes, ~w.box.crop(mask), item_seed(o.seed, o.samples, j), o.grain)  # the stream after the samples'
         results = [self._finish(image, mask, o, ws, per, out)
