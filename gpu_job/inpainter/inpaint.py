@@ -25,6 +25,7 @@ from gpu_job.inpainter.sampler import sample
 from gpu_job.inpainter.tensors import from_uint8, mask_tensor, to_uint8
 from gpu_job.inpainter.weights import default_weights, load_weights, shipped, summary, weights_path
 
+OTHER_MODEL = "more microscopes"  # what result.json's ood and model say filled a flagged pair
 BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
 
 
@@ -208,8 +209,8 @@ class Inpainter:
             if ood is None:
                 continue
             if other:
-                res.model = {**summary(self.fields()[2]), "name": "more microscopes"}
-                res.ood["model"] = "more microscopes"
+                res.model = {**summary(self.fields()[2]), "name": OTHER_MODEL}
+                res.ood["model"] = OTHER_MODEL
             share = lean_share(res.ood["score"], o.fallback) if res.ood["unlike_training"] else 0.0
             if share > 0:
                 # Where the model has not seen images like this one, its fill is not trusted alone: the
