@@ -41,7 +41,8 @@ def test_answers_are_kept_with_the_speed_up(monkeypatch):
 
     saved = (SQSBackend.is_message_valid_based_on_retention_period, {n: getattr(Queue, n) for n in moto_speed.COUNTS},
              SQSBackend.get_queue_attributes, (S3Backend.list_object_versions, _VersionedKeyStore.iterlists),
-             SQSBackend.delete_message_batch)
+             SQSBackend.delete_message_batch, S3Backend.list_objects_v2,
+             {n: _VersionedKeyStore.__dict__.get(n) for n in STORE_METHODS})
     try:
         moto_speed.apply()
         assert SQSBackend.is_message_valid_based_on_retention_period is not saved[0]
@@ -55,6 +56,18 @@ def test_answers_are_kept_with_the_speed_up(monkeypatch):
         S3Backend.list_object_versions, _VersionedKeyStore.iterlists = saved[3]
         _VersionedKeyStore.lists = saved[3][1]
         SQSBackend.delete_message_batch = saved[4]
+        S3Backend.list_objects_v2 = saved[5]
+        restore_store(saved[6])
+
+
+def restore_store(methods: dict) -> None:
+    from moto.s3.utils import _VersionedKeyStore
+
+    for name, method in methods.items():
+        if method is None:
+            delattr(_VersionedKeyStore, name)
+        else:
+            setattr(_VersionedKeyStore, name, method)
 
 
 def versions_listing() -> list:
@@ -131,3 +144,55 @@ def test_batch_deletes_answer_as_moto_does():
         assert batch_deletes() == plain and plain[1] == [("made-up", "ReceiptHandleIsInvalid")]
     finally:
         SQSBackend.delete_message_batch = saved
+
+
+STORE_METHODS = ("__setitem__", "setlist", "pop", "__delitem__", "clear", "update", "setdefault", "popitem")
+
+
+def key_listing() -> list:
+    """Every page of ListObjectsV2 as a client sees them: prefixes, folders, StartAfter, pages of 3,
+    a deleted key (a delete marker), a key whose every version was deleted, and keys added between
+    one page and the next."""
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="bkt")
+        s3.put_bucket_versioning(Bucket="bkt", VersioningConfiguration={"Status": "Enabled"})
+        keys = [f"incoming/f{i % 3}/p{i}.png" for i in range(12)] + ["incoming/a-b.png", "incoming/f1/", "incoming/f1/sub/x.png",
+                                                                      "incoming/é.png", "results/f0/p0/result.json", "top.txt"]
+        for k in keys:
+            s3.put_object(Bucket="bkt", Key=k, Body=b"x")
+        s3.put_object(Bucket="bkt", Key="incoming/f0/p0.png", Body=b"again")
+        s3.delete_object(Bucket="bkt", Key="incoming/f0/p3.png")
+        for v in s3.list_object_versions(Bucket="bkt", Prefix="incoming/f2/p5.png")["Versions"]:
+            s3.delete_object(Bucket="bkt", Key="incoming/f2/p5.png", VersionId=v["VersionId"])
+        pages = []
+        for prefix, delimiter, after in (("incoming/", "", ""), ("incoming/", "/", ""), ("", "/", ""), ("incoming/f1", "", ""),
+                                         ("incoming/f", "/", "incoming/f0/"), ("incoming/", "", "incoming/f1/p4.png"), ("nothing/", "", "")):
+            kw = {k: v for k, v in (("Delimiter", delimiter), ("StartAfter", after)) if v}
+            for n, page in enumerate(s3.get_paginator("list_objects_v2").paginate(Bucket="bkt", Prefix=prefix, PaginationConfig={"PageSize": 3}, **kw)):
+                pages.append([(o["Key"], o["Size"], o["ETag"]) for o in page.get("Contents", [])]
+                             + [p["Prefix"] for p in page.get("CommonPrefixes", [])] + [page["KeyCount"], page["IsTruncated"]])
+                if n == 1 and prefix == "incoming/" and not delimiter:  # written while the listing goes on
+                    s3.put_object(Bucket="bkt", Key="incoming/zz.png", Body=b"late")
+                    s3.put_object(Bucket="bkt", Key="incoming/0.png", Body=b"early")
+        pages.append(s3.list_objects_v2(Bucket="bkt", Prefix="incoming/", MaxKeys=0)["KeyCount"])
+        return pages
+
+
+def test_key_listing_is_unchanged_by_the_speed_up():
+    from cellpaint.local import moto_speed
+    from moto.s3.models import S3Backend
+    from moto.s3.utils import _VersionedKeyStore
+
+    plain = key_listing()
+    saved = S3Backend.list_objects_v2, {n: _VersionedKeyStore.__dict__.get(n) for n in STORE_METHODS}
+    try:
+        moto_speed._speed_up_key_listing()
+        assert S3Backend.list_objects_v2 is not saved[0]
+        fast = key_listing()
+        assert fast == plain and len(plain) > 15
+        seen = [x if isinstance(x, str) else x[0] for page in plain[:-1] for x in page[:-2]]
+        assert {"incoming/f0/", "incoming/f1/", "incoming/zz.png"} <= set(seen) and "incoming/f0/p3.png" not in seen
+    finally:
+        S3Backend.list_objects_v2 = saved[0]
+        restore_store(saved[1])
