@@ -3,6 +3,7 @@ failed/<pair>/error.json for bad input, and hands the ready pairs, as one manife
 GPU job or a new Batch job. The logic is in shared/pipeline/ingest.py; this file wires AWS."""
 from __future__ import annotations
 
+import json
 import os
 from functools import partial
 
@@ -46,12 +47,22 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext, folders: in
     return outcomes
 
 
+def _events(record: dict) -> list:
+    """The object events of one SQS record, or none when its body is not one (it fails alone, later)."""
+    try:
+        return object_events(json.loads(record["body"]))
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    handler = partial(record_handler, folders=ingest.Folders(S3, BUCKET))  # each folder listed once per invocation
+    # Each folder listed once per invocation, over the key range of the pairs its events name.
+    folders = ingest.Folders(S3, BUCKET, [ev.key for rec in event["Records"] for ev in _events(rec)])
+    handler = partial(record_handler, folders=folders)
     with processor(records=event["Records"], handler=handler, lambda_context=context):
         results = processor.process()
     ready = [(rec["messageId"], o) for ok, outs, rec in results if ok == "success" for o in outs if o.status in ("ready", "resubmit")]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -23,7 +24,8 @@ from botocore.exceptions import ClientError
 
 from shared.imaging.images import InputError
 from shared.pipeline.adapt import LAB, model_key
-from shared.pipeline.leases import DEFAULT_LEASE_S, Lease, acquire, finish, lease_key, now_utc, read, record, release_quietly, report
+from shared.pipeline.leases import (DEFAULT_LEASE_S, Lease, acquire, finish, lease_key, now_utc, put_if, read, record, release_quietly,
+                                   report)
 from shared.pipeline.manifest import DRAIN_S, PairJob, job_seconds, job_size, manifest, window_to_dict
 from shared.pipeline.pairs import split_name
 from shared.pipeline.runner import enqueue, opened
@@ -45,6 +47,7 @@ RESERVE_S = 60.0
 # the same image). So a re-upload of both is never restored as new image + old mask.
 REUPLOAD_SETTLE_S = 60.0
 PAIRINGS = f"{CLAIMS}ingest-pairs/"
+NAMES = f"{CLAIMS}ingest-names/"  # the first NAME of each canonical form in a folder (check_near_names)
 
 
 class OutOfTime(Exception):
@@ -110,23 +113,57 @@ def _get(s3: BaseClient, bucket: str, ref: ObjectRef) -> bytes:
 
 
 class Folders:
-    """One invocation's listings of the upload folders, each folder listed once: listing per event
-    made ingest of an N-pair folder N² work (a 200-pair folder spent 63 of its 87 s listing).
-    A listing taken during the invocation holds every object its events name (they were uploaded
-    before it began); an object uploaded later has its own event, in a later invocation, which
-    lists again. The pairs an event of this invocation answered are remembered too: the other
-    half's event, seeing the same listing, would only meet the lease (4 S3 calls for nothing)."""
+    """One invocation's listings of the upload folders. Listing a whole folder per event made
+    ingest of an N-pair folder N² work, and so did listing it whole once per invocation of 100
+    events (20,000 keys: 3.7 s, moto's XML): each folder is listed once, over the key range of
+    the pairs the invocation's events name (`expect`), so an invocation reads about its own
+    keys. A pair outside that range (not expected) lists its own keys. A listing taken during the
+    invocation holds every object its events name (they were uploaded before it began); an object
+    uploaded later has its own event, in a later invocation, which lists again. The pairs an event
+    of this invocation answered are remembered too: the other half's event, seeing the same
+    listing, would only meet the lease (4 S3 calls for nothing)."""
 
-    def __init__(self, s3: BaseClient, bucket: str):
+    def __init__(self, s3: BaseClient, bucket: str, keys: Iterable[str] = ()):
         self.s3, self.bucket, self.listed, self.answered = s3, bucket, {}, set()
+        self.expected: dict[str, set[str]] = {}
+        self.named: set[str] = set()  # pairs whose NAME this invocation checked (check_near_names)
+        self.expect(keys)
 
-    def index(self, folder: str) -> "Listing":
-        """incoming/<folder>/ (incoming/ itself for folder ""), listed and indexed once."""
+    def expect(self, keys: Iterable[str]) -> None:
+        """The uploads this invocation's events name: their folders are listed over their range."""
+        for key in keys:
+            parsed = split_name(key[len(INCOMING):]) if key.startswith(INCOMING) else None
+            if parsed:
+                folder, _, stem = parsed[0].rpartition("/")
+                self.expected.setdefault(folder, set()).add(stem)
+
+    def index(self, pair: str) -> "Listing":
+        """The listing that holds `pair`'s keys: its folder's range, listed once, or its own."""
+        folder, _, stem = pair.rpartition("/")
+        stems = self.expected.get(folder, set())
+        if stem not in stems:
+            return self._list(folder, {stem})
         if folder not in self.listed:
-            prefix = f"{INCOMING}{folder}/" if folder else INCOMING
-            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
-            self.listed[folder] = Listing([o["Key"] for page in pages for o in page.get("Contents", [])])
+            self.listed[folder] = self._list(folder, stems)
         return self.listed[folder]
+
+    def _list(self, folder: str, stems: set[str]) -> "Listing":
+        """The keys of incoming/<folder>/ from the first stem's to the last's. Every key of stem s
+        starts with <prefix>s. and so sorts in [<prefix>s., <prefix>s/) ('/' follows '.')."""
+        prefix = f"{INCOMING}{folder}/" if folder else INCOMING
+        first = min(stems, key=lambda s: prefix + s + ".")
+        end = max(prefix + s + "/" for s in stems)
+        # Pages about the size of the range (3 keys a pair at most), not 1,000 keys of the folder.
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/",
+                                                                   StartAfter=prefix + first,
+                                                                   PaginationConfig={"PageSize": min(1000, 3 * len(stems) + 10)})
+        keys = []
+        for page in pages:
+            for o in page.get("Contents", []):
+                if o["Key"] >= end:
+                    return Listing(keys)
+                keys.append(o["Key"])
+        return Listing(keys)
 
 
 def _canonical(name: str) -> str:
@@ -134,35 +171,52 @@ def _canonical(name: str) -> str:
 
 
 class Listing:
-    """One folder's keys by pair and role, and its NAMEs by canonical form, so that finding a
-    pair is a lookup: scanning the listing per pair made a 10,000-pair folder N² again."""
+    """One folder's listed keys by pair and role, so that finding a pair is a lookup: scanning the
+    listing per pair made a 10,000-pair folder N² again."""
 
     def __init__(self, keys: list[str]):
-        self.keys, self.roles, self.names = keys, {}, {}
+        self.keys, self.roles = keys, {}
         for key in keys:
             parsed = split_name(key[len(INCOMING):])
             if parsed:
                 self.roles.setdefault(parsed[0], {}).setdefault(parsed[1], []).append(key)
-                stem = parsed[0].rpartition("/")[2]
-                self.names.setdefault(_canonical(stem), {}).setdefault(stem, key)
 
-    def check_near_names(self, pair: str) -> None:
-        """InputError if another upload in the folder has a NAME that differs from this pair's
-        only in case or Unicode form (Cell.mask.png beside cell.png; é typed two ways): such
-        halves never pair, or one is picked silently."""
-        stem = pair.rpartition("/")[2]
-        for other, key in sorted(self.names.get(_canonical(stem), {}).items()):
-            if other != stem:
-                raise InputError(f"{INCOMING}{pair}", f"{key} has a NAME that differs from this one only in case or Unicode "
-                                                      "form, so the two would never pair (or one would be picked silently); "
-                                                      "rename one so the NAMEs match exactly")
+
+def check_near_names(s3: BaseClient, bucket: str, pair: str, key: str, checked: set[str] | None = None) -> None:
+    """InputError if another upload in the folder has a NAME that differs from this pair's only in
+    case or Unicode form (Cell.mask.png beside cell.png; é typed two ways): such halves never pair,
+    or one is picked silently. The first NAME of a folder's canonical form is recorded at
+    jobs/claims/ingest-names/ (a conditional write, so two racing events agree); a later NAME of
+    that form is refused, naming the first upload, while any of that NAME's files is still there.
+    A record, not a listing: the other NAME may sort anywhere in the folder, and listing the
+    folder per invocation was the N² this replaced."""
+    if checked is not None and pair in checked:  # the other half's event in this invocation
+        return
+    folder, _, stem = pair.rpartition("/")
+    name_key = f"{NAMES}{digest(folder, _canonical(stem))}.json"
+    for _ in range(3):
+        if put_if(s3, bucket, name_key, {"pair": pair, "key": key}, IfNoneMatch="*"):
+            break
+        found = read(s3, bucket, name_key)
+        if found is None:
+            continue  # deleted between our 412 and our read (the lifecycle rule): try again
+        first, etag = found
+        if first.get("pair") == pair:
+            break
+        other = f"{INCOMING}{first.get('pair')}."
+        if first.get("pair") and s3.list_objects_v2(Bucket=bucket, Prefix=other, MaxKeys=1).get("KeyCount", 0):
+            raise InputError(key, f"{first.get('key')} has a NAME that differs from this one only in case or Unicode form, so "
+                                  "the two would never pair (or one would be picked silently); rename one so the NAMEs match "
+                                  "exactly")
+        if put_if(s3, bucket, name_key, {"pair": pair, "key": key}, IfMatch=etag):  # the other NAME was deleted
+            break
+    if checked is not None:
+        checked.add(pair)
 
 
 def find_pair(s3: BaseClient, bucket: str, pair: str, folders: Folders) -> PairRef | None:
     """The pair's image, mask and sidecar as they are now, or None while a half is missing."""
-    listing = folders.index(pair.rpartition("/")[0])
-    listing.check_near_names(pair)
-    roles = listing.roles.get(pair, {})
+    roles = folders.index(pair).roles.get(pair, {})
     images, masks, sidecars = roles.get("image", []), roles.get("mask", []), roles.get("sidecar", [])
     if len(images) > 1:
         raise InputError(f"{INCOMING}{pair}", f"more than one image for this pair ({', '.join(sorted(images))}); "
@@ -201,6 +255,7 @@ def _ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None, l
     if upload.pair in folders.answered:
         return Outcome("duplicate", key, upload.pair, "the other half's event in this invocation answered the pair")
     try:
+        check_near_names(s3, bucket, upload.pair, key, folders.named)
         ref = find_pair(s3, bucket, upload.pair, folders)
     except InputError as exc:
         return _fail_once(s3, bucket, lease_key(INGEST_CLAIMS, "pair", key, version), key, upload.pair, exc.reason,

@@ -111,6 +111,26 @@ def test_one_invocation_lists_each_folder_once_and_reads_each_pair_once(stack):
     assert len(handoffs(stack)) == 2
 
 
+def test_an_invocation_lists_only_the_key_range_of_its_own_pairs(stack):
+    """A 10,000-pair folder listed whole per invocation of 100 events was N² again: an invocation
+    reads its own pairs' range, and NAMEs that sort oddly ('a' is not next to 'a.png' when 'a-b'
+    and 'a.b' are there) are all found."""
+    image, mask = good_pair()
+    for i in range(200):  # earlier uploads of the folder, already answered
+        for name, data in ((f"old{i:03d}.png", image), (f"old{i:03d}.mask.png", mask)):
+            stack.s3.put_object(Bucket=BUCKET, Key=f"incoming/day1/{name}", Body=data)
+    names = ["a", "a-b", "a.b", "a b", "ab"]
+    records = [r for n in names for key, data in ((f"incoming/day1/{n}.png", image), (f"incoming/day1/{n}.mask.png", mask))
+               for r in upload(stack, key, data)["Records"]]
+    listed = []
+    stack.ingest.S3.meta.events.register("after-call.s3.ListObjectsV2",
+                                         lambda parsed, **kw: listed.extend(o["Key"] for o in parsed.get("Contents", [])))
+    assert stack.ingest.lambda_handler({"Records": records}, Context()) == {"batchItemFailures": []}
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
+    assert sorted(p["pair"] for p in doc["pairs"]) == sorted(f"day1/{n}" for n in names)
+    assert len([k for k in listed if "/old" in k]) <= 25  # of the 400 outside the range, at most the rest of a page
+
+
 def test_two_halves_racing_on_threads_give_one_job(stack):
     image, mask = good_pair()
     events = [upload(stack, "incoming/race.png", image), upload(stack, "incoming/race.mask.png", mask)] * 4
@@ -182,6 +202,20 @@ def test_names_that_differ_only_in_case_or_unicode_form_are_refused_by_name(stac
     stack.ingest.lambda_handler(upload(stack, f"incoming/{nfd}.mask.png", mask), Context())
     assert any(k.startswith("failed/") for k in keys(stack, "failed/") if "caf" in k)
     assert stack.submits == []  # neither ran against the wrong half
+
+
+def test_a_near_name_is_accepted_once_the_first_name_is_gone(stack):
+    """The first NAME of a canonical form is remembered, not forever: once the user deletes the
+    misnamed upload and uploads it again under the right NAME, the pair runs."""
+    image, mask = good_pair()
+    stack.ingest.lambda_handler(upload(stack, "incoming/lab1/cell.png", image), Context())
+    stack.ingest.lambda_handler(upload(stack, "incoming/lab1/Cell.mask.png", mask), Context())
+    assert keys(stack, "failed/") == ["failed/lab1/Cell/error.json"] and stack.submits == []
+    stack.s3.delete_object(Bucket=BUCKET, Key="incoming/lab1/cell.png")  # a delete marker; the version stays
+    stack.ingest.lambda_handler(upload(stack, "incoming/lab1/Cell.png", image), Context())
+    assert len(handoffs(stack)) == 1
+    doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=handoffs(stack)[0])["Body"].read())
+    assert [p["pair"] for p in doc["pairs"]] == ["lab1/Cell"]
 
 
 def test_a_pair_that_would_hold_a_job_too_long_is_refused_naming_the_limit(stack):
