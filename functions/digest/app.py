@@ -26,7 +26,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     folder = record.json_body["digest_check"]
-    status, n = digest.check(S3, SQS, BUCKET, folder, QUEUE_URL)
+    status, n = digest.check(S3, SQS, BUCKET, folder, QUEUE_URL, start=str(record.json_body.get("from") or ""))
     if n is not None:
         if n.keys.get("contact_sheet"):
             n.link, n.link_expires_in = presign(S3, BUCKET, n.keys["contact_sheet"], LINK_EXPIRY_SECONDS)

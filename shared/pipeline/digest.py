@@ -20,7 +20,7 @@ from botocore.client import BaseClient
 from shared.pipeline.leases import acquire, finish, release_quietly
 from shared.pipeline.records import FolderSummary, Notice
 from shared.pipeline.s3 import CLAIMS, RESULTS, digest, put_json, result_key
-from shared.pipeline.status import FolderStatus, folder_status, unanswered
+from shared.pipeline.status import FolderStatus, first_unanswered, folder_status
 
 CHECK_DELAY_S = 60  # a check comes back after this: the digest follows the last answer within about a minute
 LEASE_S = 120
@@ -40,13 +40,16 @@ def schedule(s3: BaseClient, sqs: BaseClient, bucket: str, folder: str, queue_ur
     return True
 
 
-def check(s3: BaseClient, sqs: BaseClient, bucket: str, folder: str, queue_url: str) -> tuple[str, Notice | None]:
+def check(s3: BaseClient, sqs: BaseClient, bucket: str, folder: str, queue_url: str, start: str = "") -> tuple[str, Notice | None]:
     """("pending", None) after scheduling the next check; ("already", None) for a set of answers
-    digested before; ("digest", notice) with summary.json and the contact sheet written."""
+    digested before; ("digest", notice) with summary.json and the contact sheet written. `start`:
+    the pair the last check stopped at (the pairs before it had answers then)."""
     # While pairs have no answer at all, the listings say so: no result.json is read until they might all be answered.
-    st = None if unanswered(s3, bucket, folder) else folder_status(s3, bucket, folder)
-    if st is None or not st.finished:
-        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"digest_check": folder}), DelaySeconds=CHECK_DELAY_S)
+    resume = first_unanswered(s3, bucket, folder, start)
+    st = None if resume is not None else folder_status(s3, bucket, folder)
+    if st is None or not st.finished:  # the exact status found one pending (a re-upload): the next check reads it all
+        body = {"digest_check": folder, **({"from": resume} if resume else {})}
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(body), DelaySeconds=CHECK_DELAY_S)
         return "pending", None
     answers = digest(*[f"{p.pair}@{p.result.inputs if p.result else p.error_key}" for p in st.pairs])[:16]
     lease = acquire(s3, bucket, f"{CLAIMS}digest/{digest(folder)[:24]}/{answers}.json", {"folder": folder}, LEASE_S)

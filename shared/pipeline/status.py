@@ -54,36 +54,51 @@ def _latest(s3: BaseClient, bucket: str, prefix: str) -> dict[str, dict]:
     return out
 
 
-def _current(s3: BaseClient, bucket: str, prefix: str) -> dict[str, dict]:
-    """Every current object under prefix (ListObjectsV2: one entry a key, not one a version)."""
-    return {o["Key"]: o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for o in page.get("Contents", [])}
-
-
-def _listings(s3: BaseClient, bucket: str, folder: str, versions: bool = True) -> tuple[dict, dict, dict]:
+def _listings(s3: BaseClient, bucket: str, folder: str) -> tuple[dict, dict, dict]:
     """The folder's pairs ({pair: {"image"/"mask": latest version}}), its result.json and its
-    error.json versions ({pair: latest version}), from listings alone. versions=False: the current
-    objects, without version ids (a cheaper listing)."""
-    listed = _latest if versions else _current
+    error.json versions ({pair: latest version}), from listings alone."""
     prefix = f"{INCOMING}{folder}/" if folder else INCOMING
     halves: dict[str, dict] = {}
-    for key, v in listed(s3, bucket, prefix).items():
+    for key, v in _latest(s3, bucket, prefix).items():
         parsed = split_name(key[len(INCOMING):])
         if parsed and parsed[1] in ("image", "mask"):
             halves.setdefault(parsed[0], {})[parsed[1]] = v
     sub = f"{folder}/" if folder else ""
-    results = {k[len(RESULTS):-len("/result.json")]: v for k, v in listed(s3, bucket, f"{RESULTS}{sub}").items() if k.endswith("/result.json")}
-    errors = {k[len(FAILED):-len("/error.json")]: v for k, v in listed(s3, bucket, f"{FAILED}{sub}").items() if k.endswith("/error.json")}
+    results = {k[len(RESULTS):-len("/result.json")]: v for k, v in _latest(s3, bucket, f"{RESULTS}{sub}").items() if k.endswith("/result.json")}
+    errors = {k[len(FAILED):-len("/error.json")]: v for k, v in _latest(s3, bucket, f"{FAILED}{sub}").items() if k.endswith("/error.json")}
     return halves, results, errors
 
 
-def unanswered(s3: BaseClient, bucket: str, folder: str) -> int:
-    """Pairs of the folder with no answer at all (a half missing, or neither a result.json nor an
-    error.json), from listings of current objects alone: a lower bound of folder_status's pending
-    that reads no result.json, so a folder of 10,000 pairs can be watched every minute for the
-    price of a listing."""
-    halves, results, errors = _listings(s3, bucket, folder.strip("/"), versions=False)
-    return sum(len(h) < 2 or (pair not in results and pair not in errors) for pair, h in halves.items())
+def first_unanswered(s3: BaseClient, bucket: str, folder: str, start: str = "") -> str | None:
+    """Where a watch of the folder goes on from: the first pair, in key order from pair `start` on,
+    not known to have an answer (a half missing, or neither a result.json nor an error.json), or
+    None when every pair has one. It reads listings only, and only from `start` to that pair: a
+    digest check resumes where the last one stopped, so watching a 10,000-pair folder every minute
+    costs the pairs answered in that minute, not the folder. A lower bound of folder_status's
+    pending (an old answer of a re-uploaded pair counts), which decides exactly once this is None."""
+    folder = folder.strip("/")
+    sub = f"{folder}/" if folder else ""
+    after = {"StartAfter": f"{INCOMING}{start}"} if start else {}
+    # Pairs from `start` on with a result.json or an error.json. results/<pair>/ lists from `start`
+    # whenever incoming/<pair>. does ('/' follows '.'), so no answer of a pair read below is missed.
+    answered = set()
+    for root, name in ((RESULTS, "/result.json"), (FAILED, "/error.json")):
+        since = {"StartAfter": f"{root}{start}"} if start else {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{root}{sub}", **since):
+            answered.update(o["Key"][len(root):-len(name)] for o in page.get("Contents", []) if o["Key"].endswith(name))
+    halves: dict[str, set] = {}  # pairs seen so far, in key order: a pair's two halves need not be next to each other
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{INCOMING}{sub}", **after,
+                                                          PaginationConfig={"PageSize": 250})
+    for page in pages:
+        for o in page.get("Contents", []):
+            parsed = split_name(o["Key"][len(INCOMING):])
+            if not parsed or parsed[1] not in ("image", "mask"):
+                continue
+            roles = halves.setdefault(parsed[0], set())
+            roles.add(parsed[1])
+            if len(roles) == 2 and parsed[0] not in answered:
+                return next(p for p, r in halves.items() if len(r) < 2 or p == parsed[0])  # the first not known answered
+    return next((p for p, r in halves.items() if len(r) < 2), None)
 
 
 def folder_status(s3: BaseClient, bucket: str, folder: str, batch: BaseClient | None = None, now: datetime | None = None) -> FolderStatus:
