@@ -4,16 +4,13 @@ their specs (code, handler, environment, SQS event sources) are returned for the
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
-import requests
 
-from cellpaint.local import moto_speed
 from cellpaint.local.template import ROOT, Template, Unresolved, camel, samconfig
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -63,37 +60,12 @@ class StoodIn(dict):
 
 
 def start_moto(port: int):
-    """moto server on 127.0.0.1:port (threaded, in this process). Batch without Docker."""
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    """moto server on 127.0.0.1:port, in a process of its own (cellpaint/local/moto_process.py).
+    Batch without Docker. Returns (the server, with stop(); its endpoint)."""
+    from cellpaint.local.moto_process import MotoProcess
 
-    _s3_events_carry_version_ids()
-    moto_speed.apply()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-    # Batch's submissions are recorded, not run: the runner runs each job's command (see runner.py).
-    requests.post(f"{endpoint}/moto-api/config", json={"batch": {"use_docker": False}}, timeout=10).raise_for_status()
-    return server, endpoint
-
-
-def _s3_events_carry_version_ids() -> None:
-    """S3 puts `versionId` in the event of a write to a versioned bucket; moto 5.2 leaves it out,
-    and the handlers' exactly-once keys use it. Add it, as S3 does."""
-    from moto.s3 import notifications
-
-    if getattr(notifications._get_s3_event, "cellpaint", False):
-        return
-    original = notifications._get_s3_event
-
-    def with_version(event_name, bucket, key, notification_id):
-        event = original(event_name, bucket, key, notification_id)
-        if bucket.is_versioned and getattr(key, "version_id", None):
-            event["Records"][0]["s3"]["object"]["versionId"] = str(key.version_id)
-        return event
-
-    with_version.cellpaint = True
-    notifications._get_s3_event = with_version
+    server = MotoProcess(port)
+    return server, server.endpoint
 
 
 class _Builder:
