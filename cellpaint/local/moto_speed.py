@@ -19,6 +19,10 @@ of the embedded AWS's time.
   the prefix's place in them: the cost is the page's, not the bucket's.
 - SQS DeleteMessageBatch passes over the whole queue twice for each message it deletes: 20,000
   upload events waiting made deleting them N². Here one pass deletes the batch.
+- SQS ReceiveMessage lists every visible message of the queue before it takes the first ten
+  (moto's own TODO): with 20,000 upload events waiting, each receive checked all of them (a fifth
+  of the server's time in a 10,000-pair run). Here the visible messages are read lazily, in the
+  same order, so a receive stops after the messages it returns.
 - The server finds each request's service by listing moto's package folder on disk; the list
   does not change while it runs, so it is listed once.
 """
@@ -187,6 +191,33 @@ def _speed_up_key_listing() -> None:
     S3Backend.list_objects_v2 = list_objects_v2
 
 
+class _Visible:
+    """A queue's visible, undelayed messages, as moto's Queue.messages lists them, but read lazily:
+    ReceiveMessage stops iterating once it has its messages. len() counts them all, as before."""
+
+    def __init__(self, messages: list):
+        self._messages = messages
+
+    def __iter__(self):
+        return (m for m in self._messages if m.visible and not m.delayed)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _speed_up_receives() -> None:
+    from moto.sqs.models import Queue
+
+    if getattr(Queue.messages.fget, "lazy", False):
+        return
+
+    def messages(self) -> _Visible:
+        return _Visible(self._messages)
+
+    messages.lazy, messages.plain = True, Queue.messages
+    Queue.messages = property(messages)
+
+
 def _speed_up_deletes() -> None:
     from moto.sqs.models import SQSBackend
 
@@ -248,5 +279,6 @@ def apply() -> None:
     _speed_up_listing()
     _speed_up_key_listing()
     _speed_up_deletes()
+    _speed_up_receives()
     modules = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: modules
