@@ -72,6 +72,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, nargs=2, default=[120, 124], metavar=("H", "W"), help="image size of every pair")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--fill", choices=("model", "harmonic"), default="model", help="harmonic: the plumbing test (see above)")
+    ap.add_argument("--state", help="as `cellpaint local up --state`: keep the stack's state and logs there (its snapshots "
+                                    "of the bucket cost time; by default, as `local up`, a temporary folder and no snapshots)")
     a = ap.parse_args()
     if a.fill == "harmonic":
         os.environ["CELLPAINT_TEST_FILL"] = "harmonic"
@@ -86,7 +88,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     h, w = a.size
     quiet = open(os.devnull, "w")
-    with LocalStack(0, tmp / "state", console=quiet) as stack:
+    with LocalStack(0, a.state, console=quiet) as stack:
         env = {**os.environ, **stack.env()}
 
         def aws(*args: str) -> None:
@@ -101,7 +103,8 @@ def main() -> int:
                 got.update({m["body"]["pair"]: m["body"].get("status") for m in new if m["body"].get("pair") in pairs})
             missing = [p for p in sorted(pairs) if got.get(p) != "succeeded"]
             if missing:
-                raise SystemExit(f"bench: no success notification for {missing[:5]}; logs in {stack.state / 'logs'}")
+                raise SystemExit(f"bench: no success notification for {missing[:5]}; logs in {stack.state / 'logs'} "
+                                 f"(kept with --state)")
             return time.time()
 
         latencies = []
