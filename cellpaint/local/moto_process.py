@@ -55,8 +55,10 @@ class MotoProcess:
     """The running server: `endpoint`, and `stop()`."""
 
     def __init__(self, port: int):
+        # A session of its own: Ctrl-C at the terminal stops `cellpaint local up`, which then saves
+        # its state through this server before it stops it, so the server must not stop first.
         self.proc = subprocess.Popen([sys.executable, "-m", "cellpaint.local.moto_process", str(port)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
         self.endpoint = self.proc.stdout.readline().strip()
         if not self.endpoint.startswith("http://"):
             self.stop()
