@@ -8,6 +8,7 @@ and serves until its standard input closes, so it also ends when the process tha
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -28,6 +29,7 @@ def serve(port: int) -> None:
     # Batch's submissions are recorded, not run: the runner runs each job's command (see runner.py).
     requests.post(f"{endpoint}/moto-api/config", json={"batch": {"use_docker": False}}, timeout=10).raise_for_status()
     print(endpoint, flush=True)
+    os.dup2(2, 1)  # nobody reads the pipe after that line: anything moto prints later goes to stderr, not a pipe that fills
     sys.stdin.read()  # until the parent closes it, or dies
     server.stop()
 

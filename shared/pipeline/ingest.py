@@ -13,6 +13,7 @@ submits that same manifest, and the job that takes it first is the only one that
 """
 from __future__ import annotations
 
+import itertools
 import unicodedata
 import uuid
 from collections.abc import Iterable
@@ -157,13 +158,8 @@ class Folders:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/",
                                                                    StartAfter=prefix + first,
                                                                    PaginationConfig={"PageSize": min(1000, 3 * len(stems) + 10)})
-        keys = []
-        for page in pages:
-            for o in page.get("Contents", []):
-                if o["Key"] >= end:
-                    return Listing(keys)
-                keys.append(o["Key"])
-        return Listing(keys)
+        keys = (o["Key"] for page in pages for o in page.get("Contents", []))
+        return Listing(list(itertools.takewhile(lambda key: key < end, keys)))  # no page read past the range's end
 
 
 def _canonical(name: str) -> str:
@@ -175,7 +171,7 @@ class Listing:
     listing per pair made a 10,000-pair folder N² again."""
 
     def __init__(self, keys: list[str]):
-        self.keys, self.roles = keys, {}
+        self.roles = {}
         for key in keys:
             parsed = split_name(key[len(INCOMING):])
             if parsed:
