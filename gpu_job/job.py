@@ -40,7 +40,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from shared.imaging.images import InputError, load_image, load_mask, png_bytes
+from shared.imaging.images import FAST, InputError, load_image, load_mask, png_bytes
 from shared.pipeline.manifest import PairJob, job_size, read_manifest, window_from_dict
 from shared.options import InpaintOptions, OptionError
 from shared.imaging.preview import before_after, heatmap
@@ -143,12 +143,13 @@ def write_result(s3, bucket: str, p: PairJob, job_id: str, image, mask, opts: In
     def write() -> None:
         t0 = time.time()
         outputs, versions = {}, {}
-        images = {"inpainted": lambda: res.image, "preview": lambda: before_after(image, mask, res.image, res.std)}
+        # (name, picture, zlib level): the restored image as compact as PIL makes it; the pictures to look at, fast
+        images = [("inpainted", lambda: res.image, 6), ("preview", lambda: before_after(image, mask, res.image, res.std), FAST)]
         if res.std is not None:
-            images["uncertainty"] = lambda: heatmap(res.std)
-        for name, draw in images.items():
+            images.append(("uncertainty", lambda: heatmap(res.std), FAST))
+        for name, draw, level in images:
             key = result_key(p.pair, f"{name}.png")
-            r = s3.put_object(Bucket=bucket, Key=key, Body=png_bytes(draw()), ContentType="image/png")
+            r = s3.put_object(Bucket=bucket, Key=key, Body=png_bytes(draw(), level), ContentType="image/png")
             outputs[name], versions[name] = key, r.get("VersionId")
         done = {**timings, "encode_upload_s": round(time.time() - t0, 3)}
         done["total_s"] = round(time.time() - (t0 if t_start is None else t_start), 3)
@@ -200,14 +201,15 @@ class Loaded:
     seconds: float = 0.0  # the reader's time on this batch
 
 
-def read_batch(s3, bucket: str, batch: list[PairJob], models: Models, job_id: str) -> Loaded:
+def read_batch(s3, bucket: str, batch: list[PairJob], models: Models, job_id: str, retried: bool = True) -> Loaded:
     """Downloads and decodes a batch's pairs (the reader thread). A pair whose inputs or options are
-    bad gets failed/<pair>/error.json here; one that an earlier attempt finished is skipped."""
+    bad gets failed/<pair>/error.json here; one that an earlier attempt finished is skipped.
+    `retried`: the manifest was taken before (else no pair of it can have a result yet: no read)."""
     out, t_batch = Loaded(), time.time()
     for p in batch:
         t0 = time.time()
         try:
-            if written_by(s3, bucket, result_key(p.pair), job_id):
+            if retried and written_by(s3, bucket, result_key(p.pair), job_id):
                 out.status[p.pair] = "skipped"  # an earlier attempt of this job (a spot reclaim) finished it
                 continue
             inp, info = models.for_pair(p)
@@ -277,7 +279,8 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
     job_id = doc["job_id"]
     me = batch_job_id or os.environ.get("AWS_BATCH_JOB_ID") or LOCAL_JOB
     take = take_key(key, item)
-    if acquire(s3, bucket, take, {"manifest": key, "item": item}, None, owner=me) is None:  # before the weights: a duplicate costs seconds
+    taken = acquire(s3, bucket, take, {"manifest": key, "item": item}, None, owner=me)
+    if taken is None:  # before the weights: a duplicate costs seconds
         owner = get_json(s3, bucket, take).get("owner")
         log.warning("duplicate: %s is taken by Batch job %s; this job (%s) exits without writing anything", key, owner, me)
         return {p.pair: "duplicate" for p in pairs}
@@ -295,7 +298,9 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
     totals = {"input_wait_s": 0.0, "sample_s": 0.0, "output_wait_s": 0.0, "download_decode_s": 0.0}
     with ThreadPoolExecutor(1, thread_name_prefix="gpu_job-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="gpu_job-write") as writer:
-        reading = reader.submit(read_batch, s3, bucket, batches[0], models, job_id) if batches else None
+        # Taken for the first time: no attempt before this one wrote a result, so none is looked for (a read per pair).
+        retried = not taken.fresh
+        reading = reader.submit(read_batch, s3, bucket, batches[0], models, job_id, retried) if batches else None
         writing: Future | None = None
         for i in range(len(batches)):
             if STOP.is_set() or (deadline is not None and time.time() > deadline - max(HAND_BACK_MARGIN_S, 2 * longest)):
@@ -307,7 +312,7 @@ def run(manifest_uri: str, s3=None, inpainter: Inpainter | None = None, device: 
             loaded = reading.result()
             input_wait = time.time() - t0
             if i + 1 < len(batches):  # the next batch downloads while this one samples
-                reading = reader.submit(read_batch, s3, bucket, batches[i + 1], models, job_id)
+                reading = reader.submit(read_batch, s3, bucket, batches[i + 1], models, job_id, retried)
             status.update(loaded.status)
             totals["input_wait_s"] += input_wait
             totals["download_decode_s"] += loaded.seconds

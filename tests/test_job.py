@@ -53,8 +53,13 @@ def test_job_writes_results_and_isolates_a_bad_pair(s3, tiny_weights, rng):
     doc = manifest("job-1", BUCKET, [good, bad], "2026-11-26T00:00:00Z")
     s3.put_object(Bucket=BUCKET, Key="jobs/job-1/manifest.json", Body=json.dumps(doc).encode())
     inp = Inpainter(tiny_weights, "cpu")
+    reads = []
+    s3.meta.events.register("before-parameter-build.s3.GetObject",
+                            lambda params, **kw: reads.append(params["Key"]) if params["Key"].startswith("results/") else None)
     status = run(f"s3://{BUCKET}/jobs/job-1/manifest.json", s3=s3, inpainter=inp)
     assert status == {"lab1/cell-a": "succeeded", "lab1/cell-b": "failed"}
+    # the manifest was taken for the first time: no result is looked for before sampling, only under the results lease
+    assert reads == ["results/lab1/cell-a/result.json"]
     out = load_image(s3.get_object(Bucket=BUCKET, Key="results/lab1/cell-a/inpainted.png")["Body"].read())
     assert out.shape == img.shape and np.array_equal(out[~mask], img[~mask])
     result = json.loads(s3.get_object(Bucket=BUCKET, Key="results/lab1/cell-a/result.json")["Body"].read())
@@ -71,8 +76,9 @@ def test_job_writes_results_and_isolates_a_bad_pair(s3, tiny_weights, rng):
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="incoming/")["Contents"]}
     assert keys == {"incoming/lab1/cell-a.png", "incoming/lab1/cell-a.mask.png", "incoming/lab1/cell-b.png", "incoming/lab1/cell-b.mask.png"}
     # a retried job (e.g. after a spot reclaim) does not redo a finished pair
+    reads.clear()
     again = run(f"s3://{BUCKET}/jobs/job-1/manifest.json", s3=s3, inpainter=inp)
-    assert again["lab1/cell-a"] == "skipped"
+    assert again["lab1/cell-a"] == "skipped" and "results/lab1/cell-a/result.json" in reads
 
 
 def test_job_texture_option(s3, tiny_weights, tiny_texture_weights, rng, monkeypatch):

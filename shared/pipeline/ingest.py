@@ -128,6 +128,7 @@ class Folders:
         self.s3, self.bucket, self.listed, self.answered = s3, bucket, {}, set()
         self.expected: dict[str, set[str]] = {}
         self.named: set[str] = set()  # pairs whose NAME this invocation checked (check_near_names)
+        self.models: dict[str, dict | None] = {}  # lab -> its model as lab_model found it, once per invocation
         self.expect(keys)
 
     def expect(self, keys: Iterable[str]) -> None:
@@ -272,7 +273,7 @@ def _ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None, l
                        manifest_key=lease.doc["manifest"])
     keys = {"image": ref.image.key, "mask": ref.mask.key, "sidecar": ref.sidecar.key if ref.sidecar else None}
     try:
-        job = replace(load_pair(s3, bucket, ref, limits), claimed=now.isoformat())
+        job = replace(load_pair(s3, bucket, ref, limits, folders.models), claimed=now.isoformat())
     except InputError as exc:
         err = report(s3, bucket, lease, pair=ref.pair, reason=str(exc), keys=keys, key=error_key(ref.pair), stage="ingest", now=now)
         return Outcome("failed", key, ref.pair, str(exc), lease=lease, error_key=err)
@@ -322,9 +323,10 @@ def _fail_once(s3, bucket, lkey, key, pair, reason, keys, err_key, now, lease_s)
     return Outcome("failed", key, pair, reason, lease=lease, error_key=err_key)
 
 
-def load_pair(s3: BaseClient, bucket: str, ref: PairRef, limits: Limits = Limits()) -> PairJob:
+def load_pair(s3: BaseClient, bucket: str, ref: PairRef, limits: Limits = Limits(), models: dict | None = None) -> PairJob:
     """Read exactly the leased versions, validate them, plan the windows (at most
-    limits.max_windows) and preprocess with the shared function."""
+    limits.max_windows) and preprocess with the shared function. `models`: the labs' models found
+    so far (lab_model's `seen`)."""
     for obj in (ref.image, ref.mask) + ((ref.sidecar,) if ref.sidecar else ()):
         cap = limits.max_sidecar_bytes if obj is ref.sidecar else limits.max_bytes
         if obj.size > cap:  # refused before it is downloaded
@@ -340,24 +342,30 @@ def load_pair(s3: BaseClient, bucket: str, ref: PairRef, limits: Limits = Limits
     windows = [window_to_dict(w) for w in prepare(image, mask, window, plan=plan)]
     return PairJob(pair=ref.pair, image_key=ref.image.key, mask_key=ref.mask.key, height=image.shape[0],
                    width=image.shape[1], options=opts.to_dict(), windows=windows,
-                   image_version=ref.image.version, mask_version=ref.mask.version, model=lab_model(s3, bucket, ref.pair),
+                   image_version=ref.image.version, mask_version=ref.mask.version, model=lab_model(s3, bucket, ref.pair, models),
                    uploaded=max(ref.image.modified, ref.mask.modified) or None, evaluations=cost)
 
 
-def lab_model(s3: BaseClient, bucket: str, pair: str) -> dict | None:
+def lab_model(s3: BaseClient, bucket: str, pair: str, seen: dict | None = None) -> dict | None:
     """The pair's lab's own model, if the lab has one: pairs under incoming/<lab>/ are restored with
     models/<lab>/ (`cellpaint adapt`), the version there now. Only the pair's own lab's: the lab is
-    the first part of the pair's own key, so no pair can name another lab's model."""
+    the first part of the pair's own key, so no pair can name another lab's model. `seen`: lab ->
+    what an earlier pair of the same invocation found (one request per lab, not per pair)."""
     lab = pair.split("/", 1)[0] if "/" in pair else None
     if lab is None or not LAB.match(lab):
         return None
+    if seen is not None and lab in seen:
+        return seen[lab]
     try:
         head = s3.head_object(Bucket=bucket, Key=model_key(lab))
+        found = {"key": model_key(lab), "version": head.get("VersionId"), "lab": lab}
     except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    return {"key": model_key(lab), "version": head.get("VersionId"), "lab": lab}
+        if not is_not_found(exc):
+            raise
+        found = None
+    if seen is not None:
+        seen[lab] = found
+    return found
 
 
 # ---- One manifest per invocation: queued to the running job, or a job of its own ----------------

@@ -61,6 +61,7 @@ class Lease:
     etag: str
     doc: dict  # what the object holds now
     previous: dict | None = None  # the expired lease this one took over, if any
+    fresh: bool = False  # this call created the object: nobody held the lease before, not even this owner
 
     @property
     def state(self) -> str | None:
@@ -134,13 +135,13 @@ def acquire(s3: BaseClient, bucket: str, key: str, doc: dict, seconds: float | N
     for _ in range(3):  # a lease deleted between our 412 and our read (the lifecycle rule): try again
         etag = _put(s3, bucket, key, body, IfNoneMatch="*")
         if etag:
-            return Lease(key, owner, etag, body)
+            return Lease(key, owner, etag, body, fresh=True)
         found = read(s3, bucket, key)
         if found is None:
             continue
         cur, etag = found
         if cur.get("write") == write or cur.get("owner") == owner:  # our own write, or the same owner again
-            return Lease(key, owner, etag, cur)
+            return Lease(key, owner, etag, cur, fresh=cur.get("write") == write)
         if not expired(cur, now):
             return None
         taken = {**cur, **body, "write": uuid.uuid4().hex, "takeovers": int(cur.get("takeovers") or 0) + 1}

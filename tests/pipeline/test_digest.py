@@ -55,3 +55,24 @@ def test_a_folder_gets_one_digest_once_every_pair_is_answered(stack, inpainter, 
     assert [p["pair"] for p in summary["pairs"]] == ["lab1/day1/b", "lab1/day1/a"]  # the failed first
     sheet = stack.s3.get_object(Bucket=BUCKET, Key="results/lab1/day1/contact-sheet.png")["Body"].read()
     assert sheet[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_warm_notify_schedules_a_folders_check_without_a_request_while_its_own_is_on_its_way(stack):
+    url = stack.sqs.get_queue_url(QueueName="digest")["QueueUrl"]
+    calls = []
+    stack.s3.meta.events.register("before-call.s3.*", lambda model, **kw: calls.append(model.name))
+    now = [1000.0]
+    mine, other = digest.Scheduled(clock=lambda: now[0]), digest.Scheduled(clock=lambda: now[0])
+    assert digest.schedule(stack.s3, stack.sqs, BUCKET, "lab1/day1", url, mine)
+    assert calls == ["PutObject"]  # the lease, then the delayed check
+    calls.clear()
+    now[0] += digest.CHECK_DELAY_S - digest.Scheduled.MARGIN_S - 1
+    assert not digest.schedule(stack.s3, stack.sqs, BUCKET, "lab1/day1", url, mine) and calls == []  # its check is on its way
+    assert not digest.schedule(stack.s3, stack.sqs, BUCKET, "lab1/day1", url, other) and calls  # another instance asks S3: held
+    calls.clear()
+    assert digest.schedule(stack.s3, stack.sqs, BUCKET, "lab1/day2", url, mine) and calls  # another folder is another check
+    calls.clear()
+    now[0] += 2  # this instance no longer trusts its memory: it asks S3 (where the lease still holds)
+    assert not digest.schedule(stack.s3, stack.sqs, BUCKET, "lab1/day1", url, mine) and calls
+    delayed = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert int(delayed["ApproximateNumberOfMessagesDelayed"]) == 2  # one check per folder

@@ -125,10 +125,13 @@ def test_an_invocation_lists_only_the_key_range_of_its_own_pairs(stack):
     listed = []
     stack.ingest.S3.meta.events.register("after-call.s3.ListObjectsV2",
                                          lambda parsed, **kw: listed.extend(o["Key"] for o in parsed.get("Contents", [])))
+    heads = []
+    stack.ingest.S3.meta.events.register("before-parameter-build.s3.HeadObject", lambda params, **kw: heads.append(params["Key"]))
     assert stack.ingest.lambda_handler({"Records": records}, Context()) == {"batchItemFailures": []}
     doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
     assert sorted(p["pair"] for p in doc["pairs"]) == sorted(f"day1/{n}" for n in names)
     assert len([k for k in listed if "/old" in k]) <= 25  # of the 400 outside the range, at most the rest of a page
+    assert len([k for k in heads if k.startswith("models/")]) == 1  # the lab's model is looked for once, not per pair
 
 
 def test_two_halves_racing_on_threads_give_one_job(stack):

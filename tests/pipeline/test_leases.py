@@ -53,8 +53,9 @@ def test_a_release_lets_the_next_delivery_take_over_at_once(stack):
 def test_the_same_owner_takes_it_again(stack):
     """A retried attempt of the same Batch job takes its manifest again; another job does not."""
     take = "jobs/20261126T120000Z-0a1b2c3d/taken.json"
-    assert acquire(stack.s3, BUCKET, take, {}, None, owner="job-1")
-    assert acquire(stack.s3, BUCKET, take, {}, None, owner="job-1")
+    assert acquire(stack.s3, BUCKET, take, {}, None, owner="job-1").fresh  # nobody held it before
+    again = acquire(stack.s3, BUCKET, take, {}, None, owner="job-1")
+    assert again and not again.fresh  # held before, by this owner: what it did may be there
     assert acquire(stack.s3, BUCKET, take, {}, None, owner="job-2") is None
 
 
