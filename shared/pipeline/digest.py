@@ -38,7 +38,7 @@ class Scheduled:
     """The checks this (warm) function put on their way, until their lease runs out: while it holds,
     another answer of the folder needs no request at all, since the check already on its way reads
     it. Without it, each answer of a 200-pair folder cost a conditional write that failed and a
-    read (a third of the notify function's time beside a running job, on one machine)."""
+    read (three quarters of the notify function's time in a 200-pair run on one machine)."""
 
     MARGIN_S = 5.0  # forgotten this much before the lease's expiry, which was set after the clock was read
 
