@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.pipeline import adapt
+from shared.pipeline.leases import Sent
 from shared.pipeline.s3 import client
 from shared.pipeline.s3events import object_events
 
@@ -23,6 +24,7 @@ SETTLE_S = float(os.environ.get("SETTLE_SECONDS", adapt.SETTLE_S))
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 S3, SQS, BATCH = client("s3"), client("sqs"), client("batch")
 processor = BatchProcessor(event_type=EventType.SQS)
+SENT = Sent()  # the lab checks this warm function put on their way
 
 
 @tracer.capture_method
@@ -35,7 +37,7 @@ def record_handler(record: SQSRecord) -> None:
         return
     for ev in object_events(body):
         lab = adapt.lab_of_key(ev.key) if ev.bucket == BUCKET else None
-        if lab and adapt.schedule(S3, SQS, BUCKET, lab, QUEUE_URL, min(adapt.CHECK_DELAY_S, SETTLE_S + 5)):
+        if lab and adapt.schedule(S3, SQS, BUCKET, lab, QUEUE_URL, min(adapt.CHECK_DELAY_S, SETTLE_S + 5), SENT):
             logger.info("check scheduled", extra={"lab": lab, "key": ev.key})
 
 

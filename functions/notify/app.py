@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.pipeline import digest, notify
-from shared.pipeline.leases import seconds_left
+from shared.pipeline.leases import Sent, seconds_left
 from shared.pipeline.s3 import client
 
 BUCKET = os.environ["BUCKET"]
@@ -26,7 +26,7 @@ DIGEST_QUEUE_URL = os.environ["DIGEST_QUEUE_URL"]
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 S3, SNS, SQS = client("s3"), client("sns"), client("sqs")
 processor = BatchProcessor(event_type=EventType.SQS)
-SCHEDULED = digest.Scheduled()  # the digest checks this warm function put on their way
+SENT = Sent()  # the digest checks this warm function put on their way
 
 
 @tracer.capture_method
@@ -39,7 +39,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
             metrics.add_metric(name=f"Notified{n.status.capitalize()}", unit=MetricUnit.Count, value=1)
         folder = digest.folder_of(n.pair) if n.kind == "pair" else None
         if folder:
-            digest.schedule(S3, SQS, BUCKET, folder, DIGEST_QUEUE_URL, SCHEDULED)
+            digest.schedule(S3, SQS, BUCKET, folder, DIGEST_QUEUE_URL, SENT)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -26,7 +26,7 @@ from datetime import datetime
 
 from botocore.client import BaseClient
 
-from shared.pipeline.leases import acquire, finish, now_utc, release_quietly
+from shared.pipeline.leases import Sent, acquire, finish, now_utc, release_quietly, schedule_once
 from shared.pipeline.pairs import IMAGE_SUFFIXES
 from shared.pipeline.s3 import ADAPT, CLAIMS, JOBS, MODELS, digest, put_json
 
@@ -66,13 +66,12 @@ def photos(s3: BaseClient, bucket: str, lab: str) -> list[dict]:
     return sorted(out, key=lambda p: p["key"])
 
 
-def schedule(s3: BaseClient, sqs: BaseClient, bucket: str, lab: str, queue_url: str, delay_s: float = CHECK_DELAY_S) -> bool:
+def schedule(s3: BaseClient, sqs: BaseClient, bucket: str, lab: str, queue_url: str, delay_s: float = CHECK_DELAY_S,
+             sent: Sent | None = None) -> bool:
     """A photo arrived: one check of its lab, unless one is already on its way (an upload of 200
     photos schedules one check, not 200). False if one was."""
-    if acquire(s3, bucket, f"{CLAIMS}adapt/{lab}/scheduled.json", {"lab": lab}, delay_s) is None:
-        return False
-    ask_later(sqs, queue_url, lab, delay_s)
-    return True
+    return schedule_once(s3, bucket, f"{CLAIMS}adapt/{lab}/scheduled.json", {"lab": lab}, delay_s,
+                         lambda: ask_later(sqs, queue_url, lab, delay_s), sent)
 
 
 def ask_later(sqs: BaseClient, queue_url: str, lab: str, delay_s: float = CHECK_DELAY_S) -> None:

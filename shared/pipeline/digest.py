@@ -13,13 +13,11 @@ message only.
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
-from typing import Callable
 
 from botocore.client import BaseClient
 
-from shared.pipeline.leases import acquire, finish, release_quietly
+from shared.pipeline.leases import Sent, acquire, finish, release_quietly, schedule_once
 from shared.pipeline.records import FolderSummary, Notice
 from shared.pipeline.s3 import CLAIMS, RESULTS, digest, put_json, result_key
 from shared.pipeline.status import FolderStatus, first_unanswered, folder_status
@@ -34,38 +32,11 @@ def folder_of(pair: str | None) -> str | None:
     return pair.rsplit("/", 1)[0] if pair and "/" in pair else None
 
 
-class Scheduled:
-    """The checks this (warm) function put on their way, until their lease runs out: while it holds,
-    another answer of the folder needs no request at all, since the check already on its way reads
-    it. Without it, each answer of a 200-pair folder cost a conditional write that failed and a
-    read (three quarters of the notify function's time in a 200-pair run on one machine)."""
-
-    MARGIN_S = 5.0  # forgotten this much before the lease's expiry, which was set after the clock was read
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock, self.until = clock, {}
-
-    def holds(self, bucket: str, folder: str) -> bool:
-        return self.until.get((bucket, folder), 0.0) > self.clock()
-
-    def note(self, bucket: str, folder: str, since: float) -> None:
-        now = self.clock()
-        self.until = {k: t for k, t in self.until.items() if t > now}  # a warm function sees many folders
-        self.until[(bucket, folder)] = since + CHECK_DELAY_S - self.MARGIN_S
-
-
-def schedule(s3: BaseClient, sqs: BaseClient, bucket: str, folder: str, queue_url: str, scheduled: Scheduled | None = None) -> bool:
-    """A pair of `folder` was answered: one check of the folder on its way (False: one already is).
-    `scheduled`: the checks this function scheduled itself (no request while one is on its way)."""
-    if scheduled is not None and scheduled.holds(bucket, folder):
-        return False
-    since = scheduled.clock() if scheduled is not None else 0.0
-    if acquire(s3, bucket, f"{CLAIMS}digest/{digest(folder)[:24]}/scheduled.json", {"folder": folder}, CHECK_DELAY_S) is None:
-        return False
-    sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"digest_check": folder}), DelaySeconds=CHECK_DELAY_S)
-    if scheduled is not None:
-        scheduled.note(bucket, folder, since)
-    return True
+def schedule(s3: BaseClient, sqs: BaseClient, bucket: str, folder: str, queue_url: str, sent: Sent | None = None) -> bool:
+    """A pair of `folder` was answered: one check of the folder on its way (False: one already is)."""
+    return schedule_once(s3, bucket, f"{CLAIMS}digest/{digest(folder)[:24]}/scheduled.json", {"folder": folder}, CHECK_DELAY_S,
+                         lambda: sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"digest_check": folder}),
+                                                  DelaySeconds=CHECK_DELAY_S), sent)
 
 
 def check(s3: BaseClient, sqs: BaseClient, bucket: str, folder: str, queue_url: str, start: str = "") -> tuple[str, Notice | None]:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 from shared.pipeline import digest
+from shared.pipeline.leases import Sent
 from shared.pipeline.notify import attributes
 from shared.pipeline.records import Notice
 
@@ -62,11 +63,11 @@ def test_a_warm_notify_schedules_a_folders_check_without_a_request_while_its_own
     calls = []
     stack.s3.meta.events.register("before-call.s3.*", lambda model, **kw: calls.append(model.name))
     now = [1000.0]
-    mine, other = digest.Scheduled(clock=lambda: now[0]), digest.Scheduled(clock=lambda: now[0])
+    mine, other = Sent(clock=lambda: now[0]), Sent(clock=lambda: now[0])
     assert digest.schedule(stack.s3, stack.sqs, BUCKET, "lab1/day1", url, mine)
     assert calls == ["PutObject"]  # the lease, then the delayed check
     calls.clear()
-    now[0] += digest.CHECK_DELAY_S - digest.Scheduled.MARGIN_S - 1
+    now[0] += digest.CHECK_DELAY_S - Sent.MARGIN_S - 1
     assert not digest.schedule(stack.s3, stack.sqs, BUCKET, "lab1/day1", url, mine) and calls == []  # its check is on its way
     assert not digest.schedule(stack.s3, stack.sqs, BUCKET, "lab1/day1", url, other) and calls  # another instance asks S3: held
     calls.clear()
