@@ -108,7 +108,7 @@ class LocalStack:
         if self.batch:
             self.batch.terminate()
         for t in self.threads:
-            t.join(timeout=30)
+            t.finish() if isinstance(t, SqsEventSource) else t.join(timeout=30)
         if self.lambda_log:
             sys.stdout, warnings.showwarning = self.saved_stdout, self.saved_showwarning
             self.lambda_log.close()

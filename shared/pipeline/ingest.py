@@ -17,7 +17,7 @@ import itertools
 import unicodedata
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from botocore.client import BaseClient
@@ -31,7 +31,7 @@ from shared.pipeline.manifest import DRAIN_S, PairJob, job_seconds, job_size, ma
 from shared.pipeline.pairs import split_name
 from shared.pipeline.runner import enqueue, opened
 from shared.pipeline.s3 import (CLAIMS, INCOMING, INGEST_CLAIMS, classify, digest, error_key, failed_prefix_for_key, get_bytes, get_json,
-                 get_json_or_none, is_not_found, manifest_key, put_json, take_keys)
+                 is_not_found, manifest_key, put_json, take_keys)
 from shared.imaging.scale import auto_window
 from shared.options import InpaintOptions
 from shared.pipeline.validate import Limits, check_cost, plan_mask, validate_pair, validate_sidecar
@@ -43,12 +43,14 @@ from shared.imaging.windows import prepare
 # batch failure); should the invocation still time out, its leases expire and the retry takes over.
 RESERVE_S = 60.0
 # A re-upload's two halves arrive seconds apart. A new version of one half that meets the version of
-# the other half already restored with another (the last pairing, PAIRINGS) waits this long for the
-# other half's new version before it is paired with the old one (a deliberate re-use: a new mask on
-# the same image). So a re-upload of both is never restored as new image + old mask.
+# the other half already restored with another (the last pairing, kept in the NAME's record) waits
+# this long for the other half's new version before it is paired with the old one (a deliberate
+# re-use: a new mask on the same image). So a re-upload of both is never restored as new image + old mask.
 REUPLOAD_SETTLE_S = 60.0
-PAIRINGS = f"{CLAIMS}ingest-pairs/"
-NAMES = f"{CLAIMS}ingest-names/"  # the first NAME of each canonical form in a folder (check_near_names)
+# One record per NAME (its canonical form) in a folder: the first NAME of that form (check_near_names)
+# and the pair's last pairing (settle_left). One record, not two: the check reads it anyway, so
+# the settle costs no request of its own.
+NAMES = f"{CLAIMS}ingest-names/"
 
 
 class OutOfTime(Exception):
@@ -68,6 +70,7 @@ class ObjectRef:
     etag: str
     size: int
     modified: str = ""  # ISO 8601: when this version was uploaded (which of two uploads is newer)
+    body: bytes | None = field(default=None, repr=False, compare=False)  # this version's bytes, when already read
 
     @property
     def ref(self) -> list:
@@ -109,8 +112,21 @@ def _head(s3: BaseClient, bucket: str, key: str) -> ObjectRef:
     return ObjectRef(key, None if version in (None, "null") else version, r.get("ETag", ""), int(r["ContentLength"]), modified)
 
 
+def _fetch(s3: BaseClient, bucket: str, key: str, listed_size: int, cap: int) -> ObjectRef:
+    """The object as it is now, read whole: its bytes are validated next, so one GET, not a HEAD
+    and then a GET (400 of a 200-pair folder's requests). One the listing shows over `cap` is only
+    looked at (load_pair refuses it before it is downloaded)."""
+    if listed_size > cap:
+        return _head(s3, bucket, key)
+    r = s3.get_object(Bucket=bucket, Key=key)
+    body = r["Body"].read()
+    version = r.get("VersionId")
+    modified = r["LastModified"].isoformat() if r.get("LastModified") else ""
+    return ObjectRef(key, None if version in (None, "null") else version, r.get("ETag", ""), len(body), modified, body)
+
+
 def _get(s3: BaseClient, bucket: str, ref: ObjectRef) -> bytes:
-    return get_bytes(s3, bucket, ref.key, ref.version)
+    return ref.body if ref.body is not None else get_bytes(s3, bucket, ref.key, ref.version)
 
 
 class Folders:
@@ -127,7 +143,7 @@ class Folders:
     def __init__(self, s3: BaseClient, bucket: str, keys: Iterable[str] = ()):
         self.s3, self.bucket, self.listed, self.answered = s3, bucket, {}, set()
         self.expected: dict[str, set[str]] = {}
-        self.named: set[str] = set()  # pairs whose NAME this invocation checked (check_near_names)
+        self.named: dict[str, "Name"] = {}  # pairs whose NAME this invocation checked (check_near_names)
         self.models: dict[str, dict | None] = {}  # lab -> its model as lab_model found it, once per invocation
         self.expect(keys)
 
@@ -159,8 +175,8 @@ class Folders:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/",
                                                                    StartAfter=prefix + first,
                                                                    PaginationConfig={"PageSize": min(1000, 3 * len(stems) + 10)})
-        keys = (o["Key"] for page in pages for o in page.get("Contents", []))
-        return Listing(list(itertools.takewhile(lambda key: key < end, keys)))  # no page read past the range's end
+        objects = ((o["Key"], int(o.get("Size", 0))) for page in pages for o in page.get("Contents", []))
+        return Listing(list(itertools.takewhile(lambda o: o[0] < end, objects)))  # no page read past the range's end
 
 
 def _canonical(name: str) -> str:
@@ -171,57 +187,77 @@ class Listing:
     """One folder's listed keys by pair and role, so that finding a pair is a lookup: scanning the
     listing per pair made a 10,000-pair folder N² again."""
 
-    def __init__(self, keys: list[str]):
-        self.roles = {}
-        for key in keys:
+    def __init__(self, objects: list[tuple[str, int]]):
+        self.roles, self.sizes = {}, dict(objects)  # sizes: as listed, to refuse a large object unread
+        for key, _ in objects:
             parsed = split_name(key[len(INCOMING):])
             if parsed:
                 self.roles.setdefault(parsed[0], {}).setdefault(parsed[1], []).append(key)
 
 
-def check_near_names(s3: BaseClient, bucket: str, pair: str, key: str, checked: set[str] | None = None) -> None:
-    """InputError if another upload in the folder has a NAME that differs from this pair's only in
-    case or Unicode form (Cell.mask.png beside cell.png; é typed two ways): such halves never pair,
-    or one is picked silently. The first NAME of a folder's canonical form is recorded at
-    jobs/claims/ingest-names/ (a conditional write, so two racing events agree); a later NAME of
-    that form is refused, naming the first upload, while any of that NAME's files is still there.
-    A record, not a listing: the other NAME may sort anywhere in the folder, and listing the
-    folder per invocation was the N² this replaced."""
-    if checked is not None and pair in checked:  # the other half's event in this invocation
-        return
+@dataclass
+class Name:
+    """A pair's NAME record (NAMES): the record's key, its first upload, and the pair's last pairing
+    ({"image": [key, version], "mask": [...], "claimed": ...}; None before the first)."""
+    key: str
+    first: str
+    pairing: dict | None = None
+
+
+def name_key(pair: str) -> str:
     folder, _, stem = pair.rpartition("/")
-    name_key = f"{NAMES}{digest(folder, _canonical(stem))}.json"
+    return f"{NAMES}{digest(folder, _canonical(stem))}.json"
+
+
+def check_near_names(s3: BaseClient, bucket: str, pair: str, key: str, checked: dict[str, Name] | None = None) -> Name:
+    """The pair's NAME record; InputError if another upload in the folder has a NAME that differs
+    from this pair's only in case or Unicode form (Cell.mask.png beside cell.png; é typed two
+    ways): such halves never pair, or one is picked silently. The first NAME of a folder's
+    canonical form is recorded at jobs/claims/ingest-names/ (a conditional write, so two racing
+    events agree); a later NAME of that form is refused, naming the first upload, while any of
+    that NAME's files is still there. A record, not a listing: the other NAME may sort anywhere in
+    the folder, and listing the folder per invocation was the N² this replaced. `checked`: the
+    records this invocation has read or written, by pair."""
+    if checked is not None and pair in checked:  # the other half's event in this invocation
+        return checked[pair]
+    rkey = name_key(pair)
+    name = Name(rkey, key)
     for _ in range(3):
-        if put_if(s3, bucket, name_key, {"pair": pair, "key": key}, IfNoneMatch="*"):
-            break
-        found = read(s3, bucket, name_key)
+        if put_if(s3, bucket, rkey, {"pair": pair, "key": key}, IfNoneMatch="*"):
+            break  # the first of its NAME: no pairing yet
+        found = read(s3, bucket, rkey)
         if found is None:
             continue  # deleted between our 412 and our read (the lifecycle rule): try again
         first, etag = found
         if first.get("pair") == pair:
+            name = Name(rkey, first.get("key") or key, first.get("pairing") if isinstance(first.get("pairing"), dict) else None)
             break
         other = f"{INCOMING}{first.get('pair')}."
         if first.get("pair") and s3.list_objects_v2(Bucket=bucket, Prefix=other, MaxKeys=1).get("KeyCount", 0):
             raise InputError(key, f"{first.get('key')} has a NAME that differs from this one only in case or Unicode form, so "
                                   "the two would never pair (or one would be picked silently); rename one so the NAMEs match "
                                   "exactly")
-        if put_if(s3, bucket, name_key, {"pair": pair, "key": key}, IfMatch=etag):  # the other NAME was deleted
+        if put_if(s3, bucket, rkey, {"pair": pair, "key": key}, IfMatch=etag):  # the other NAME was deleted: not its pairing
             break
     if checked is not None:
-        checked.add(pair)
+        checked[pair] = name
+    return name
 
 
-def find_pair(s3: BaseClient, bucket: str, pair: str, folders: Folders) -> PairRef | None:
-    """The pair's image, mask and sidecar as they are now, or None while a half is missing."""
-    roles = folders.index(pair).roles.get(pair, {})
+def find_pair(s3: BaseClient, bucket: str, pair: str, folders: Folders, limits: Limits = Limits()) -> PairRef | None:
+    """The pair's image, mask and sidecar as they are now (read, unless over the limits), or None
+    while a half is missing."""
+    listing = folders.index(pair)
+    roles = listing.roles.get(pair, {})
     images, masks, sidecars = roles.get("image", []), roles.get("mask", []), roles.get("sidecar", [])
     if len(images) > 1:
         raise InputError(f"{INCOMING}{pair}", f"more than one image for this pair ({', '.join(sorted(images))}); "
                                               "keep one and upload the others under another name")
     if not images or not masks:
         return None
-    sidecar = _head(s3, bucket, sidecars[0]) if sidecars else None
-    return PairRef(pair, _head(s3, bucket, images[0]), _head(s3, bucket, masks[0]), sidecar)
+    sidecar = _fetch(s3, bucket, sidecars[0], listing.sizes[sidecars[0]], limits.max_sidecar_bytes) if sidecars else None
+    return PairRef(pair, _fetch(s3, bucket, images[0], listing.sizes[images[0]], limits.max_bytes),
+                   _fetch(s3, bucket, masks[0], listing.sizes[masks[0]], limits.max_bytes), sidecar)
 
 
 # ---- One object event ------------------------------------------------------------------------
@@ -252,14 +288,14 @@ def _ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None, l
     if upload.pair in folders.answered:
         return Outcome("duplicate", key, upload.pair, "the other half's event in this invocation answered the pair")
     try:
-        check_near_names(s3, bucket, upload.pair, key, folders.named)
-        ref = find_pair(s3, bucket, upload.pair, folders)
+        name = check_near_names(s3, bucket, upload.pair, key, folders.named)
+        ref = find_pair(s3, bucket, upload.pair, folders, limits)
     except InputError as exc:
         return _fail_once(s3, bucket, lease_key(INGEST_CLAIMS, "pair", key, version), key, upload.pair, exc.reason,
                           {"upload": key}, error_key(upload.pair), now, lease_s)
     if ref is None:
         return Outcome("waiting", key, upload.pair, "the other half of the pair has not arrived")
-    wait = settle_left(s3, bucket, ref, now)
+    wait = settle_left(name.pairing, ref, now)
     if wait > 0:
         return Outcome("settling", key, ref.pair, f"one half is new and the other was restored with another version: waiting "
                                                   f"{wait:.0f} s for the other half's new version", retry_in=wait)
@@ -267,7 +303,8 @@ def _ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None, l
     lease = acquire(s3, bucket, ref.claim_key, doc, lease_s, now=now)
     if lease is None:
         return Outcome("duplicate", key, ref.pair, "this version of the pair is held or done by another delivery")
-    put_json(s3, bucket, pairing_key(ref.pair), {"image": ref.image.ref, "mask": ref.mask.ref, "claimed": now.isoformat()})
+    name.pairing = {"image": ref.image.ref, "mask": ref.mask.ref, "claimed": now.isoformat()}
+    put_json(s3, bucket, name.key, {"pair": ref.pair, "key": name.first, "pairing": name.pairing})
     if lease.state == "submitting" and _exists(s3, bucket, lease.doc.get("manifest", "")):
         return Outcome("resubmit", key, ref.pair, "an earlier delivery stopped after writing its manifest", lease=lease,
                        manifest_key=lease.doc["manifest"])
@@ -283,14 +320,9 @@ def _ingest_object(s3: BaseClient, bucket: str, key: str, version: str | None, l
     return Outcome("ready", key, ref.pair, job=job, lease=lease, sidecar=ref.sidecar.ref if ref.sidecar else None)
 
 
-def pairing_key(pair: str) -> str:
-    return f"{PAIRINGS}{digest(pair)}.json"
-
-
-def settle_left(s3: BaseClient, bucket: str, ref: PairRef, now: datetime) -> float:
+def settle_left(last: dict | None, ref: PairRef, now: datetime) -> float:
     """Seconds this pair must wait before it is paired: >0 only when one half is a new version and
-    the other is the very version the last pairing used with another (REUPLOAD_SETTLE_S)."""
-    last = get_json_or_none(s3, bucket, pairing_key(ref.pair))
+    the other is the very version the last pairing (`last`) used with another (REUPLOAD_SETTLE_S)."""
     if last is None:
         return 0.0
     same = [list(last.get(role) or []) == half.ref for role, half in (("image", ref.image), ("mask", ref.mask))]

@@ -173,7 +173,8 @@ def lease_doc(stack, prefix: str = "jobs/claims/ingest/") -> dict:
 
 
 CRASH_POINTS = {  # where the ingest invocation dies, between the lease and SubmitJob (and just after it)
-    "validating": ("s3", "GetObject", lambda p: p["Key"].startswith("incoming/"), False),
+    # the pair's last pairing, recorded once the lease is held (the pair was read before it)
+    "pairing": ("s3", "PutObject", lambda p: p["Key"].startswith("jobs/claims/ingest-names/") and b'"pairing"' in p["Body"], False),
     "before-manifest": ("s3", "PutObject", lambda p: p["Key"].endswith("/manifest.json"), False),
     "before-submit": ("batch", "SubmitJob", lambda p: True, False),
     "after-submit": ("batch", "SubmitJob", lambda p: True, True),

@@ -102,6 +102,8 @@ def test_one_invocation_lists_each_folder_once_and_reads_each_pair_once(stack):
     assert [c for c in calls if c[0] == "ListObjectsV2"] == [("ListObjectsV2", None)] * 2
     images = [k for name, k in calls if name == "GetObject" and k.startswith("incoming/")]
     assert len(images) == 30 and len(set(images)) == 30  # each half downloaded once
+    assert not [k for name, k in calls if name == "HeadObject" and k.startswith("incoming/")]  # and not looked at before
+    assert not [k for name, k in calls if name == "GetObject" and k.startswith("jobs/claims/")]  # new NAMEs: no pairing to read
     doc = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifests(stack)[0])["Body"].read())
     assert len(stack.submits) == 1 and len(doc["pairs"]) == 15
     # a half uploaded after the invocation has its own event, which lists again

@@ -84,7 +84,8 @@ def test_a_lease_abandoned_without_a_job_is_reported_once(stack, sweeper, monkey
     image, mask = good_pair()
     upload(stack, "incoming/dead.png", image)
     ev = upload(stack, "incoming/dead.mask.png", mask)
-    crash_on(stack.ingest.S3, "GetObject", lambda p: p["Key"].startswith("incoming/"))
+    # dies once the lease is held (recording the pairing), every time
+    crash_on(stack.ingest.S3, "PutObject", lambda p: p["Key"].startswith("jobs/claims/ingest-names/") and b'"pairing"' in p["Body"])
     with pytest.raises(Crash):
         stack.ingest.lambda_handler(ev, Context())
     later(monkeypatch, HOUR)  # expired, but a redelivery may still come

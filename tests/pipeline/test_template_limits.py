@@ -7,7 +7,7 @@ import json
 import pytest
 from cfnlint.decode import cfn_yaml
 
-from shared.pipeline.ingest import NAMES, PAIRINGS
+from shared.pipeline.ingest import NAMES
 from shared.pipeline.notify import RUNNABLE_CANCELLED
 from shared.pipeline.s3 import INGEST_CLAIMS, NOTIFY_CLAIMS, SWEEP_CLAIMS
 
@@ -105,9 +105,9 @@ def test_no_function_deletes_and_each_writes_only_its_own_leases(t):
            "AdaptFunction": "jobs/claims/adapt/", "DigestFunction": "jobs/claims/digest/"}
     # Besides its own: the sweeper takes over an abandoned ingest lease; the notify function takes the
     # digest's "a check is on its way" lease; the digest function publishes through notify's leases;
-    # ingest records each pair's last pairing and each folder's first NAME of a canonical form.
+    # ingest records each folder's first NAME of a canonical form, with the pair's last pairing.
     also = {"SweepFunction": (INGEST_CLAIMS,), "NotifyFunction": ("jobs/claims/digest/",), "DigestFunction": (NOTIFY_CLAIMS,),
-            "IngestFunction": (PAIRINGS, NAMES)}
+            "IngestFunction": (NAMES,)}
     for lid, prefix in own.items():
         sts = statements(t, lid)
         assert not [s for s in sts if "s3:DeleteObject" in json.dumps(s["Action"])], f"{lid} may delete"
