@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from gpu_job.inpainter.model import UNetConfig
@@ -161,7 +162,8 @@ def test_fields_are_cut_at_the_pipelines_window_and_some_held_back(tmp_path, rng
     assert crops.shape == (6, FIELD, FIELD, 3) and crops.dtype == np.uint8
 
 
-def test_train_with_fields_records_the_mix(tmp_path, rng, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 2])  # 2: the batches drawn by worker processes (gpu_job/training/prefetch.py)
+def test_train_with_fields_records_the_mix(tmp_path, rng, monkeypatch, workers):
     monkeypatch.chdir(tmp_path)
     make_dataset(tmp_path / "train", rng)
     (tmp_path / "fields").mkdir()
@@ -169,7 +171,7 @@ def test_train_with_fields_records_the_mix(tmp_path, rng, monkeypatch):
         Image.fromarray(synthetic_field(rng)).save(tmp_path / "fields" / f"{i}.png")
     unet = UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,), groups=4)
     cfg = TrainConfig(data=str(tmp_path / "train"), val_data=None, out=str(tmp_path / "run"), batch_size=4, max_steps=2, unet=unet,
-                      threads=1, fields=(str(tmp_path / "fields"),), field_share=0.5, hold_every=2)
+                      threads=1, fields=(str(tmp_path / "fields"),), field_share=0.5, hold_every=2, workers=workers)
     out = train(cfg)
     _, _, rec = load_weights(out / "last.safetensors")
     f = rec["training"]["fields"]

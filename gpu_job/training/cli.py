@@ -18,6 +18,8 @@ def add_train_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
     sp.add_argument("--ckpt-minutes", type=float, default=15.0)
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sp.add_argument("--workers", type=int, default=0,
+                    help="processes drawing batches, so a GPU does not wait for them (0: drawn by the training process)")
     sp.add_argument("--compile", action="store_true", help="torch.compile the model")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
@@ -45,6 +47,8 @@ def add_texture_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
     sp.add_argument("--ckpt-minutes", type=float, default=10.0)
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    sp.add_argument("--workers", type=int, default=0,
+                    help="processes drawing batches, so a GPU does not wait for them (0: drawn by the training process)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--augment", default="domain", choices=["domain", "none"],
@@ -78,7 +82,7 @@ def run_train(a) -> None:
     out = str(remote.local_run_dir(a.out)) if mirror else a.out
     cfg = TrainConfig(data=data, val_data=val_data, out=out, init=init, batch_size=a.batch_size, lr=a.lr,
                       max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
-                      device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
+                      workers=a.workers, device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
                       min_snr=a.min_snr, augment=a.augment, clean=a.clean, fields=tuple(a.fields), field_share=a.field_share,
                       hold_every=a.hold_every)
     print(train(cfg))
@@ -91,6 +95,6 @@ def run_train_texture(a) -> None:
         if path and not Path(path).is_dir():
             raise FileNotFoundError(f"{path}: not found (expected a folder DATA/<class>/*.jpg of full-size images)")
     cfg = TextureConfig(data=a.data, val_data=a.val_data, out=a.out, init=a.init, max_images=a.max_images, batch_size=a.batch_size, lr=a.lr,
-                        max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads, device=a.device, seed=a.seed,
-                        augment=a.augment)
+                        max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads, workers=a.workers, device=a.device,
+                        seed=a.seed, augment=a.augment)
     print(train_texture(cfg))

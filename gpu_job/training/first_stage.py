@@ -153,7 +153,7 @@ class FirstStage:
         print(f"{len(self.cells.images) if self.cells else 0} train images"
               + (f", {len(self.fields.fields)} field photos ({len(self.fields.held_back)} held back)" if self.fields else ""))
 
-    def batch(self, rng: np.random.Generator) -> tuple:
+    def draw(self, rng: np.random.Generator) -> tuple:
         cfg, size = self.cfg, self.cfg.unet.image_size
         n_fields = (cfg.batch_size if self.cells is None else int(rng.binomial(cfg.batch_size, cfg.field_share))) if self.fields else 0
         n_cells = cfg.batch_size - n_fields
@@ -173,7 +173,10 @@ class FirstStage:
             labels = np.concatenate([labels, np.full(n_fields, cfg.unet.num_classes)])
         images = (domain_augment(fields, rng, size, self.aug, clean=full) if self.domain
                   else np.stack([turn(reframe(f, size) if len(f) != size else f, rng) for f in fields]))
-        return to_device(images, masks, labels, self.device)
+        return images, masks, labels
+
+    def to_device(self, drawn: tuple) -> tuple:
+        return to_device(*drawn, self.device)
 
     def loss(self, fwd, diff, batch) -> torch.Tensor:
         x, m, labels = batch

@@ -22,6 +22,7 @@ from gpu_job.inpainter.diffusion import Diffusion, DiffusionConfig, training_los
 from gpu_job.inpainter.model import UNet, UNetConfig, count_params
 from gpu_job.inpainter.weights import lineage, read_config, totals
 
+from gpu_job.training.prefetch import Prefetch
 from gpu_job.training.report import plot_history
 
 CODE_VERSION = "0.1.0"
@@ -43,6 +44,7 @@ class RunConfig:
     ckpt_minutes: float = 15.0
     ema_decay: float = 0.999
     threads: int = 2  # torch intra-op threads; set deliberately, never oversubscribe 2 cores
+    workers: int = 0  # processes drawing batches (prefetch.py): for a GPU; 0 draws them in the loop
     device: str = "auto"
     compile: bool = False
     seed: int = 0
@@ -57,7 +59,8 @@ class Stage(Protocol):
     --init weights decide the architecture), before the model is built."""
     name: str  # the progress bar's label
 
-    def batch(self, rng: np.random.Generator) -> tuple: ...  # one training batch, on the device
+    def draw(self, rng: np.random.Generator) -> tuple: ...  # one training batch as numpy arrays (a worker may draw it)
+    def to_device(self, drawn: tuple) -> tuple: ...  # that batch on the device
     def loss(self, fwd, diff: Diffusion, batch: tuple) -> torch.Tensor: ...  # under autocast
     def val_loss(self, ema, diff: Diffusion, autocast_ctx) -> float: ...  # nan without val data
     def val_metrics(self, ema, diff: Diffusion) -> dict[str, float]: ...
@@ -181,33 +184,39 @@ def train_loop(cfg: RunConfig, make_stage) -> Path:
     def checkpoint() -> None:
         _checkpoint(cfg, out, stage, model, ema, opt, diff, run, run.elapsed_before + time.time() - start, autocast_ctx)
 
-    while not stop and run.step < cfg.max_steps and (time.time() - start) / 60 < cfg.max_minutes:
-        batch = stage.batch(rng)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (run.step + 1) / cfg.warmup_steps)
-        with autocast_ctx():
-            loss = stage.loss(fwd, diff, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        # EMA with warm-up: early on the average should follow the fast-moving weights.
-        decay = min(cfg.ema_decay, (1 + run.step) / (10 + run.step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, model_params, 1 - decay)  # one launch, not one per tensor
-        run.step += 1
-        run.seen += cfg.batch_size
-        pending.append((run.seen, loss.detach()))
-        bar.update(1)
-        # Reading a loss waits for the GPU; on CUDA do it every LOSS_READ_EVERY steps, not every step.
-        if device.type != "cuda" or len(pending) >= LOSS_READ_EVERY:
-            _read_losses(pending, run.history, bar, cfg.max_minutes * 60 - (time.time() - start))
-        now = time.time()
-        active, tick = active + (now - tick if now - tick < 60 else 1.0), now
-        if active - last_ckpt > cfg.ckpt_minutes * 60:
-            _read_losses(pending, run.history, bar)
-            checkpoint()
-            last_ckpt, tick = active, time.time()
+    # Workers draw from the step the run starts at: a resumed run draws new batches, as `rng` does.
+    prefetch = Prefetch(stage.draw, cfg.workers, [cfg.seed, run.step]) if cfg.workers else None
+    try:
+        while not stop and run.step < cfg.max_steps and (time.time() - start) / 60 < cfg.max_minutes:
+            batch = stage.to_device(prefetch.next() if prefetch else stage.draw(rng))
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (run.step + 1) / cfg.warmup_steps)
+            with autocast_ctx():
+                loss = stage.loss(fwd, diff, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            # EMA with warm-up: early on the average should follow the fast-moving weights.
+            decay = min(cfg.ema_decay, (1 + run.step) / (10 + run.step))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, model_params, 1 - decay)  # one launch, not one per tensor
+            run.step += 1
+            run.seen += cfg.batch_size
+            pending.append((run.seen, loss.detach()))
+            bar.update(1)
+            # Reading a loss waits for the GPU; on CUDA do it every LOSS_READ_EVERY steps, not every step.
+            if device.type != "cuda" or len(pending) >= LOSS_READ_EVERY:
+                _read_losses(pending, run.history, bar, cfg.max_minutes * 60 - (time.time() - start))
+            now = time.time()
+            active, tick = active + (now - tick if now - tick < 60 else 1.0), now
+            if active - last_ckpt > cfg.ckpt_minutes * 60:
+                _read_losses(pending, run.history, bar)
+                checkpoint()
+                last_ckpt, tick = active, time.time()
+    finally:
+        if prefetch:
+            prefetch.close()
     bar.close()
     _read_losses(pending, run.history, bar)
     checkpoint()

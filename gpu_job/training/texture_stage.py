@@ -153,11 +153,14 @@ class TextureStage:
         self.val = TextureVal(load_native(cfg.val_data, cfg.val_images, 1), cfg, device) if cfg.val_data else None
         print(f"{len(self.ds.images)} train images")
 
-    def batch(self, rng: np.random.Generator) -> tuple:
+    def draw(self, rng: np.random.Generator) -> tuple:
         cfg = self.cfg
-        x0, cond, m = _tensors(*make_batch(self.ds, rng, cfg.batch_size, cfg.crop, cfg.full_mask_prob, cfg.max_blur,
-                                              cfg.augment == "domain"), self.device)
-        return x0, cond, m, torch.from_numpy(rng.integers(0, cfg.t_max, cfg.batch_size)).to(self.device)
+        drawn = make_batch(self.ds, rng, cfg.batch_size, cfg.crop, cfg.full_mask_prob, cfg.max_blur, cfg.augment == "domain")
+        return (*drawn, rng.integers(0, cfg.t_max, cfg.batch_size))
+
+    def to_device(self, drawn: tuple) -> tuple:
+        *arrays, t = drawn
+        return (*_tensors(*arrays, self.device), torch.from_numpy(t).to(self.device))
 
     def loss(self, fwd, diff, batch) -> torch.Tensor:
         x0, cond, m, t = batch
