@@ -41,3 +41,16 @@ def test_a_worker_that_dies_is_an_error_naming_the_way_to_see_why(monkeypatch):
             p.next(timeout=30)
     finally:
         p.close()
+
+
+def test_workers_by_default_only_on_a_gpu(monkeypatch):
+    import torch
+
+    from gpu_job.training.loop import RunConfig, batch_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert batch_workers(RunConfig(threads=2), torch.device("cpu")) == 0  # the step needs every core
+    assert batch_workers(RunConfig(threads=4), torch.device("cuda")) == 8  # the spare cores, up to 8
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert batch_workers(RunConfig(threads=2), torch.device("cuda")) == 1
+    assert batch_workers(RunConfig(threads=2, workers=3), torch.device("cpu")) == 3  # as asked

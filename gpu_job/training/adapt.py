@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -55,22 +54,11 @@ class AdaptConfig:
     batch_size: int = 16
     lr: float = 1e-4
     threads: int = 2
-    workers: int | None = None  # processes drawing batches (training/prefetch.py); None: on a GPU the spare cores, else 0
+    workers: int | None = None  # processes drawing batches (loop.batch_workers; None: on a GPU the spare cores)
     force: bool = False  # write even if the adapted model is not better than the base
     measure_images: int = 12  # held-back photos measured (3 masks each)
     max_steps: int = 1_000_000  # the time budget ends a run first, but on a fast GPU a step count may
     seed: int = 0
-
-
-def batch_workers(cfg: AdaptConfig) -> int:
-    """On a GPU the batches are drawn by the spare cores (up to 8): drawn by the training process,
-    they kept an H200 waiting. On a CPU the step needs every core."""
-    if cfg.workers is not None:
-        return cfg.workers
-    import torch
-
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    return max(0, min(8, (os.cpu_count() or 1) - cfg.threads - 1)) if cuda else 0
 
 
 @dataclass
@@ -210,7 +198,7 @@ def adapt(cfg: AdaptConfig) -> Adapted:
     try:
         tc = TrainConfig(data=cfg.replay, val_data=None, fields=tuple(map(str, photos)), hold_every=cfg.hold_every, field_share=0.75,
                          init=base, out=str(run), batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=20, max_minutes=train_minutes, max_steps=cfg.max_steps,
-                         ckpt_minutes=train_minutes + 1, threads=cfg.threads, workers=batch_workers(cfg), device=cfg.device,
+                         ckpt_minutes=train_minutes + 1, threads=cfg.threads, workers=cfg.workers, device=cfg.device,
                          seed=cfg.seed)
         train(tc)
         adapted = run / "last.safetensors"

@@ -18,8 +18,9 @@ def add_train_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
     sp.add_argument("--ckpt-minutes", type=float, default=15.0)
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    sp.add_argument("--workers", type=int, default=0,
-                    help="processes drawing batches, so a GPU does not wait for them (0: drawn by the training process)")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="processes drawing batches, so a GPU does not wait for them (default: on a GPU the spare cores, up to 8; "
+                         "on a CPU 0, drawn by the training process)")
     sp.add_argument("--compile", action="store_true", help="torch.compile the model")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
@@ -47,8 +48,9 @@ def add_texture_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
     sp.add_argument("--ckpt-minutes", type=float, default=10.0)
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    sp.add_argument("--workers", type=int, default=0,
-                    help="processes drawing batches, so a GPU does not wait for them (0: drawn by the training process)")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="processes drawing batches, so a GPU does not wait for them (default: on a GPU the spare cores, up to 8; "
+                         "on a CPU 0, drawn by the training process)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--augment", default="domain", choices=["domain", "none"],

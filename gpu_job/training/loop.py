@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import platform
 import signal
 import time
@@ -44,7 +45,7 @@ class RunConfig:
     ckpt_minutes: float = 15.0
     ema_decay: float = 0.999
     threads: int = 2  # torch intra-op threads; set deliberately, never oversubscribe 2 cores
-    workers: int = 0  # processes drawing batches (prefetch.py): for a GPU; 0 draws them in the loop
+    workers: int | None = None  # processes drawing batches (prefetch.py); None: batch_workers decides
     device: str = "auto"
     compile: bool = False
     seed: int = 0
@@ -89,6 +90,14 @@ def fixed_loss(model, diff, autocast_ctx, x, m, labels, t, noise, cond=None, chu
             total += training_loss(model, diff, x[s], m[s], None if labels is None else labels[s], t=t[s], noise=noise[s],
                                    cond=None if cond is None else cond[s]).item() * len(x[s])
     return total / len(x)
+
+
+def batch_workers(cfg: RunConfig, device: torch.device) -> int:
+    """Processes drawing batches: on a GPU the spare cores (up to 8), since batches drawn by the
+    training process kept an H200 waiting; on a CPU none, since the step needs every core."""
+    if cfg.workers is not None:
+        return cfg.workers
+    return max(0, min(8, (os.cpu_count() or 1) - cfg.threads - 1)) if device.type == "cuda" else 0
 
 
 def start_run(threads: int, device: str, out: str, seed: int) -> tuple[torch.device, Path]:
@@ -185,7 +194,8 @@ def train_loop(cfg: RunConfig, make_stage) -> Path:
         _checkpoint(cfg, out, stage, model, ema, opt, diff, run, run.elapsed_before + time.time() - start, autocast_ctx)
 
     # Workers draw from the step the run starts at: a resumed run draws new batches, as `rng` does.
-    prefetch = Prefetch(stage.draw, cfg.workers, [cfg.seed, run.step]) if cfg.workers else None
+    workers = batch_workers(cfg, device)
+    prefetch = Prefetch(stage.draw, workers, [cfg.seed, run.step]) if workers else None
     try:
         while not stop and run.step < cfg.max_steps and (time.time() - start) / 60 < cfg.max_minutes:
             batch = stage.to_device(prefetch.next() if prefetch else stage.draw(rng))
