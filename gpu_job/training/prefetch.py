@@ -3,8 +3,8 @@
 On an H200 the loop made 3.3 steps/s at batch 256 (docs/benchmarks-log.md, "A model of two
 microscopes"): each batch's crops, masks and augmentation were drawn in the training process, on
 one core, while the GPU waited. Here `workers` processes draw them (numpy only: no torch, no
-device) and the loop only moves them to the device. On 2 CPU cores there is nothing to gain
-(the step itself uses both), so the default stays 0: batches drawn in the loop, as before.
+device) and the loop only moves them to the device. How many: loop.batch_workers (on a CPU
+none, since the step itself uses every core: batches drawn in the loop, as before).
 
 The workers are forked: they share the stage's arrays (cells, fields, mask bank) with the loop
 without copying them. Each draws from its own random stream ([seed, step, worker]), so a resumed

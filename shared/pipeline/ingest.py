@@ -105,11 +105,16 @@ class Outcome:
 
 # ---- The pair as it is in the bucket -------------------------------------------------------
 
-def _head(s3: BaseClient, bucket: str, key: str) -> ObjectRef:
-    r = s3.head_object(Bucket=bucket, Key=key)
+def _ref(key: str, r: dict, size: int, body: bytes | None = None) -> ObjectRef:
+    """The ObjectRef of a HeadObject or GetObject answer `r`."""
     version = r.get("VersionId")
     modified = r["LastModified"].isoformat() if r.get("LastModified") else ""
-    return ObjectRef(key, None if version in (None, "null") else version, r.get("ETag", ""), int(r["ContentLength"]), modified)
+    return ObjectRef(key, None if version in (None, "null") else version, r.get("ETag", ""), size, modified, body)
+
+
+def _head(s3: BaseClient, bucket: str, key: str) -> ObjectRef:
+    r = s3.head_object(Bucket=bucket, Key=key)
+    return _ref(key, r, int(r["ContentLength"]))
 
 
 def _fetch(s3: BaseClient, bucket: str, key: str, listed_size: int, cap: int) -> ObjectRef:
@@ -120,9 +125,7 @@ def _fetch(s3: BaseClient, bucket: str, key: str, listed_size: int, cap: int) ->
         return _head(s3, bucket, key)
     r = s3.get_object(Bucket=bucket, Key=key)
     body = r["Body"].read()
-    version = r.get("VersionId")
-    modified = r["LastModified"].isoformat() if r.get("LastModified") else ""
-    return ObjectRef(key, None if version in (None, "null") else version, r.get("ETag", ""), len(body), modified, body)
+    return _ref(key, r, len(body), body)
 
 
 def _get(s3: BaseClient, bucket: str, ref: ObjectRef) -> bytes:
