@@ -220,7 +220,7 @@ def cmd_evaluate(a) -> None:
         return
     if a.domain_shift:
         evaluate_domain_shift(DomainConfig(bccd=a.bccd, chula=a.chula, chula_shifts=tuple(a.chula_shifts), pbc=a.data, train=a.train_data, out=a.out, weights=a.weights,
-                                           images=a.images, skip_images=a.skip_images, per_class=a.per_class, shifts=tuple(a.shifts),
+                                           images=a.images, crops=a.crops, skip_images=a.skip_images, per_class=a.per_class, shifts=tuple(a.shifts),
                                            variants=dict(map(parse_variant, a.variant)), device=a.device, seed=a.seed))
         return
     evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps), mean_of=a.mean_of,
@@ -345,6 +345,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--fields", type=int, default=40, help="with --realism: held-back Chula photos, two masks each")
     sp.add_argument("--cnn-epochs", type=int, default=30, help="with --realism: epochs of the from-scratch CNN in each fold")
     sp.add_argument("--images", type=int, default=40, help="with --domain-shift: BCCD photos to use")
+    sp.add_argument("--crops", type=int, default=0,
+                    help="with --domain-shift: also crop the white cell of N BCCD photos (after --skip-images), masked as people draw (blob, box, strokes)")
     sp.add_argument("--chula", default="../shared/data/chula", help="with --domain-shift: Chula fields (the held-back every 5th photo) and labels")
     sp.add_argument("--chula-shifts", nargs="*", default=["none", "cast"], help="with --domain-shift: shifts of the Chula fields (the flag with no value skips them)")
     sp.add_argument("--skip-images", type=int, default=0,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gpu_job.training.adapt import MIN_IMAGES, AdaptConfig, adapt, check_photos, user_mask
+from gpu_job.training.adapt import MIN_IMAGES, AdaptConfig, adapt, check_photos
+from shared.imaging.masks import user_mask
 from shared.errors import InputError
 from tests.conftest import synthetic_cell
 

@@ -92,18 +92,31 @@ def test_each_region_is_compared_with_biharmonic_on_that_region(rng):
     assert not any(r["below_biharmonic"] for r in rows)  # the same fill is never 6 dB below itself
 
 
+def test_white_cell_crops_are_masked_as_people_draw(folders):
+    from gpu_job.evaluation.domain_shift import bccd_crop_cases
+
+    cases = bccd_crop_cases(folders / "bccd", 2, seed=0)
+    assert [c.regions[0].kind for c in cases] == ["blob", "box", "strokes"] * 2 and all(len(c.regions) == 1 for c in cases)
+    for c in cases:
+        h, w = c.image.shape[:2]
+        assert h == w == 234  # 2.6x the white cell's 90-px box, around it
+        m = c.mask
+        assert 0.005 < m.mean() < 0.4 and m[h // 2 - 45 : h // 2 + 45, w // 2 - 45 : w // 2 + 45].mean() > 0.5 * m.mean()  # over the cell
+
+
 def test_domain_shift_report(folders, tiny_weights, monkeypatch):
     from cellpaint.cli import main
 
     monkeypatch.chdir(folders)  # the classifier's cache goes to ./.cache
     out = folders / "report"
     assert main(["evaluate", "--domain-shift", "--data", str(folders / "val"), "--bccd", str(folders / "bccd"), "--chula", str(folders / "chula"), "--train-data", str(folders / "train"),
-                 "--images", "2", "--per-class", "1", "--shifts", "none", "blur", "--variant", "one:samples=1,combine=first,texture=false",
+                 "--images", "2", "--crops", "2", "--per-class", "1", "--shifts", "none", "blur", "--variant", "one:samples=1,combine=first,texture=false",
                  "--weights", str(tiny_weights), "--out", str(out), "--device", "cpu"]) == 0
     rep = json.loads((out / "metrics.json").read_text())
     s = rep["summary"]
     assert set(s) == {"cellpaint default", "cellpaint one", "biharmonic", "harmonic + biharmonic", "OpenCV Telea"}
-    assert {"bccd background", "bccd wbc", "pbc wbc", "pbc (shifted) wbc", "chula background", "chula (cast) all"} <= set(s["biharmonic"])
+    assert {"bccd background", "bccd wbc", "pbc wbc", "pbc (shifted) wbc", "chula background", "chula (cast) all",
+            "bccd crops blob", "bccd crops box", "bccd crops strokes"} <= set(s["biharmonic"])
     assert {r["case"] for r in rep["rows"] if r.get("source", "").startswith("chula")} and rep["config"]["hold_every"] == 5
     rows = [r for r in rep["rows"] if "kind" in r]
     assert all(0 < r["psnr"] < 100 and 0 <= r["fill_nucleus"] <= 1 for r in rows)

@@ -103,7 +103,7 @@ def test_the_classical_share_grows_with_how_unlike_the_image_is():
     assert lean_share(1.01, 0.9, 1.0) == pytest.approx(0.9)  # all or nothing
 
 
-def test_an_unlike_image_is_filled_by_the_model_of_more_microscopes(tmp_path, tiny_weights, rng):
+def test_an_unlike_image_is_filled_by_the_model_of_more_microscopes(tmp_path, tiny_weights, tiny_texture_weights, rng):
     from gpu_job.inpainter.inpaint import Inpainter
     from gpu_job.inpainter.weights import load_weights, read_config, save_weights
     from shared.options import InpaintOptions
@@ -132,6 +132,12 @@ def test_an_unlike_image_is_filled_by_the_model_of_more_microscopes(tmp_path, ti
     # the other model's own fill, without grain (grain would copy the other camera's noise)
     other = Inpainter(fields, "cpu", ood_weights=lenient).inpaint(img, mask, InpaintOptions(steps=2, texture=False, fallback=0.0, grain=0))
     np.testing.assert_array_equal(routed.image, other.image)
+    # ...and without the texture stage, which learned PBC's detail only; a pair not routed gets it
+    textured = InpaintOptions(steps=2, fallback=0.0)
+    np.testing.assert_array_equal(Inpainter(tiny_weights, "cpu", ood_weights=strict, fields_weights=fields,
+                                            texture_weights=tiny_texture_weights).inpaint(img, mask, textured).image, routed.image)
+    assert not np.array_equal(Inpainter(tiny_weights, "cpu", ood_weights=lenient, texture_weights=tiny_texture_weights)
+                              .inpaint(img, mask, textured).image, Inpainter(tiny_weights, "cpu", ood_weights=lenient).inpaint(img, mask, opts).image)
 
     like = Inpainter(tiny_weights, "cpu", ood_weights=lenient, fields_weights=fields).inpaint(img, mask, opts)
     own = Inpainter(tiny_weights, "cpu", ood_weights=lenient).inpaint(img, mask, opts)

@@ -10,11 +10,11 @@ from PIL import Image
 from gpu_job.inpainter.model import UNetConfig
 from gpu_job.inpainter.sampler import timesteps
 from gpu_job.inpainter.texture import Texturer
-from gpu_job.training.texture_stage import NativeSet, TextureConfig, coarse_view, make_batch, train_texture
+from gpu_job.training.texture_stage import NativeSet, TextureConfig, coarse_field, coarse_view, make_batch, train_texture
 from gpu_job.inpainter.weights import load_weights, read_config
 from shared.options import OPTIONS
 from shared.imaging.preprocess import preprocess, upsample
-from tests.conftest import synthetic_cell
+from tests.conftest import synthetic_cell, synthetic_field
 
 TINY = UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(), num_classes=0,
                   groups=4, mid_attn=False)
@@ -85,9 +85,21 @@ def texture_run(tmp_path_factory):
     rng = np.random.default_rng(0)
     make_dataset(tmp / "train", rng)
     make_dataset(tmp / "val", rng, n=2)
+    (tmp / "fields").mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_field(rng, 96, 128)).save(tmp / "fields" / f"{i + 1}.png")
     cfg = TextureConfig(data=str(tmp / "train"), val_data=str(tmp / "val"), out=str(tmp / "run"), crop=16, batch_size=4,
-                        max_steps=3, val_images=4, threads=1, unet=TINY, t_max=50, start=30)
+                        max_steps=3, val_images=4, threads=1, unet=TINY, t_max=50, start=30,
+                        fields=(str(tmp / "fields"),), field_share=0.5, hold_every=3)
     return cfg, train_texture(cfg)
+
+
+def test_field_photos_are_seen_window_by_window(rng):
+    photo = synthetic_field(rng)  # 640 px wide, cells of ~34 px: windows smaller than the photo
+    err = lambda a: float(np.abs(a.astype(float) - photo).mean())  # noqa: E731
+    per_window, whole = coarse_field(photo), coarse_view(photo)
+    assert per_window.shape == photo.shape
+    assert 0 < err(per_window) < 0.8 * err(whole)  # softer than the photo, sharper than the whole photo at 64 px
 
 
 def test_texture_training_checkpoints_and_resumes(texture_run):
@@ -97,6 +109,9 @@ def test_texture_training_checkpoints_and_resumes(texture_run):
     _, _, rec = load_weights(out / "best.safetensors")
     assert rec["stage"] == "texture" and rec["texture"]["start"] == 30 and rec["training"]["steps"] == 3
     assert np.isfinite(rec["val"]["loss"]) and rec["val"]["cond_psnr"] > 0
+    f = rec["training"]["fields"]  # the mix, and the photos it held back, measured apart
+    assert [p.split("/")[-1] for p in f["held_back"]] == ["3.png"] and len(f["photos"]) == 2 and f["share"] == 0.5
+    assert rec["val"]["fields_cond_psnr"] > 0
     cfg.max_steps = 5
     train_texture(cfg)  # resumes from ckpt.pt
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]

@@ -192,7 +192,11 @@ class Inpainter:
         per_pair = [[[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)] for p, (o, ws) in enumerate(zip(optlist, windows))]
         firsts = [self._paste(image, mask, o, ws, combine(per, ws, o.combine), o.seam)
                   for (image, mask), o, ws, per in zip(pairs, optlist, windows, per_pair)]
-        firsts = self._texture_all(firsts, [m for _, m in pairs], optlist, windows, refs)
+        # The texture stage was trained on PBC's microscope alone: on the pairs routed to the model of
+        # more microscopes it drew PBC's detail into another camera's smoother photos, and the model
+        # alone scored 0.2-0.3 dB higher without it on BCCD and Chula, 0.7 on thin strokes (BENCHMARKS.md).
+        textured = [o.texture and not other for o, other in zip(optlist, routed)]
+        firsts = self._texture_all(firsts, [m for _, m in pairs], optlist, windows, refs, textured)
         for out, (_, mask), o, ws, other in zip(firsts, pairs, optlist, windows, routed):
             # Grain copies the known pixels' fine detail, which on another microscope's photo is mostly
             # its camera's noise: it cost the model of more microscopes 1.7 dB on Chula's photos, where
@@ -266,13 +270,13 @@ class Inpainter:
         return out
 
     def _texture_all(self, images: list[np.ndarray], masks: list[np.ndarray], optlist: list[InpaintOptions],
-                     windows: list[list[Window]], refs: list[dict | None]) -> list[np.ndarray]:
-        """The texture stage on every window that asks for it, of every pair at once: their tiles
-        share model calls (gpu_job/inpainter/texture.py). Per window, in the training set's colours when asked;
-        only each window's `writes` change."""
+                     windows: list[list[Window]], refs: list[dict | None], textured: list[bool]) -> list[np.ndarray]:
+        """The texture stage on every window of the pairs that get it (`textured`), of every pair at
+        once: their tiles share model calls (gpu_job/inpainter/texture.py). Per window, in the training
+        set's colours when asked; only each window's `writes` change."""
         jobs: dict[tuple, list[tuple]] = {}  # (steps, start) -> (pair, window, colour move, crop in model colours, seed)
         for p, (o, ws) in enumerate(zip(optlist, windows)):
-            if not o.texture:
+            if not textured[p]:
                 continue
             for j, w in enumerate(ws):
                 crop = w.box.crop(images[p])

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from gpu_job.data.metrics import masked_metrics
@@ -32,6 +31,7 @@ from gpu_job.inpainter.inpaint import Inpainter
 from gpu_job.inpainter.weights import default_weights, read_config
 from shared.errors import InputError
 from shared.imaging.images import load_image
+from shared.imaging.masks import USER_KINDS, user_mask
 from shared.imaging.photos import list_photos, split
 from shared.imaging.scale import auto_window, cell_px
 from shared.options import InpaintOptions
@@ -39,7 +39,6 @@ from shared.options import InpaintOptions
 from .first_stage import TrainConfig, train
 
 MIN_IMAGES = 20  # fewer photos teach too little and leave too few to measure on
-MASK_KINDS = ("blob", "box", "strokes")
 
 
 @dataclass
@@ -93,26 +92,6 @@ def check_photos(sources: list[str]) -> tuple[list[Path], list[str]]:
     return usable, skipped
 
 
-def user_mask(rng: np.random.Generator, h: int, w: int, side: int, kind: str) -> np.ndarray:
-    """A mask as people draw them, sized by the window that shows the cells at training scale:
-    a blob of radius 10-18 % of it, a box of 20-32 %, or 3-6 strokes 6-14 px wide (for a 575-px window)."""
-    side = min(side, h, w)
-    cy, cx = rng.uniform(side / 2, h - side / 2), rng.uniform(side / 2, w - side / 2)
-    img = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(img)
-    if kind == "blob":
-        r = rng.uniform(0.10, 0.18) * side
-        draw.ellipse([cx - r, cy - r * rng.uniform(0.7, 1.0), cx + r, cy + r * rng.uniform(0.7, 1.0)], fill=255)
-    elif kind == "box":
-        a, b = rng.uniform(0.20, 0.32, 2) * side
-        draw.rectangle([cx - a / 2, cy - b / 2, cx + a / 2, cy + b / 2], fill=255)
-    else:
-        for _ in range(int(rng.integers(3, 7))):
-            x0, y0, x1, y1 = cx + rng.uniform(-0.4, 0.4, 4) * side
-            draw.line([x0, y0 - cx + cy, x1, y1 - cx + cy], fill=255, width=max(2, int(rng.uniform(6, 14) * side / 575)))
-    return np.asarray(img) > 127
-
-
 def held_back_pairs(photos: list[Path], n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """(image, mask, kind): each held-back photo with one mask of each kind."""
     out = []
@@ -120,13 +99,13 @@ def held_back_pairs(photos: list[Path], n: int, seed: int) -> list[tuple[np.ndar
         img = load_image(str(f))
         window = auto_window(img, np.zeros(img.shape[:2], bool))
         rng = np.random.default_rng([seed, i])
-        out += [(img, user_mask(rng, *img.shape[:2], window, k), k) for k in MASK_KINDS]
+        out += [(img, user_mask(rng, *img.shape[:2], window, k), k) for k in USER_KINDS]
     return out
 
 
 def score(pairs, fills: list[np.ndarray]) -> dict[str, float]:
     rows = [(k, masked_metrics(img, out, m)["psnr"]) for (img, m, k), out in zip(pairs, fills)]
-    by = {k: float(np.mean([p for kk, p in rows if kk == k])) for k in MASK_KINDS}
+    by = {k: float(np.mean([p for kk, p in rows if kk == k])) for k in USER_KINDS}
     return {**by, "all": float(np.mean([p for _, p in rows]))}
 
 
@@ -159,7 +138,7 @@ def calibrate_ood(photos: list[Path], weights: str, device: str, seed: int) -> d
     for i, f in enumerate(photos[:40]):
         img = load_image(str(f))
         window = auto_window(img, np.zeros(img.shape[:2], bool))
-        m = user_mask(np.random.default_rng([seed, 1000 + i]), *img.shape[:2], window, MASK_KINDS[i % 3])
+        m = user_mask(np.random.default_rng([seed, 1000 + i]), *img.shape[:2], window, USER_KINDS[i % 3])
         for w in prepare(img, m, window, inp.size):
             fields.append(w.prep.image)
             known.append(~w.prep.mask)
@@ -236,6 +215,6 @@ def should_write(scores: dict, force: bool = False) -> bool:
 
 def report(scores: dict) -> None:
     print("masked PSNR (dB) on the held-back photos:")
-    print(f"{'':12s}" + "".join(f"{k:>9s}" for k in (*MASK_KINDS, "all")))
+    print(f"{'':12s}" + "".join(f"{k:>9s}" for k in (*USER_KINDS, "all")))
     for name, s in scores.items():
-        print(f"{name:12s}" + "".join(f"{s[k]:9.2f}" for k in (*MASK_KINDS, "all")))
+        print(f"{name:12s}" + "".join(f"{s[k]:9.2f}" for k in (*USER_KINDS, "all")))

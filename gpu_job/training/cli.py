@@ -55,6 +55,10 @@ def add_texture_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--augment", default="domain", choices=["domain", "none"],
                     help="domain (default): each crop's stain, light, blur, noise and JPEG as another microscope's; none: turns and flips only")
+    sp.add_argument("--fields", nargs="+", default=[], metavar="PATH",
+                    help="whole-field photos from other microscopes (folders or files; no labels), mixed in at full size")
+    sp.add_argument("--field-share", type=float, default=0.35, help="share of each batch cut from --fields")
+    sp.add_argument("--hold-every", type=int, default=5, help="every n-th --fields photo is held back for measuring (0: none)")
     sp.set_defaults(func=run_train_texture)
 
 
@@ -98,5 +102,5 @@ def run_train_texture(a) -> None:
             raise FileNotFoundError(f"{path}: not found (expected a folder DATA/<class>/*.jpg of full-size images)")
     cfg = TextureConfig(data=a.data, val_data=a.val_data, out=a.out, init=a.init, max_images=a.max_images, batch_size=a.batch_size, lr=a.lr,
                         max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads, workers=a.workers, device=a.device,
-                        seed=a.seed, augment=a.augment)
+                        seed=a.seed, augment=a.augment, fields=tuple(a.fields), field_share=a.field_share, hold_every=a.hold_every)
     print(train_texture(cfg))

@@ -2,8 +2,10 @@
 
 Training pairs come from the real images alone: the condition is the image taken down to the
 first stage's 64 px and back up by the very functions the pipeline uses (shared.imaging.preprocess),
-blurred a little more at random, because a mean of first-stage samples is softer still. The loop
-is loop.py; this file is the stage's data, val set and checkpoint.
+blurred a little more at random, because a mean of first-stage samples is softer still. With
+`fields`, whole-field photos of other microscopes are mixed in (as the first stage's are), each
+taken down per window as the pipeline windows it, so that the stage does not learn one
+microscope's texture. The loop is loop.py; this file is the stage's data, val set and checkpoint.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from gpu_job.inpainter.model import UNetConfig
 from gpu_job.inpainter.tensors import from_uint8, mask_tensor, to_uint8
 from gpu_job.inpainter.texture import STAGE, refine_crops
 from gpu_job.inpainter.weights import save_weights
-from shared.imaging.images import load_image
+from shared.imaging.images import InputError, load_image
+from shared.imaging.photos import list_photos, split
+from shared.imaging.scale import auto_window
 from shared.options import OPTIONS
 from shared.imaging.masks import random_mask
 from shared.imaging.preprocess import MODEL_SIZE, preprocess, upsample
@@ -50,6 +54,9 @@ class TextureConfig(RunConfig):
     full_mask_prob: float = 0.3  # a crop wholly inside a large hole
     max_blur: float = 2.0  # extra Gaussian blur of the condition, in source px (uniform 0..max_blur)
     augment: str = "domain"  # "domain": each crop's stain, light and grain as another microscope's (augment.py); "none"
+    fields: tuple[str, ...] = ()  # whole-field photos of other microscopes (folders or files; no labels)
+    field_share: float = 0.35  # share of each batch cut from `fields`
+    hold_every: int = 5  # every n-th field photo is held back for measuring (as the first stage's training holds them)
     val_images: int = 128
     unet: UNetConfig = field(default_factory=texture_unet)
 
@@ -60,9 +67,30 @@ def coarse_view(image: np.ndarray) -> np.ndarray:
     return upsample(prep.image, prep)
 
 
+def coarse_field(image: np.ndarray) -> np.ndarray:
+    """coarse_view of a photo as the pipeline windows it (shared/imaging/windows.py): a photo no
+    larger than ~1.25 windows is one window; a larger one is seen window by window, each at 64 px,
+    which is the whole photo taken down by window / 64 and back up."""
+    h, w = image.shape[:2]
+    window = auto_window(image, np.zeros((h, w), bool))
+    if max(h, w) <= 1.25 * window:
+        return coarse_view(image)
+    f = MODEL_SIZE / window
+    small = Image.fromarray(image).resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS)
+    return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
+
+
 def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
     img = load_image(path)
     return img, coarse_view(img)
+
+
+def _load_field(path: str) -> tuple[np.ndarray, np.ndarray] | str:
+    try:
+        img = load_image(path)
+    except InputError as exc:
+        return str(exc)
+    return img, coarse_field(img)
 
 
 @dataclass
@@ -80,21 +108,44 @@ def load_native(root: str | Path, max_images: int, seed: int = 0, workers: int =
     return NativeSet([a for a, _ in loaded], [b for _, b in loaded])
 
 
+def load_native_fields(sources: list[str], hold_every: int, crop: int, workers: int = 2) -> tuple[NativeSet, NativeSet, dict]:
+    """(training photos, held-back photos, what the record says of them): full size with their
+    coarse views. Photos smaller than a training crop or unreadable are left out, and said."""
+    train, held = split(list_photos(sources), hold_every)
+    sets = []
+    for files in (train, held):
+        with ProcessPoolExecutor(workers) as pool:
+            loaded = list(tqdm(pool.map(_load_field, map(str, files)), total=len(files), desc="loading fields"))
+        bad = [x if isinstance(x, str) else f"{f}: smaller than the {crop}-px training crop"
+               for f, x in zip(files, loaded) if isinstance(x, str) or min(x[0].shape[:2]) < crop]
+        if bad:
+            print(f"skipped {len(bad)} photos: " + "; ".join(bad[:5]))
+        keep = [(f, x) for f, x in zip(files, loaded) if not isinstance(x, str) and min(x[0].shape[:2]) >= crop]
+        sets.append((NativeSet([x[0] for _, x in keep], [x[1] for _, x in keep]), [str(f) for f, _ in keep]))
+    (ds, names), (held_ds, held_names) = sets
+    if not ds.images:
+        raise ValueError(f"{', '.join(sources)}: no usable field photos")
+    return ds, held_ds, {"photos": names, "held_back": held_names}
+
+
 def _turn(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
     a = np.rot90(a, k)
     return a[:, ::-1] if flip else a
 
 
-def make_batch(ds: NativeSet, rng: np.random.Generator, n: int, crop: int, full_prob: float, max_blur: float, domain: bool = False):
+def make_batch(ds: NativeSet, rng: np.random.Generator, n: int, crop: int, full_prob: float, max_blur: float, domain: bool = False,
+               fields: NativeSet | None = None, field_share: float = 0.0):
     """n random crops: (truth, condition, mask), uint8/uint8/bool, each turned and flipped at random
     (and, with `domain`, seen through another microscope: augment.recolour_pair). The condition is
-    the truth outside the mask and the (blurred) coarse view inside it."""
+    the truth outside the mask and the (blurred) coarse view inside it. With `fields`, each crop is
+    cut from them with probability `field_share`."""
     x0 = np.empty((n, crop, crop, 3), np.uint8)
     cond = np.empty_like(x0)
     masks = np.empty((n, crop, crop), bool)
     for i in range(n):
-        j = int(rng.integers(len(ds.images)))
-        img, coarse = ds.images[j], ds.coarse[j]
+        src = fields if fields is not None and rng.random() < field_share else ds
+        j = int(rng.integers(len(src.images)))
+        img, coarse = src.images[j], src.coarse[j]
         y, x = int(rng.integers(img.shape[0] - crop + 1)), int(rng.integers(img.shape[1] - crop + 1))
         truth, c = img[y:y + crop, x:x + crop], coarse[y:y + crop, x:x + crop]
         if domain:
@@ -151,11 +202,17 @@ class TextureStage:
         if small:
             raise ValueError(f"{cfg.data}: {small} images are smaller than the {cfg.crop}-px training crop; this stage learns full-size texture")
         self.val = TextureVal(load_native(cfg.val_data, cfg.val_images, 1), cfg, device) if cfg.val_data else None
-        print(f"{len(self.ds.images)} train images")
+        self.fields, self.field_val, self.field_record = None, None, {}
+        if cfg.fields:
+            self.fields, held, self.field_record = load_native_fields(list(cfg.fields), cfg.hold_every, cfg.crop)
+            self.field_val = TextureVal(held, cfg, device) if held.images else None
+        print(f"{len(self.ds.images)} train images" + (f", {len(self.fields.images)} field photos "
+                                                      f"({len(self.field_record['held_back'])} held back)" if self.fields else ""))
 
     def draw(self, rng: np.random.Generator) -> tuple:
         cfg = self.cfg
-        drawn = make_batch(self.ds, rng, cfg.batch_size, cfg.crop, cfg.full_mask_prob, cfg.max_blur, cfg.augment == "domain")
+        drawn = make_batch(self.ds, rng, cfg.batch_size, cfg.crop, cfg.full_mask_prob, cfg.max_blur, cfg.augment == "domain",
+                           self.fields, cfg.field_share)
         return (*drawn, rng.integers(0, cfg.t_max, cfg.batch_size))
 
     def to_device(self, drawn: tuple) -> tuple:
@@ -170,12 +227,17 @@ class TextureStage:
         return self.val.loss(ema, diff, autocast_ctx) if self.val else float("nan")
 
     def val_metrics(self, ema, diff) -> dict[str, float]:
-        return self.val.metrics(ema, diff, self.cfg.start) if self.val else {}
+        metrics = self.val.metrics(ema, diff, self.cfg.start) if self.val else {}
+        if self.field_val is not None:
+            metrics.update({f"fields_{k}": v for k, v in self.field_val.metrics(ema, diff, self.cfg.start).items()})
+        return metrics
 
     def save(self, out: Path, ema, diff, meta: dict, metrics: dict, improved: bool, step: int) -> list[str]:
         cfg = self.cfg
         meta = {"stage": STAGE, STAGE: {"t_max": cfg.t_max, "start": cfg.start, "crop": cfg.crop, "max_blur": cfg.max_blur, "augment": cfg.augment}, **meta}
         meta["training"]["train_images"] = len(self.ds.images)
+        if self.fields is not None:
+            meta["training"]["fields"] = {**self.field_record, "share": cfg.field_share}
         meta["val"].update({k: round(v, 4) for k, v in metrics.items()})
         if not improved:
             return []

@@ -1,4 +1,5 @@
-"""Random masks for training and the deterministic masks of `cellpaint evaluate`.
+"""Random masks for training, the deterministic masks of `cellpaint evaluate`, and masks as people
+draw them on a photo (`user_mask`: what `cellpaint adapt` and `--domain-shift --crops` measure with).
 
 Shapes are drawn relative to the image size, so a mask made at 64x64 for training and one made
 at 360x363 for evaluation have the same character. True = restore.
@@ -9,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 KINDS = ("box", "ellipse", "stroke")
+USER_KINDS = ("blob", "box", "strokes")  # the masks people draw on a photo (user_mask): how fills are measured on their images
 MIN_COVER, MAX_COVER = 0.03, 0.60
 
 
@@ -95,3 +97,24 @@ def eval_masks(h: int, w: int, seed: int) -> dict[str, np.ndarray]:
             rng = np.random.default_rng([seed, i, j])
             out[f"{kind}-{label}"] = random_mask(rng, h, w, kind, cover)
     return out
+
+
+def user_mask(rng: np.random.Generator, h: int, w: int, side: int, kind: str, centre: tuple[float, float] | None = None) -> np.ndarray:
+    """A mask as people draw them, sized by the window that shows the cells at training scale:
+    a blob of radius 10-18 % of it, a box of 20-32 %, or 3-6 strokes 6-14 px wide (for a 575-px window).
+    Anywhere in the image, or around `centre` (y, x)."""
+    side = min(side, h, w)
+    cy, cx = centre or (rng.uniform(side / 2, h - side / 2), rng.uniform(side / 2, w - side / 2))
+    img = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(img)
+    if kind == "blob":
+        r = rng.uniform(0.10, 0.18) * side
+        draw.ellipse([cx - r, cy - r * rng.uniform(0.7, 1.0), cx + r, cy + r * rng.uniform(0.7, 1.0)], fill=255)
+    elif kind == "box":
+        a, b = rng.uniform(0.20, 0.32, 2) * side
+        draw.rectangle([cx - a / 2, cy - b / 2, cx + a / 2, cy + b / 2], fill=255)
+    else:
+        for _ in range(int(rng.integers(3, 7))):
+            x0, y0, x1, y1 = cx + rng.uniform(-0.4, 0.4, 4) * side
+            draw.line([x0, y0 - cx + cy, x1, y1 - cx + cy], fill=255, width=max(2, int(rng.uniform(6, 14) * side / 575)))
+    return np.asarray(img) > 127
