@@ -219,7 +219,7 @@ def cmd_evaluate(a) -> None:
                                        cnn_epochs=a.cnn_epochs))
         return
     if a.domain_shift:
-        evaluate_domain_shift(DomainConfig(bccd=a.bccd, chula=a.chula, chula_shifts=tuple(a.chula_shifts), pbc=a.data, train=a.train_data, out=a.out, weights=a.weights,
+        evaluate_domain_shift(DomainConfig(bccd=a.bccd, chula=a.chula, chula_shifts=tuple(a.chula_shifts), pbc=a.data, train=a.train_data, out=a.out, weights=a.weights, texture=a.texture,
                                            images=a.images, crops=a.crops, skip_images=a.skip_images, per_class=a.per_class, shifts=tuple(a.shifts),
                                            variants=dict(map(parse_variant, a.variant)), device=a.device, seed=a.seed))
         return

@@ -63,6 +63,7 @@ class DomainConfig:
     train: str = "../shared/data/pbc/train"  # the classifier's training set
     out: str = "runs/domain"  # holds data-derived pictures: never commit it (data licence rule)
     weights: str | None = None
+    texture: str | None = None  # texture-stage weights (None: the shipped ones)
     images: int = 40  # BCCD photos (the first, sorted by name)...
     crops: int = 0  # ...and BCCD photos whose white cell is cropped and masked as a lab would (blob, box, strokes)
     skip_images: int = 0  # ...after passing over this many (photos 41-110 are where the fallback share was chosen)
@@ -325,7 +326,7 @@ def evaluate_domain_shift(cfg: DomainConfig) -> dict:
     if not cases:
         raise FileNotFoundError(f"{cfg.bccd}, {cfg.chula}, {cfg.pbc}: no images to measure on")
     net = load_or_train_classifier(cfg.train)
-    inp = Inpainter(cfg.weights, cfg.device)
+    inp = Inpainter(cfg.weights, cfg.device, texture_weights=cfg.texture)
     outputs: dict[str, list[np.ndarray]] = {}
     timing = {}
     for name, opts in methods(cfg).items():

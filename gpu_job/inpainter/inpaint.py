@@ -23,7 +23,7 @@ from gpu_job.inpainter.guard import MAX_FOREIGN, guard
 from gpu_job.inpainter.ood import lean_share, leaning_message
 from gpu_job.inpainter.sampler import sample
 from gpu_job.inpainter.tensors import from_uint8, mask_tensor, to_uint8
-from gpu_job.inpainter.weights import default_weights, load_weights, shipped, summary, weights_path
+from gpu_job.inpainter.weights import default_weights, load_weights, read_config, shipped, summary, weights_path
 
 OTHER_MODEL = "more microscopes"  # what result.json's ood and model say filled a flagged pair
 BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
@@ -81,6 +81,7 @@ class Inpainter:
         self.device = pick_device(device)
         self.texture_weights = texture_weights  # None: the shipped texture weights, loaded when an option asks
         self._texturer = None
+        self._texture_fields = None
         self.ood_weights = ood_weights  # None: the shipped out-of-distribution flag's, if they are there
         self._ood = None
         self.labeler_weights = labeler_weights  # None: the shipped labeller's, if they are there
@@ -107,6 +108,19 @@ class Inpainter:
                 raise ValueError(f"{path}: no texture-stage weights (train them with `cellpaint train-texture`)")
             self._texturer = Texturer(path, self.device)
         return self._texturer
+
+    def texture_knows_fields(self) -> bool:
+        """Whether the texture stage learned other microscopes' photos too (its record's training
+        has fields: `cellpaint train-texture --fields`). One trained on PBC's microscope alone drew
+        PBC's detail into the smoother photos routed to the model of more microscopes: without it
+        the model alone scored 0.2-0.3 dB higher on BCCD and Chula, 0.7 on thin strokes
+        (BENCHMARKS.md), so those pairs skip it, as they skip grain."""
+        if self._texture_fields is None:
+            from gpu_job.inpainter.texture import default_texture_weights
+
+            path = Path(self.texture_weights or default_texture_weights())
+            self._texture_fields = path.exists() and "fields" in read_config(path).get("training", {})
+        return self._texture_fields
 
     def ood_scorer(self):
         if self._ood is None:
@@ -192,10 +206,7 @@ class Inpainter:
         per_pair = [[[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)] for p, (o, ws) in enumerate(zip(optlist, windows))]
         firsts = [self._paste(image, mask, o, ws, combine(per, ws, o.combine), o.seam)
                   for (image, mask), o, ws, per in zip(pairs, optlist, windows, per_pair)]
-        # The texture stage was trained on PBC's microscope alone: on the pairs routed to the model of
-        # more microscopes it drew PBC's detail into another camera's smoother photos, and the model
-        # alone scored 0.2-0.3 dB higher without it on BCCD and Chula, 0.7 on thin strokes (BENCHMARKS.md).
-        textured = [o.texture and not other for o, other in zip(optlist, routed)]
+        textured = [o.texture and (not other or self.texture_knows_fields()) for o, other in zip(optlist, routed)]
         firsts = self._texture_all(firsts, [m for _, m in pairs], optlist, windows, refs, textured)
         for out, (_, mask), o, ws, other in zip(firsts, pairs, optlist, windows, routed):
             # Grain copies the known pixels' fine detail, which on another microscope's photo is mostly
