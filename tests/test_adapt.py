@@ -37,7 +37,7 @@ def test_user_masks_are_sized_by_the_window():
         assert m.any() and m.mean() < 0.15, kind  # a defect, not the field
 
 
-def test_adapt_measures_writes_and_inpaint_takes_it(tmp_path, rng, tiny_weights, monkeypatch):
+def test_adapt_measures_writes_and_inpaint_takes_it(tmp_path, rng, tiny_weights, tiny_texture_weights, monkeypatch):
     from cellpaint.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -60,15 +60,18 @@ def test_adapt_measures_writes_and_inpaint_takes_it(tmp_path, rng, tiny_weights,
     Image.fromarray(m).save(mask)
     assert main(["inpaint", str(img), str(mask), "-o", str(tmp_path / "o.png"), "--weights", str(out), "--steps", "2", "--no-texture",
                  "--device", "cpu"]) == 0
-    # A lab's model draws no grain (its photos' fine detail is mostly their camera's noise); the base does.
+    # A lab's model draws no grain and skips the texture stage (its photos' fine detail is mostly
+    # their camera's noise); the base does both.
     from gpu_job.inpainter.inpaint import Inpainter
     from shared.options import InpaintOptions
 
     pair = (np.asarray(Image.open(img).convert("RGB")), m > 0)
     for weights, drawn in ((out, False), (tiny_weights, True)):
-        inp = Inpainter(str(weights), "cpu")
+        inp = Inpainter(str(weights), "cpu", texture_weights=tiny_texture_weights)
         grained, plain = (inp.inpaint(*pair, InpaintOptions(steps=2, texture=False, fallback=0.0, grain=g)).image for g in (1.0, 0.0))
         assert (not np.array_equal(grained, plain)) is drawn, weights
+        textured = inp.inpaint(*pair, InpaintOptions(steps=2, fallback=0.0, grain=0)).image
+        assert (not np.array_equal(textured, plain)) is drawn, weights
 
 
 def test_only_a_better_model_is_written(tmp_path, rng, tiny_weights, monkeypatch):

@@ -23,7 +23,7 @@ from gpu_job.inpainter.guard import MAX_FOREIGN, guard
 from gpu_job.inpainter.ood import lean_share, leaning_message
 from gpu_job.inpainter.sampler import sample
 from gpu_job.inpainter.tensors import from_uint8, mask_tensor, to_uint8
-from gpu_job.inpainter.weights import default_weights, load_weights, read_config, shipped, summary, weights_path
+from gpu_job.inpainter.weights import default_weights, load_weights, shipped, summary, weights_path
 
 OTHER_MODEL = "more microscopes"  # what result.json's ood and model say filled a flagged pair
 BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
@@ -81,7 +81,6 @@ class Inpainter:
         self.device = pick_device(device)
         self.texture_weights = texture_weights  # None: the shipped texture weights, loaded when an option asks
         self._texturer = None
-        self._texture_fields = None
         self.ood_weights = ood_weights  # None: the shipped out-of-distribution flag's, if they are there
         self._ood = None
         self.labeler_weights = labeler_weights  # None: the shipped labeller's, if they are there
@@ -93,9 +92,10 @@ class Inpainter:
         self.model.to(memory_format=torch.channels_last)
         self.classes: list[str] = self.record["classes"]
         self.reference = self.record.get("normalize")  # the training set's colour statistics (shared/imaging/colour.py)
-        # Grain was measured on fills of PBC's microscope (BENCHMARKS.md#realism). A lab's adapted model
-        # fills its own microscope's photos, whose fine detail is mostly its camera's noise: no grain.
-        self.grains = "adapt" not in self.record
+        # Grain and the texture stage were measured on fills of PBC's microscope (BENCHMARKS.md#realism). A
+        # lab's adapted model fills its own microscope's photos, whose fine detail is mostly its camera's
+        # noise: no grain, and no texture stage (without it +0.19 dB on BCCD's held-back photos, +0.49 on strokes).
+        self.grains = self.textures = "adapt" not in self.record
         self.batch_size = batch_size
         self.size = self.model.cfg.image_size
 
@@ -108,19 +108,6 @@ class Inpainter:
                 raise ValueError(f"{path}: no texture-stage weights (train them with `cellpaint train-texture`)")
             self._texturer = Texturer(path, self.device)
         return self._texturer
-
-    def texture_knows_fields(self) -> bool:
-        """Whether the texture stage learned other microscopes' photos too (its record's training
-        has fields: `cellpaint train-texture --fields`). One trained on PBC's microscope alone drew
-        PBC's detail into the smoother photos routed to the model of more microscopes: without it
-        the model alone scored 0.2-0.3 dB higher on BCCD and Chula, 0.7 on thin strokes
-        (BENCHMARKS.md), so those pairs skip it, as they skip grain."""
-        if self._texture_fields is None:
-            from gpu_job.inpainter.texture import default_texture_weights
-
-            path = Path(self.texture_weights or default_texture_weights())
-            self._texture_fields = path.exists() and "fields" in read_config(path).get("training", {})
-        return self._texture_fields
 
     def ood_scorer(self):
         if self._ood is None:
@@ -206,7 +193,11 @@ class Inpainter:
         per_pair = [[[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)] for p, (o, ws) in enumerate(zip(optlist, windows))]
         firsts = [self._paste(image, mask, o, ws, combine(per, ws, o.combine), o.seam)
                   for (image, mask), o, ws, per in zip(pairs, optlist, windows, per_pair)]
-        textured = [o.texture and (not other or self.texture_knows_fields()) for o, other in zip(optlist, routed)]
+        # The texture stage drew detail the truth did not have into the softer photos routed to the model
+        # of more microscopes: without it the model alone scored 0.15-0.3 dB higher on BCCD and Chula and
+        # 0.7 on thin strokes, and a stage trained on their fields too still cost 0.2 (BENCHMARKS.md); the
+        # classifier's realism distance did not change. So those pairs skip it, as they skip grain.
+        textured = [o.texture and self.textures and not other for o, other in zip(optlist, routed)]
         firsts = self._texture_all(firsts, [m for _, m in pairs], optlist, windows, refs, textured)
         for out, (_, mask), o, ws, other in zip(firsts, pairs, optlist, windows, routed):
             # Grain copies the known pixels' fine detail, which on another microscope's photo is mostly
