@@ -23,7 +23,7 @@ from tqdm import tqdm
 from shared.imaging.images import InputError, load_image
 from shared.imaging.photos import list_photos, split
 from shared.imaging.preprocess import preprocess
-from shared.imaging.scale import auto_window
+from shared.imaging.scale import auto_window, one_window
 
 from gpu_job.data.augment import FIELD
 
@@ -51,7 +51,7 @@ def at_training_scale(image: np.ndarray) -> tuple[np.ndarray, int]:
     larger than a window is one field, as the pipeline treats it: padded square, then FIELD px."""
     window = auto_window(image, np.zeros(image.shape[:2], bool))
     h, w = image.shape[:2]
-    if max(h, w) <= 1.25 * window:
+    if one_window(h, w, window):
         return preprocess(image, None, FIELD).image, max(h, w)
     f = FIELD / window
     size = (max(FIELD, round(w * f)), max(FIELD, round(h * f)))

@@ -25,7 +25,7 @@ from gpu_job.inpainter.texture import STAGE, refine_crops
 from gpu_job.inpainter.weights import save_weights
 from shared.imaging.images import InputError, load_image
 from shared.imaging.photos import list_photos, split
-from shared.imaging.scale import auto_window
+from shared.imaging.scale import auto_window, one_window
 from shared.options import OPTIONS
 from shared.imaging.masks import random_mask
 from shared.imaging.preprocess import MODEL_SIZE, preprocess, upsample
@@ -73,7 +73,7 @@ def coarse_field(image: np.ndarray) -> np.ndarray:
     which is the whole photo taken down by window / 64 and back up."""
     h, w = image.shape[:2]
     window = auto_window(image, np.zeros((h, w), bool))
-    if max(h, w) <= 1.25 * window:
+    if one_window(h, w, window):
         return coarse_view(image)
     f = MODEL_SIZE / window
     small = Image.fromarray(image).resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS)

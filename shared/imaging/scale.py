@@ -96,12 +96,19 @@ def cell_px(image: np.ndarray, known: np.ndarray | None = None) -> float | None:
     return (2 * (i + 1) + 1) / f
 
 
+def one_window(h: int, w: int, window: int) -> bool:
+    """An image no larger than about 1.25 windows is one window, the whole image: windowing it
+    would cut a cell in two for little gain in scale. The plan, the cell-size estimate and the
+    training data all follow this one rule."""
+    return max(h, w) <= 1.25 * window
+
+
 def auto_window(image: np.ndarray, mask: np.ndarray, window: int = DEFAULT_WINDOW) -> int:
     """The window that shows this image's cells at the training scale: `window` scaled by the
     image's cell width over PBC's. Only for images large enough to be windowed at all (a single
     cell's image is one field whatever its cells' size), and only when the estimate is clearly
     off PBC's own spread."""
-    if max(image.shape[:2]) <= 1.25 * window:
+    if one_window(*image.shape[:2], window):
         return window
     px = cell_px(image, ~mask)
     if px is None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from shared.imaging.components import coarse_regions
 from shared.imaging.preprocess import MODEL_SIZE, Prepared, preprocess
-from shared.imaging.scale import DEFAULT_WINDOW, auto_window
+from shared.imaging.scale import DEFAULT_WINDOW, auto_window, one_window
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def plan_windows(mask: np.ndarray, window: int = DEFAULT_WINDOW) -> tuple[list[B
 
     window <= 0, or an image no larger than 1.25 windows: one box, the whole image."""
     h, w = mask.shape
-    if window <= 0 or max(h, w) <= 1.25 * window:
+    if window <= 0 or one_window(h, w, window):
         return [Box(0, 0, h, w, -1)], np.full(mask.shape, -1, np.int32)
     cell = cell_size(window)
     cells = _cells(mask, cell)
