@@ -65,17 +65,23 @@ def _load(path: str) -> tuple[np.ndarray, int] | str:
         return str(exc)
 
 
+def load_photos(files: list[Path], load, workers: int = 2) -> list[tuple[Path, object]]:
+    """(photo, load(path)) for each photo that `load` takes, in worker processes; `load` returns a
+    message for a photo it refuses, and the photos left out are said. Both stages' field data."""
+    with ProcessPoolExecutor(workers) as pool:
+        loaded = list(tqdm(pool.map(load, map(str, files)), total=len(files), desc="loading fields"))
+    bad = [x for x in loaded if isinstance(x, str)]
+    if bad:
+        print(f"skipped {len(bad)} photos: " + "; ".join(bad[:5]))
+    return [(f, x) for f, x in zip(files, loaded) if not isinstance(x, str)]
+
+
 def load_fields(sources: list[str | Path], hold_every: int = 5, workers: int = 2) -> FieldSet:
     files = list_photos(sources)
     if not files:
         raise FileNotFoundError(f"{', '.join(map(str, sources))}: no images")
     train, held = split(files, hold_every)
-    with ProcessPoolExecutor(workers) as pool:
-        loaded = list(tqdm(pool.map(_load, map(str, train)), total=len(train), desc="loading fields"))
-    bad = [x for x in loaded if isinstance(x, str)]
-    if bad:
-        print(f"skipped {len(bad)} photos: " + "; ".join(bad[:5]))
-    keep = [(f, x) for f, x in zip(train, loaded) if not isinstance(x, str)]
+    keep = load_photos(train, _load, workers)
     if not keep:
         raise ValueError(f"{', '.join(map(str, sources))}: no usable photos")
     return FieldSet([x[0] for _, x in keep], [str(f) for f, _ in keep], [str(f) for f in held], [x[1] for _, x in keep])

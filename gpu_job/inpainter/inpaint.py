@@ -92,10 +92,7 @@ class Inpainter:
         self.model.to(memory_format=torch.channels_last)
         self.classes: list[str] = self.record["classes"]
         self.reference = self.record.get("normalize")  # the training set's colour statistics (shared/imaging/colour.py)
-        # Grain and the texture stage were measured on fills of PBC's microscope (BENCHMARKS.md#realism). A
-        # lab's adapted model fills its own microscope's photos, whose fine detail is mostly its camera's
-        # noise: no grain, and no texture stage (without it +0.19 dB on BCCD's held-back photos, +0.49 on strokes).
-        self.grains = self.textures = "adapt" not in self.record
+        self.lab = "adapt" in self.record  # a lab's adapted model (cellpaint adapt)
         self.batch_size = batch_size
         self.size = self.model.cfg.image_size
 
@@ -193,17 +190,17 @@ class Inpainter:
         per_pair = [[[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)] for p, (o, ws) in enumerate(zip(optlist, windows))]
         firsts = [self._paste(image, mask, o, ws, combine(per, ws, o.combine), o.seam)
                   for (image, mask), o, ws, per in zip(pairs, optlist, windows, per_pair)]
-        # The texture stage drew detail the truth did not have into the softer photos routed to the model
-        # of more microscopes: without it the model alone scored 0.15-0.3 dB higher on BCCD and Chula and
-        # 0.7 on thin strokes, and a stage trained on their fields too still cost 0.2 (BENCHMARKS.md); the
-        # classifier's realism distance did not change. So those pairs skip it, as they skip grain.
-        textured = [o.texture and self.textures and not other for o, other in zip(optlist, routed)]
+        # The texture stage and grain draw PBC's fine detail; they were measured on its microscope
+        # (BENCHMARKS.md#realism). Another microscope's photos, routed to the model of more microscopes or
+        # filled by a lab's own model, are softer and their fine detail is mostly their camera's noise:
+        # grain cost the routed model 1.7 dB on Chula, the texture stage 0.15-0.3 dB on BCCD and Chula
+        # (0.7 on thin strokes; one trained on their fields too still 0.2) and a lab's model 0.19, and a
+        # classifier told no fill from real crops with or without them. Those pairs get neither.
+        pbc_detail = [not other and not self.lab for other in routed]
+        textured = [o.texture and d for o, d in zip(optlist, pbc_detail)]
         firsts = self._texture_all(firsts, [m for _, m in pairs], optlist, windows, refs, textured)
-        for out, (_, mask), o, ws, other in zip(firsts, pairs, optlist, windows, routed):
-            # Grain copies the known pixels' fine detail, which on another microscope's photo is mostly
-            # its camera's noise: it cost the model of more microscopes 1.7 dB on Chula's photos, where
-            # a classifier told no fill from real crops, grain or not (BENCHMARKS.md).
-            for j, w in enumerate(ws if o.grain > 0 and self.grains and not other else []):
+        for out, (_, mask), o, ws, d in zip(firsts, pairs, optlist, windows, pbc_detail):
+            for j, w in enumerate(ws if o.grain > 0 and d else []):
                 crop = w.box.crop(out)
                 crop[...] = add_grain(crop, w.writes, ~w.box.crop(mask), item_seed(o.seed, o.samples, j), o.grain)  # the stream after the samples'
         results = [self._finish(image, mask, o, ws, per, out)

@@ -10,6 +10,7 @@ microscope's texture. The loop is loop.py; this file is the stage's data, val se
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from shared.imaging.preprocess import MODEL_SIZE, preprocess, upsample
 from gpu_job.data.metrics import masked_metrics
 from gpu_job.data.augment import recolour_pair
 from gpu_job.data.cells import list_images
+from gpu_job.data.fields import load_photos
 from gpu_job.training.loop import RunConfig, fixed_loss, train_loop
 
 
@@ -85,11 +87,13 @@ def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
     return img, coarse_view(img)
 
 
-def _load_field(path: str) -> tuple[np.ndarray, np.ndarray] | str:
+def _load_field(path: str, crop: int) -> tuple[np.ndarray, np.ndarray] | str:
     try:
         img = load_image(path)
     except InputError as exc:
         return str(exc)
+    if min(img.shape[:2]) < crop:
+        return f"{path}: smaller than the {crop}-px training crop"
     return img, coarse_field(img)
 
 
@@ -114,13 +118,7 @@ def load_native_fields(sources: list[str], hold_every: int, crop: int, workers: 
     train, held = split(list_photos(sources), hold_every)
     sets = []
     for files in (train, held):
-        with ProcessPoolExecutor(workers) as pool:
-            loaded = list(tqdm(pool.map(_load_field, map(str, files)), total=len(files), desc="loading fields"))
-        bad = [x if isinstance(x, str) else f"{f}: smaller than the {crop}-px training crop"
-               for f, x in zip(files, loaded) if isinstance(x, str) or min(x[0].shape[:2]) < crop]
-        if bad:
-            print(f"skipped {len(bad)} photos: " + "; ".join(bad[:5]))
-        keep = [(f, x) for f, x in zip(files, loaded) if not isinstance(x, str) and min(x[0].shape[:2]) >= crop]
+        keep = load_photos(files, partial(_load_field, crop=crop), workers)
         sets.append((NativeSet([x[0] for _, x in keep], [x[1] for _, x in keep]), [str(f) for f, _ in keep]))
     (ds, names), (held_ds, held_names) = sets
     if not ds.images:
