@@ -7,6 +7,12 @@ original minus the patch on the trusted pixels around the hole, filled smoothly 
 The fill solves Laplace's equation coarse to fine (a weighted image pyramid as in push-pull,
 Gortler et al. 1996, with Jacobi relaxation at every level); numpy and Pillow only, so the
 Lambdas can use it.
+
+A hole thinner than two model pixels (a stroke across a cell) is below what the 64x64 patch can
+draw: there the correction also continues the residual's gradients (the biharmonic equation,
+scikit-image's solver, imported only when a patch is composited: the GPU job, the CLI and the UI,
+never a Lambda). The harmonic fill alone left the patch's own values in such holes
+(docs/benchmarks-log.md, "Thin holes").
 """
 from __future__ import annotations
 
@@ -58,10 +64,29 @@ def _fill(v: np.ndarray, known: np.ndarray, iters: int) -> np.ndarray:
     return out
 
 
-def seamless(original: np.ndarray, unknown: np.ndarray, patch: np.ndarray, margin: int = 8) -> np.ndarray:
+def thin_holes(resid: np.ndarray, unknown: np.ndarray, smooth: np.ndarray, thin: float) -> np.ndarray:
+    """The correction `smooth` (the harmonic fill of `resid`), replaced in every hole no pixel of
+    which is more than `thin` px from the edge by the biharmonic fill of `resid`. Wider holes keep
+    the smooth fill: there the model draws, and continuing the edge's gradients (mostly noise)
+    into a disk cost plain background 0.4 dB."""
+    from scipy.ndimage import distance_transform_edt, label, maximum
+    from skimage.restoration import inpaint_biharmonic
+
+    regions, n = label(unknown)
+    depth = distance_transform_edt(unknown)
+    narrow = np.flatnonzero(np.asarray(maximum(depth, regions, np.arange(1, n + 1))) <= thin) + 1
+    if not len(narrow):
+        return smooth
+    where = np.isin(regions, narrow)[..., None]
+    return np.where(where, inpaint_biharmonic(resid, unknown, channel_axis=-1), smooth).astype(np.float32)
+
+
+def seamless(original: np.ndarray, unknown: np.ndarray, patch: np.ndarray, margin: int = 8, thin: float = 0.0) -> np.ndarray:
     """original, patch: (H, W, 3) uint8; unknown: (H, W) bool, the pixels the original cannot be
     trusted at. Returns the patch (uint8) corrected inside `unknown` to meet the original; pixels
-    outside `unknown` are returned as the patch had them (callers composite inside the mask only)."""
+    outside `unknown` are returned as the patch had them (callers composite inside the mask only).
+    `thin` > 0: holes no deeper than this (px from the edge) get a correction that also continues
+    the residual's gradients."""
     if not unknown.any() or unknown.all():
         return patch.copy()
     ys, xs = np.nonzero(unknown)
@@ -70,6 +95,8 @@ def seamless(original: np.ndarray, unknown: np.ndarray, patch: np.ndarray, margi
     u = unknown[y0:y1, x0:x1]
     resid = original[y0:y1, x0:x1].astype(np.float32) - patch[y0:y1, x0:x1].astype(np.float32)
     corr = smooth_fill(resid, ~u)
+    if thin > 0:
+        corr = thin_holes(resid, u, corr, thin)
     out = patch.copy()
     fixed = np.clip(np.round(patch[y0:y1, x0:x1].astype(np.float32) + corr), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1][u] = fixed[u]

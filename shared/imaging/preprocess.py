@@ -16,6 +16,11 @@ from shared.imaging.blend import seamless
 from shared.imaging.images import binarise
 
 MODEL_SIZE = 64
+# A hole no pixel of which is more than this many model px from its edge is thinner than the model
+# can draw: the seam fix continues the original's gradients across it (blend.py thin_holes). Thin
+# strokes over another lab's white cells +3 dB, PBC val's +1.6; disks and blobs are deeper: unchanged
+# (docs/benchmarks-log.md, "Thin holes").
+THIN_HOLE = 1.5
 
 
 @dataclass
@@ -107,7 +112,8 @@ def composite(original: np.ndarray, mask: np.ndarray, pred: np.ndarray, prep: Pr
     mask = binarise(mask)
     big = upsample(pred, prep)
     if seam:
-        big = seamless(original, mask if unknown is None else binarise(unknown) | mask, big)
+        thin = THIN_HOLE * prep.side / pred.shape[0]  # in source px
+        big = seamless(original, mask if unknown is None else binarise(unknown) | mask, big, thin=thin)
     out = original.copy()
     if feather <= 0:
         out[mask] = big[mask]
