@@ -72,7 +72,7 @@ def thin_holes(resid: np.ndarray, unknown: np.ndarray, smooth: np.ndarray, thin:
     from scipy.ndimage import distance_transform_edt, label, maximum
     from skimage.restoration import inpaint_biharmonic
 
-    regions, n = label(unknown)
+    regions, n = label(unknown, np.ones((3, 3)))  # 8-connected: a thin hole touching a deep one corner to corner is the deep one's
     depth = distance_transform_edt(unknown)
     narrow = np.flatnonzero(np.asarray(maximum(depth, regions, np.arange(1, n + 1))) <= thin) + 1
     if not len(narrow):
