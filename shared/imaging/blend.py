@@ -8,7 +8,7 @@ The fill solves Laplace's equation coarse to fine (a weighted image pyramid as i
 Gortler et al. 1996, with Jacobi relaxation at every level); numpy and Pillow only, so the
 Lambdas can use it.
 
-A hole thinner than two model pixels (a stroke across a cell) is below what the 64x64 patch can
+A hole about three model pixels wide or less (a stroke across a cell) is below what the 64x64 patch can
 draw: there the correction also continues the residual's gradients (the biharmonic equation,
 scikit-image's solver, imported only when a patch is composited: the GPU job, the CLI and the UI,
 never a Lambda). The harmonic fill alone left the patch's own values in such holes
@@ -77,8 +77,11 @@ def thin_holes(resid: np.ndarray, unknown: np.ndarray, smooth: np.ndarray, thin:
     narrow = np.flatnonzero(np.asarray(maximum(depth, regions, np.arange(1, n + 1))) <= thin) + 1
     if not len(narrow):
         return smooth
-    where = np.isin(regions, narrow)[..., None]
-    return np.where(where, inpaint_biharmonic(resid, unknown, channel_axis=-1), smooth).astype(np.float32)
+    where = np.isin(regions, narrow)
+    # Only the thin holes are solved for; the deeper ones count as known at their smooth correction
+    # (their residual is the defect's, not the original's), so a large blob beside a stroke costs nothing.
+    known = np.where(unknown[..., None], smooth, resid)
+    return np.where(where[..., None], inpaint_biharmonic(known, where, channel_axis=-1), smooth).astype(np.float32)
 
 
 def seamless(original: np.ndarray, unknown: np.ndarray, patch: np.ndarray, margin: int = 8, thin: float = 0.0) -> np.ndarray:
