@@ -171,11 +171,13 @@ def test_train_with_fields_records_the_mix(tmp_path, rng, monkeypatch, workers):
         Image.fromarray(synthetic_field(rng)).save(tmp_path / "fields" / f"{i}.png")
     unet = UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,), groups=4)
     cfg = TrainConfig(data=str(tmp_path / "train"), val_data=None, out=str(tmp_path / "run"), batch_size=4, max_steps=2, unet=unet,
-                      threads=1, fields=(str(tmp_path / "fields"),), field_share=0.5, hold_every=2, workers=workers)
+                      threads=1, fields=(str(tmp_path / "fields"),), field_share=0.5, hold_every=2, workers=workers,
+                      p_blur=0.6, blur=(0.6, 2.4))
     out = train(cfg)
     _, _, rec = load_weights(out / "last.safetensors")
     f = rec["training"]["fields"]
     assert len(f["photos"]) == 2 and len(f["held_back"]) == 2 and not set(f["photos"]) & set(f["held_back"])
-    assert rec["training"]["augment"]["kind"] == "domain" and rec["training"]["augment"]["clean"] == 0.4
+    aug = rec["training"]["augment"]
+    assert aug["kind"] == "domain" and aug["clean"] == 0.4 and aug["p_blur"] == 0.6 and aug["blur"] == [0.6, 2.4]
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert 0 < log[-1]["val_fields_psnr"] < 60  # measured on the held-back photos

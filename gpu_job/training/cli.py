@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gpu_job.data.augment import DomainAug
+
 
 def add_train_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--data", required=True, help="folder of class subfolders (like pbc/train), or a pack file; s3:// too")
@@ -30,6 +32,9 @@ def add_train_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--augment", default="domain", choices=["domain", "flips"],
                     help="domain (default): cells drawn as other microscopes would show them (scale, position, stain, blur, noise, JPEG); flips: turns and flips only")
     sp.add_argument("--clean", type=float, default=0.4, help="share of rows left as their microscope shows them (domain augmentation)")
+    sp.add_argument("--blur", type=float, nargs=2, default=list(DomainAug.blur), metavar=("LOW", "HIGH"),
+                    help="defocus blur of augmented rows: Gaussian sigma in model px, uniform in [LOW, HIGH]")
+    sp.add_argument("--p-blur", type=float, default=DomainAug.p_blur, help="share of augmented rows that are defocused")
     sp.add_argument("--fields", nargs="+", default=[], metavar="PATH",
                     help="whole-field photos from other microscopes (folders or files; no labels): random windows at the training scale")
     sp.add_argument("--field-share", type=float, default=0.35, help="share of each batch cut from --fields")
@@ -89,7 +94,7 @@ def run_train(a) -> None:
     cfg = TrainConfig(data=data, val_data=val_data, out=out, init=init, batch_size=a.batch_size, lr=a.lr,
                       max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
                       workers=a.workers, device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
-                      min_snr=a.min_snr, augment=a.augment, clean=a.clean, fields=tuple(a.fields), field_share=a.field_share,
+                      min_snr=a.min_snr, augment=a.augment, clean=a.clean, p_blur=a.p_blur, blur=tuple(a.blur), fields=tuple(a.fields), field_share=a.field_share,
                       hold_every=a.hold_every)
     print(train(cfg))
 

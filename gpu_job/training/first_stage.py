@@ -38,6 +38,8 @@ class TrainConfig(RunConfig):
     min_snr: float = 0.0  # >0: min-SNR-gamma loss weighting (diffusion.training_loss); val loss stays unweighted
     augment: str = "domain"  # "domain": other microscopes' scale, stain, blur, noise (augment.py); "flips": turns and flips only
     clean: float = 0.4  # share of rows left as their microscope shows them (flips and turns only)
+    p_blur: float = DomainAug.p_blur  # share of augmented rows defocused...
+    blur: tuple[float, float] = DomainAug.blur  # ...by a Gaussian of this sigma (model px): softer optics merge a nucleus's lobes
     fields: tuple[str, ...] = ()  # folders or files of whole-field photos from other microscopes (fields.py); no labels
     field_share: float = 0.35  # share of each batch cut from `fields`
     hold_every: int = 5  # every n-th field photo is held back for measuring, never trained on
@@ -141,7 +143,7 @@ class FirstStage:
         self.val = ValSet(load_cellset(cfg.val_data, cfg.unet.image_size), cfg, device) if cfg.val_data else None
         if self.cells and self.cells.classes and len(self.cells.classes) != cfg.unet.num_classes:
             cfg.unet.num_classes = len(self.cells.classes)
-        self.aug = DomainAug(clean=cfg.clean)
+        self.aug = DomainAug(clean=cfg.clean, p_blur=cfg.p_blur, blur=tuple(cfg.blur))
         self.fields = load_fields(list(cfg.fields), cfg.hold_every) if cfg.fields else None
         self.field_val = (ValSet.from_fields(self.fields.held_back, cfg, device)
                           if self.fields and self.fields.held_back else None)
