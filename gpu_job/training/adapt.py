@@ -51,12 +51,12 @@ class AdaptConfig:
     replay: str | None = None  # class folders of the base's training set, mixed in so that it is not forgotten
     hold_every: int = 5  # every n-th photo is held back for measuring
     batch_size: int = 16
-    # A lab's model serves the lab's own photos only: most windows are learned as the lab's
-    # microscope shows them (clean), at twice the learning rate of a PBC fine-tune. On BCCD photos,
-    # --minutes 14 on 2 CPU cores: 30.79 -> 30.97 dB on 34 x 3 held-back pairs against lr 1e-4 and
-    # clean 0.4 (BENCHMARKS.md, a lab's own model).
+    # A lab's model serves the lab's own photos only, so it learns them as the lab's microscope
+    # shows them (clean: turns and flips, no domain augmentation), at twice the learning rate of a
+    # PBC fine-tune. On BCCD photos, --minutes 14 on 2 CPU cores: 30.79 -> 31.10 dB on 34 x 3
+    # held-back pairs against lr 1e-4 and clean 0.4 (BENCHMARKS.md, a lab's own model).
     lr: float = 2e-4
-    clean: float = 0.8
+    clean: float = 1.0
     threads: int = 2
     workers: int | None = None  # processes drawing batches (loop.batch_workers; None: on a GPU the spare cores)
     force: bool = False  # write even if the adapted model is not better than the base
