@@ -52,7 +52,7 @@ def test_adapt_measures_writes_and_inpaint_takes_it(tmp_path, rng, tiny_weights,
     assert a["base_sha256"] == json.loads(tiny_weights.with_suffix(".json").read_text())["sha256"]
     assert set(a["held_back_psnr"]) == {"base", "adapted", "biharmonic"} and set(a["held_back_psnr"]["base"]) == {"blob", "box", "strokes", "all"}
     assert rec["normalize"]["background"]["median"] and rec["ood"]["thresholds"]["colour"] > 0  # the lab's own colours and flag
-    assert rec["training"]["augment"]["clean"] == AdaptConfig.clean  # mostly the lab's own look
+    assert rec["training"]["augment"]["clean"] == AdaptConfig.clean  # the lab's own look, not other microscopes'
     assert rec["training"]["fields"]["held_back"] and not set(rec["training"]["fields"]["held_back"]) & set(rec["training"]["fields"]["photos"])
     img, mask = tmp_path / "a.png", tmp_path / "a.mask.png"
     Image.fromarray(synthetic_cell(rng, 96, 120)).save(img)
