@@ -131,6 +131,8 @@ class FirstStage:
     def __init__(self, cfg: TrainConfig, device):
         if cfg.augment not in ("domain", "flips"):
             raise ValueError(f"augment must be domain or flips, got {cfg.augment!r}")
+        if not (0 <= cfg.blur[0] <= cfg.blur[1] and 0 <= cfg.p_blur <= 1):
+            raise ValueError(f"--blur LOW HIGH needs 0 <= LOW <= HIGH and --p-blur a share in [0, 1], got {tuple(cfg.blur)} and {cfg.p_blur}")
         self.cfg, self.device = cfg, device
         # Domain augmentation reframes cells, from a field at twice the model's size so that zooming
         # in keeps detail (a pack has the size it was made at, pack.py --size; a smaller one works, softer).
