@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cellpaint.cli import main
@@ -48,6 +49,19 @@ def test_detail_ratio_tells_texture_from_smoothness(rng):
     thin = np.zeros((40, 40), bool)
     thin[5, 5:30] = True  # no pixel with 4 masked neighbours
     assert np.isnan(detail_ratio(ref, flat, thin))
+
+
+def test_masked_psnr_counts_only_the_mask(rng):
+    from gpu_job.data.metrics import masked_metrics, masked_psnr
+
+    ref = rng.integers(0, 200, (24, 24, 3)).astype(np.uint8)
+    mask = np.zeros((24, 24), bool)
+    mask[4:12, 6:20] = True
+    out = ref.copy()
+    out[mask] += 9  # off by 9 levels inside the mask
+    out[~mask] = 0  # and wholly wrong outside it, which the score must not see
+    assert masked_psnr(ref, out, mask) == pytest.approx(10 * np.log10(255**2 / 81))
+    assert masked_psnr(ref, out, mask) == pytest.approx(masked_metrics(ref, out, mask)["psnr"])
 
 
 def test_speckle_limit_flags_noisy_cells_not_smooth_ones(rng):

@@ -5,15 +5,24 @@ from __future__ import annotations
 import numpy as np
 
 
+def _psnr(err: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / max(float(np.mean(err**2)), 1e-10)))
+
+
+def masked_psnr(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR inside the mask alone: what a report that needs nothing else pays (SSIM's full-image
+    map is most of masked_metrics' time on a whole photo)."""
+    return _psnr(ref[mask].astype(np.float64) - out[mask].astype(np.float64))
+
+
 def masked_metrics(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     from skimage.metrics import structural_similarity
 
     r, o = ref.astype(np.float64), out.astype(np.float64)
     err = (r - o)[mask]
-    mse = float(np.mean(err**2))
     _, smap = structural_similarity(ref, out, data_range=255, channel_axis=-1, full=True)
     return {
-        "psnr": 10 * np.log10(255.0**2 / max(mse, 1e-10)),
+        "psnr": _psnr(err),
         "ssim": float(smap[mask].mean()),
         "mae": float(np.abs(err).mean()),
         "detail": detail_ratio(r, o, mask),

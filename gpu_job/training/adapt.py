@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from gpu_job.data.metrics import masked_metrics
+from gpu_job.data.metrics import masked_psnr
 from gpu_job.inpainter.classical import biharmonic
 from gpu_job.inpainter.inpaint import Inpainter
 from gpu_job.inpainter.weights import default_weights, read_config
@@ -72,25 +74,30 @@ class Adapted:
     record: dict = field(default_factory=dict)
 
 
-def check_photos(sources: list[str]) -> tuple[list[Path], list[str]]:
-    """The usable photos, and one message per file left out (a mask uploaded by mistake, an
-    unreadable file, a photo with no cells in it). Too few usable photos is an error."""
-    usable, skipped = [], []
-    for f in list_photos(sources):
-        if f.name.lower().endswith(".mask.png"):
-            skipped.append(f"{f}: a mask, not a photo (adapt learns from unmasked images only)")
-            continue
-        try:
-            img = load_image(str(f))
-        except InputError as exc:
-            skipped.append(str(exc))
-            continue
-        if len(np.unique(img[::4, ::4].reshape(-1, 3), axis=0)) <= 2:
-            skipped.append(f"{f}: two colours only; it looks like a mask, not a photo")
-        elif cell_px(img) is None:
-            skipped.append(f"{f}: no cells found (a blank field, or not a blood smear)")
-        else:
-            usable.append(f)
+def _why_not(path: str) -> str | None:
+    """Why a file is no photo to learn from (a mask uploaded by mistake, an unreadable file, a
+    photo with no cells in it), or None for a usable one."""
+    if path.lower().endswith(".mask.png"):
+        return f"{path}: a mask, not a photo (adapt learns from unmasked images only)"
+    try:
+        img = load_image(path)
+    except InputError as exc:
+        return str(exc)
+    if len(np.unique(img[::4, ::4].reshape(-1, 3), axis=0)) <= 2:
+        return f"{path}: two colours only; it looks like a mask, not a photo"
+    if cell_px(img) is None:
+        return f"{path}: no cells found (a blank field, or not a blood smear)"
+    return None
+
+
+def check_photos(sources: list[str], workers: int | None = None) -> tuple[list[Path], list[str]]:
+    """The usable photos, and one message per file left out. Too few usable photos is an error.
+    Checked in worker processes (decoding and the cell-size estimate are most of a GPU run's fixed cost)."""
+    files = list_photos(sources)
+    with ProcessPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        why = list(tqdm(pool.map(_why_not, map(str, files), chunksize=4), total=len(files), desc="checking photos", leave=False))
+    usable = [f for f, w in zip(files, why) if w is None]
+    skipped = [w for w in why if w is not None]
     if len(usable) < MIN_IMAGES:
         raise InputError(", ".join(map(str, sources)), f"{len(usable)} usable photos, at least {MIN_IMAGES} are needed"
                          + (f" ({len(skipped)} left out: {skipped[0]})" if skipped else ""))
@@ -109,7 +116,7 @@ def held_back_pairs(photos: list[Path], n: int, seed: int) -> list[tuple[np.ndar
 
 
 def score(pairs, fills: list[np.ndarray]) -> dict[str, float]:
-    rows = [(k, masked_metrics(img, out, m)["psnr"]) for (img, m, k), out in zip(pairs, fills)]
+    rows = [(k, masked_psnr(img, out, m)) for (img, m, k), out in zip(pairs, fills)]
     by = {k: float(np.mean([p for kk, p in rows if kk == k])) for k in USER_KINDS}
     return {**by, "all": float(np.mean([p for _, p in rows]))}
 
