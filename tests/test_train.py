@@ -189,3 +189,15 @@ def test_train_refuses_a_blur_range_that_is_not_one(tmp_path, blur, p_blur):
 
     with pytest.raises(ValueError, match="--blur"):
         FirstStage(TrainConfig(data=str(tmp_path / "none"), out=str(tmp_path / "run"), blur=blur, p_blur=p_blur), "cpu")
+
+
+def test_progress_bar_ends_where_the_time_budget_does():
+    from types import SimpleNamespace
+
+    from gpu_job.training.loop import bar_total
+
+    bar = SimpleNamespace(n=100, format_dict={"rate": 2.0})  # 2 steps/s so far
+    assert bar_total(bar, 1_000_000, left_s=60) == 220  # a minute left: 120 more steps, not a million
+    assert bar_total(bar, 150, left_s=60) == 150  # a step limit that comes first stays the end
+    assert bar_total(bar, 1_000_000, left_s=-5) == 100  # past the budget: this step is the last
+    assert bar_total(SimpleNamespace(n=0, format_dict={"rate": None}), 500, left_s=60) == 500  # no rate yet

@@ -217,7 +217,9 @@ def train_loop(cfg: RunConfig, make_stage) -> Path:
             bar.update(1)
             # Reading a loss waits for the GPU; on CUDA do it every LOSS_READ_EVERY steps, not every step.
             if device.type != "cuda" or len(pending) >= LOSS_READ_EVERY:
-                _read_losses(pending, run.history, bar, cfg.max_minutes * 60 - (time.time() - start))
+                left_s = cfg.max_minutes * 60 - (time.time() - start)
+                bar.total = bar_total(bar, cfg.max_steps, left_s)
+                _read_losses(pending, run.history, bar, left_s)
             now = time.time()
             active, tick = active + (now - tick if now - tick < 60 else 1.0), now
             if active - last_ckpt > cfg.ckpt_minutes * 60:
@@ -231,6 +233,13 @@ def train_loop(cfg: RunConfig, make_stage) -> Path:
     _read_losses(pending, run.history, bar)
     checkpoint()
     return out
+
+
+def bar_total(bar, max_steps: int, left_s: float) -> int:
+    """The step the run will stop at: the time budget ends most runs long before max_steps, and a
+    bar measured against max_steps would show 0 % and an ETA of days."""
+    rate = bar.format_dict.get("rate")  # steps/s, smoothed; None until tqdm has timed a step
+    return max_steps if not rate else min(max_steps, bar.n + int(rate * max(0.0, left_s)))
 
 
 def _read_losses(pending: list, history: dict, bar, left_s: float | None = None) -> None:
