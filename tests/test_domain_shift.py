@@ -104,6 +104,23 @@ def test_white_cell_crops_are_masked_as_people_draw(folders):
         assert 0.005 < m.mean() < 0.4 and m[h // 2 - 45 : h // 2 + 45, w // 2 - 45 : w // 2 + 45].mean() > 0.5 * m.mean()  # over the cell
 
 
+def test_crops_script_writes_the_crops_that_are_measured(folders, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gpu_job.evaluation.domain_shift import bccd_crop_cases
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "crops"
+    run = subprocess.run([sys.executable, "scripts/bccd_crops.py", str(folders / "bccd"), "--skip", "1", "--out", str(out)],
+                         capture_output=True, text=True, cwd=root, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert [f.name for f in out.iterdir()] == ["BloodImage_00001.png"]  # --skip 1 passes over the first photo
+    crop = np.asarray(Image.open(out / "BloodImage_00001.png"))
+    assert np.array_equal(crop, bccd_crop_cases(folders / "bccd", 1, seed=0, skip=1)[0].image)
+
+
 def test_domain_shift_report(folders, tiny_weights, monkeypatch):
     from cellpaint.cli import main
 
