@@ -1,5 +1,6 @@
 """Classical fills (gpu_job/inpainter/classical.py): both reproduce a ramp, the classical fill is their mean,
-and only the unknown pixels change."""
+only the unknown pixels change, and a hole thinner than the model can draw
+takes the biharmonic fill alone."""
 import numpy as np
 
 from gpu_job.inpainter.classical import biharmonic, classical_fill, harmonic, lean
@@ -41,6 +42,24 @@ def test_only_unknown_pixels_change_and_lean_moves_part_way():
     np.testing.assert_array_equal(half[~m], img[~m])
     assert np.abs(half[m].astype(float) - out[m] / 2).max() <= 1
     np.testing.assert_array_equal(lean(fill, img, m, 0.0), fill)
+
+
+def test_a_thin_hole_takes_the_biharmonic_fill_alone_and_a_deep_one_the_mean():
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    m = np.zeros((48, 48), bool)
+    m[6:9, 4:44] = True  # a stroke 3 px wide: no pixel more than 2 px from its edge
+    m[24:40, 16:32] = True  # a box 16 px wide: 8 px deep
+    stroke, box = m.copy(), m.copy()
+    stroke[20:] = False
+    box[:20] = False
+    bi, mean = biharmonic(img, m).astype(float), (harmonic(img, m).astype(float) + biharmonic(img, m)) / 2
+    out = classical_fill(img, m, thin=3).astype(float)
+    assert np.abs(out - bi)[stroke].max() <= 0.5 and np.abs(out - mean)[box].max() <= 0.5
+    assert np.abs(bi - mean)[stroke].max() > 3  # the two differ there: the test tells them apart
+    assert np.abs(classical_fill(img, m).astype(float) - mean)[m].max() <= 0.5  # thin=0: the mean everywhere
+    half = lean(np.zeros_like(img), img, m, 0.5, thin=3).astype(float)
+    assert np.abs(half - bi / 2)[stroke].max() <= 1
 
 
 def test_the_guard_replaces_a_fill_foreign_to_its_ring_and_keeps_one_that_belongs():

@@ -14,7 +14,7 @@ import torch
 from shared.imaging import colour
 from shared.imaging.blend import keep_low_frequencies
 from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, SAMPLER_ARGS, InpaintOptions
-from shared.imaging.preprocess import composite
+from shared.imaging.preprocess import THIN_HOLE, composite
 from shared.imaging.windows import Window, prepare
 
 from gpu_job.inpainter.classical import lean
@@ -207,7 +207,7 @@ class Inpainter:
                    for (image, mask), o, ws, per, out in zip(pairs, optlist, windows, per_pair, firsts)]
         for p, res in enumerate(results):
             res.labels = [self._label_name(labels[(p, j)]) for j in range(len(windows[p]))]
-        for res, ood, other, (image, mask), o in zip(results, oods, routed, pairs, optlist):
+        for res, ood, other, (image, mask), o, ws in zip(results, oods, routed, pairs, optlist, windows):
             res.ood = ood
             if ood is None:
                 continue
@@ -218,7 +218,9 @@ class Inpainter:
             if share > 0:
                 # Where the model has not seen images like this one, its fill is not trusted alone: the
                 # further from what it has seen, the more of the fill is a classical fill's.
-                res.image = lean(res.image, image, mask, share)
+                # Holes thinner than the model can draw (as the seam fix judges them) lean on biharmonic's fill alone.
+                thin = THIN_HOLE * max(w.prep.side for w in ws) / self.size
+                res.image = lean(res.image, image, mask, share, thin)
                 res.ood.update(fallback=round(share, 3), message=leaning_message(share))
         return results
 

@@ -64,20 +64,29 @@ def _fill(v: np.ndarray, known: np.ndarray, iters: int) -> np.ndarray:
     return out
 
 
+def thin_regions(unknown: np.ndarray, thin: float) -> np.ndarray:
+    """(H, W) bool: the holes of `unknown` no pixel of which is more than `thin` px from the edge.
+    Holes are 8-connected: a thin hole touching a deep one corner to corner is the deep one's."""
+    from scipy.ndimage import distance_transform_edt, label, maximum
+
+    if thin <= 0 or not unknown.any():
+        return np.zeros(unknown.shape, bool)
+    regions, n = label(unknown, np.ones((3, 3)))
+    depth = distance_transform_edt(unknown)
+    narrow = np.flatnonzero(np.asarray(maximum(depth, regions, np.arange(1, n + 1))) <= thin) + 1
+    return np.isin(regions, narrow)
+
+
 def thin_holes(resid: np.ndarray, unknown: np.ndarray, smooth: np.ndarray, thin: float) -> np.ndarray:
     """The correction `smooth` (the harmonic fill of `resid`), replaced in every hole no pixel of
     which is more than `thin` px from the edge by the biharmonic fill of `resid`. Wider holes keep
     the smooth fill: there the model draws, and continuing the edge's gradients (mostly noise)
     into a disk cost plain background 0.4 dB."""
-    from scipy.ndimage import distance_transform_edt, label, maximum
     from skimage.restoration import inpaint_biharmonic
 
-    regions, n = label(unknown, np.ones((3, 3)))  # 8-connected: a thin hole touching a deep one corner to corner is the deep one's
-    depth = distance_transform_edt(unknown)
-    narrow = np.flatnonzero(np.asarray(maximum(depth, regions, np.arange(1, n + 1))) <= thin) + 1
-    if not len(narrow):
+    where = thin_regions(unknown, thin)
+    if not where.any():
         return smooth
-    where = np.isin(regions, narrow)
     # Only the thin holes are solved for; the deeper ones count as known at their smooth correction
     # (their residual is the defect's, not the original's), so a large blob beside a stroke costs nothing.
     known = np.where(unknown[..., None], smooth, resid)
