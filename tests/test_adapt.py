@@ -51,6 +51,8 @@ def test_adapt_measures_writes_and_inpaint_takes_it(tmp_path, rng, tiny_weights,
     assert a["images"] == 22 and a["held_back"] == 4 and a["steps"] == 2 and len(a["images_sha256"]) == 64
     assert a["base_sha256"] == json.loads(tiny_weights.with_suffix(".json").read_text())["sha256"]
     assert set(a["held_back_psnr"]) == {"base", "adapted", "biharmonic"} and set(a["held_back_psnr"]["base"]) == {"blob", "box", "strokes", "all"}
+    assert list(a["phases_s"]) == ["checking photos", "measuring the base", "training", "measuring the adapted model", "calibrating the flag"]
+    assert all(v >= 0 for v in a["phases_s"].values()) and sum(a["phases_s"].values()) <= a["minutes"] * 60 + 1
     assert rec["normalize"]["background"]["median"] and rec["ood"]["thresholds"]["colour"] > 0  # the lab's own colours and flag
     assert rec["training"]["augment"]["clean"] == AdaptConfig.clean  # the lab's own look, not other microscopes'
     assert rec["training"]["fields"]["held_back"] and not set(rec["training"]["fields"]["held_back"]) & set(rec["training"]["fields"]["photos"])
