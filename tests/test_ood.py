@@ -68,7 +68,7 @@ def test_the_flag_reaches_the_result(tmp_path, tiny_weights, rng):
 def test_an_unlike_image_leans_on_the_classical_fill(tmp_path, tiny_weights, rng):
     from gpu_job.inpainter.inpaint import Inpainter
     from gpu_job.inpainter.classical import classical_fill
-    from shared.imaging.preprocess import THIN_HOLE
+    from shared.imaging.preprocess import thin_px
     from shared.options import InpaintOptions
 
     for d in ("strict", "lenient"):
@@ -90,7 +90,7 @@ def test_an_unlike_image_leans_on_the_classical_fill(tmp_path, tiny_weights, rng
             np.testing.assert_array_equal(res.image, alone)
             continue
         assert res.ood["fallback"] == 0.7 and res.ood["message"] == leaning_message(0.7)
-        thin = THIN_HOLE * 64 / inp.size  # as the seam fix judges "thinner than the model can draw", in source px
+        thin = thin_px(64, inp.size)  # as the seam fix judges "thinner than the model can draw"
         want = 0.3 * alone[mask].astype(float) + 0.7 * classical_fill(img, mask, thin)[mask]
         assert np.abs(res.image[mask] - want).max() <= 1
         assert np.abs(alone[mask].astype(float) - want).max() > 5  # and that is a change

@@ -14,7 +14,7 @@ import torch
 from shared.imaging import colour
 from shared.imaging.blend import keep_low_frequencies
 from shared.options import GENERATE_GUIDANCE, GENERATE_SAMPLER, GENERATE_STEPS, SAMPLER_ARGS, InpaintOptions
-from shared.imaging.preprocess import THIN_HOLE, composite
+from shared.imaging.preprocess import composite, thin_px
 from shared.imaging.windows import Window, prepare
 
 from gpu_job.inpainter.classical import lean
@@ -219,7 +219,7 @@ class Inpainter:
                 # Where the model has not seen images like this one, its fill is not trusted alone: the
                 # further from what it has seen, the more of the fill is a classical fill's.
                 # Holes thinner than the model can draw (as the seam fix judges them) lean on biharmonic's fill alone.
-                thin = THIN_HOLE * max((w.prep.side for w in ws), default=0) / self.size
+                thin = thin_px(max((w.prep.side for w in ws), default=0), self.size)
                 res.image = lean(res.image, image, mask, share, thin)
                 res.ood.update(fallback=round(share, 3), message=leaning_message(share))
         return results

@@ -23,6 +23,12 @@ MODEL_SIZE = 64
 THIN_HOLE = 1.5
 
 
+def thin_px(side: int, size: int = MODEL_SIZE) -> float:
+    """THIN_HOLE in the source's px, for a window of `side` source px drawn at `size` model px:
+    the seam fix and the classical share a flagged image leans on judge thin holes alike."""
+    return THIN_HOLE * side / size
+
+
 @dataclass
 class Prepared:
     image: np.ndarray  # (S, S, 3) uint8, the padded, resized image
@@ -112,7 +118,7 @@ def composite(original: np.ndarray, mask: np.ndarray, pred: np.ndarray, prep: Pr
     mask = binarise(mask)
     big = upsample(pred, prep)
     if seam:
-        thin = THIN_HOLE * prep.side / pred.shape[0]  # in source px
+        thin = thin_px(prep.side, pred.shape[0])
         big = seamless(original, mask if unknown is None else binarise(unknown) | mask, big, thin=thin)
     out = original.copy()
     if feather <= 0:
