@@ -201,3 +201,25 @@ def test_progress_bar_ends_where_the_time_budget_does():
     assert bar_total(bar, 150, left_s=60) == 150  # a step limit that comes first stays the end
     assert bar_total(bar, 1_000_000, left_s=-5) == 100  # past the budget: this step is the last
     assert bar_total(SimpleNamespace(n=0, format_dict={"rate": None}), 500, left_s=60) == 500  # no rate yet
+
+
+def test_rows_seen_as_inference_sees_them(tmp_path, rng, monkeypatch):
+    """--seen-as-inferred: a drawn row under another microscope's colours reaches the model moved to
+    the training set's colours from its known pixels, by the same move inference makes (colour.fit)."""
+    from gpu_job.training.first_stage import FirstStage
+    from shared.imaging import colour
+
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "train", rng)
+    unet = UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,), groups=4)
+    base = dict(data=str(tmp_path / "train"), val_data=None, out=str(tmp_path / "run"), batch_size=16, unet=unet, threads=1, clean=0.0, full_mask_prob=0.0)
+    plain = FirstStage(TrainConfig(**base), "cpu")
+    seen = FirstStage(TrainConfig(**base, seen_as_inferred=True), "cpu")
+    (a, ma, _), (b, mb, _) = plain.draw(np.random.default_rng(3)), seen.draw(np.random.default_rng(3))
+    np.testing.assert_array_equal(ma, mb)  # the same rows and masks: only their colours may differ
+    moved = 0
+    for x, y, m in zip(a, b, ma):
+        move = colour.fit("auto", x, ~m, seen.reference)
+        np.testing.assert_array_equal(y, x if move is colour.IDENTITY else colour.to_uint8(move.forward(x)))
+        moved += move is not colour.IDENTITY
+    assert moved  # some rows were far enough from the training set's light to be moved

@@ -35,6 +35,7 @@ def add_train_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--blur", type=float, nargs=2, default=list(DomainAug.blur), metavar=("LOW", "HIGH"),
                     help="defocus blur of augmented rows: Gaussian sigma in model px, uniform in [LOW, HIGH]")
     sp.add_argument("--p-blur", type=float, default=DomainAug.p_blur, help="share of augmented rows that are defocused")
+    sp.add_argument("--seen-as-inferred", action="store_true", help="move each row to the training set's colours from its known pixels, as inference moves a window (normalize=auto)")
     sp.add_argument("--fields", nargs="+", default=[], metavar="PATH",
                     help="whole-field photos from other microscopes (folders or files; no labels): random windows at the training scale")
     sp.add_argument("--field-share", type=float, default=0.35, help="share of each batch cut from --fields")
@@ -94,7 +95,7 @@ def run_train(a) -> None:
     cfg = TrainConfig(data=data, val_data=val_data, out=out, init=init, batch_size=a.batch_size, lr=a.lr,
                       max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
                       workers=a.workers, device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
-                      min_snr=a.min_snr, augment=a.augment, clean=a.clean, p_blur=a.p_blur, blur=tuple(a.blur), fields=tuple(a.fields), field_share=a.field_share,
+                      min_snr=a.min_snr, augment=a.augment, clean=a.clean, seen_as_inferred=a.seen_as_inferred, p_blur=a.p_blur, blur=tuple(a.blur), fields=tuple(a.fields), field_share=a.field_share,
                       hold_every=a.hold_every)
     print(train(cfg))
 

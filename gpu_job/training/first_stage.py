@@ -43,6 +43,7 @@ class TrainConfig(RunConfig):
     fields: tuple[str, ...] = ()  # folders or files of whole-field photos from other microscopes (fields.py); no labels
     field_share: float = 0.35  # share of each batch cut from `fields`
     hold_every: int = 5  # every n-th field photo is held back for measuring, never trained on
+    seen_as_inferred: bool = False  # each row moved to the training set's colours from its known pixels, as inference moves a window
 
 
 def colour_reference(images: np.ndarray, n: int = 2000, seed: int = 0) -> dict:
@@ -177,6 +178,11 @@ class FirstStage:
             labels = np.concatenate([labels, np.full(n_fields, cfg.unet.num_classes)])
         images = (domain_augment(fields, rng, size, self.aug, clean=full) if self.domain
                   else np.stack([turn(reframe(f, size) if len(f) != size else f, rng) for f in fields]))
+        if cfg.seen_as_inferred:
+            for i in np.flatnonzero(~full):
+                move = colour.fit("auto", images[i], ~masks[i], self.reference)
+                if move is not colour.IDENTITY:
+                    images[i] = colour.to_uint8(move.forward(images[i]))
         return images, masks, labels
 
     def to_device(self, drawn: tuple) -> tuple:
@@ -199,7 +205,8 @@ class FirstStage:
         cells = self.cells
         if cells is not None:
             meta["training"].update(train_images=len(cells.images), class_counts={c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)})
-        meta["training"]["augment"] = {"kind": self.cfg.augment, **(asdict(self.aug) if self.domain else {})}
+        meta["training"]["augment"] = {"kind": self.cfg.augment, **(asdict(self.aug) if self.domain else {}),
+                                       "seen_as_inferred": self.cfg.seen_as_inferred}
         if self.fields:
             meta["training"]["fields"] = {"photos": self.fields.names, "held_back": self.fields.held_back, "share": self.cfg.field_share}
         meta["normalize"] = self.reference
