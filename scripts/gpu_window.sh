@@ -45,7 +45,7 @@ adapt(AdaptConfig(images=['.gpu/adapt'], out='/tmp/adapt/lab.safetensors', minut
   minutes=$(python -c "print(max(0.5, $left / 60))")
   echo "training for $minutes min"
   timeout $(( left + 30 )) python -m gpu_job train --data .gpu/pbc.npz --fields .gpu/fields --hold-every 0 --init gpu_job/weights/fields.safetensors \
-    --out /tmp/run --device cuda --batch-size 256 --lr 5e-5 --field-share 0.25 --clean 0.6 --mask-bank 16384 \
+    --out /tmp/run --device cuda --batch-size 256 --lr 5e-5 --field-share 0.25 --clean 0.6 --seen-as-inferred --mask-bank 16384 \
     --threads 4 --workers 11 --minutes "$minutes" --ckpt-minutes 100 2>&1 | tr '\r' '\n' | grep -v 'it/s\]$\|s/it\]$' | tail -c 3000 || true
   # The weights come back in bf16 (float32 is 19.5 MB, over the 16 MB a file that comes back).
   mkdir -p "$OUT/run"; for f in last.json log.jsonl loss.png; do cp "/tmp/run/$f" "$OUT/run/" 2>/dev/null || true; done
