@@ -219,7 +219,7 @@ def test_rows_seen_as_inference_sees_them(tmp_path, rng, monkeypatch):
     np.testing.assert_array_equal(ma, mb)  # the same rows and masks: only their colours may differ
     moved = 0
     for x, y, m in zip(a, b, ma):
-        move = colour.fit("auto", x, ~m, seen.reference)
+        move = colour.fit("auto", x, ~m, seen.reference)  # the move as inference fits it, applied by hand
         np.testing.assert_array_equal(y, x if move is colour.IDENTITY else colour.to_uint8(move.forward(x)))
         moved += move is not colour.IDENTITY
     assert moved  # some rows were far enough from the training set's light to be moved

@@ -181,10 +181,11 @@ class Inpainter:
             routed = [False] * len(pairs)
         refs = [self.fields()[2].get("normalize") if r else self.reference for r in routed]
         # Each window's colours, moved to its model's training set's from its known pixels alone (or left as they are).
-        moves = {(p, j): colour.fit(o.normalize, w.prep.image, ~w.prep.mask, refs[p])
+        moved = {(p, j): colour.as_model_sees(o.normalize, w.prep.image, ~w.prep.mask, refs[p])
                  for p, (o, ws) in enumerate(zip(optlist, windows)) for j, w in enumerate(ws)}
+        moves = {key: move for key, (move, _) in moved.items()}
         # Each window as the model sees it (the labeller and the sampler read the same array).
-        seen = {key: colour.to_uint8(move.forward(windows[key[0]][key[1]].prep.image)) for key, move in moves.items()}
+        seen = {key: window for key, (_, window) in moved.items()}
         labels = self._window_labels(windows, optlist, seen)
         preds = self._sample_windows(windows, optlist, moves, labels, seen, routed)
         per_pair = [[[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)] for p, (o, ws) in enumerate(zip(optlist, windows))]
@@ -281,8 +282,7 @@ class Inpainter:
                 continue
             for j, w in enumerate(ws):
                 crop = w.box.crop(images[p])
-                move = colour.fit(o.normalize, crop, ~w.box.crop(masks[p]), refs[p])
-                src = crop if move is colour.IDENTITY else colour.to_uint8(move.forward(crop))
+                move, src = colour.as_model_sees(o.normalize, crop, ~w.box.crop(masks[p]), refs[p])
                 jobs.setdefault((o.texture_steps, o.texture_start), []).append((p, w, move, src, item_seed(o.seed, 0, j)))
         out = [im.copy() for im in images]
         for (steps, start), rows in jobs.items():

@@ -189,10 +189,9 @@ def adapt(cfg: AdaptConfig) -> Adapted:
     lap("checking photos")
     # The base is measured first, so that the clock says what measuring costs on this device: the
     # adapted model's measurement and the OOD calibration after training take about as long again.
-    t_measure = time.time()
     base_scores = measure(pairs, {"base": base}, cfg.device)
     lap("measuring the base")
-    reserve_s = 1.5 * (time.time() - t_measure) + 5 + 0.03 * cfg.minutes * 60
+    reserve_s = 1.5 * phases["measuring the base"] + 5 + 0.03 * cfg.minutes * 60
     train_minutes = (cfg.minutes * 60 - (time.time() - t0) - reserve_s) / 60
     if train_minutes < 0.5:
         raise ValueError(f"--minutes {cfg.minutes:g} leaves {train_minutes:.1f} min for training after measuring; give more")

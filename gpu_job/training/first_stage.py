@@ -180,9 +180,7 @@ class FirstStage:
                   else np.stack([turn(reframe(f, size) if len(f) != size else f, rng) for f in fields]))
         if cfg.seen_as_inferred:
             for i in np.flatnonzero(~full):
-                move = colour.fit("auto", images[i], ~masks[i], self.reference)
-                if move is not colour.IDENTITY:
-                    images[i] = colour.to_uint8(move.forward(images[i]))
+                images[i] = colour.as_model_sees("auto", images[i], ~masks[i], self.reference)[1]
         return images, masks, labels
 
     def to_device(self, drawn: tuple) -> tuple:

@@ -187,6 +187,14 @@ def fit(method: str, image: np.ndarray, known: np.ndarray, ref: dict | None) -> 
     return IDENTITY if src is None or "macenko" not in ref else Transform(method, {"src": src, "ref": ref["macenko"]})
 
 
+def as_model_sees(method: str, image: np.ndarray, known: np.ndarray, ref: dict | None) -> tuple[Transform, np.ndarray]:
+    """A window as the model sees it: `image` (H, W, 3) uint8 moved to the reference's colours
+    from its `known` pixels (uint8; the image itself where nothing moves), and the move, whose
+    inverse brings the fill back. Inference and training (`--seen-as-inferred`) both call it."""
+    move = fit(method, image, known, ref)
+    return move, image if move is IDENTITY else to_uint8(move.forward(image))
+
+
 def background_distance(pixels: np.ndarray, light: dict) -> float:
     """How far the empty slide's colour in these (N, 3) pixels lies from the training set's
     (`light`: the "background" entry of a reference), in the training images' own spread. It
