@@ -49,10 +49,16 @@ def main() -> None:
     ap.add_argument("--before", type=Path, nargs="*", default=[], help="records of the weights it started from, oldest first")
     ap.add_argument("--data", help="train folder, to count classes when the record has no counts")
     ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    ap.add_argument("--temperature", type=float, help="the sampler temperature measured best for these weights, recorded as their "
+                    "default (`sampling`; without it: the shipped record's at --out, if it names one, else shared.options.TEMPERATURE)")
     ap.add_argument("--bf16", action="store_true", help="store the tensors as bfloat16: half the file, and on the CPU the same output, since "
                     "bf16 autocast rounds convolution weights to bfloat16 anyway (the texture stage: gpu_job/weights/texture.safetensors)")
     a = ap.parse_args()
     rec = shipped_record(a.weights, a.before, a.data)
+    # A model's measured temperature stays with it when newer weights of it are shipped over it.
+    kept = read_config(a.out).get("sampling") if config_path(a.out).exists() else None
+    if a.temperature is not None or kept:
+        rec["sampling"] = {"temperature": a.temperature} if a.temperature is not None else kept
     if hashlib.sha256(a.weights.read_bytes()).hexdigest() != rec["sha256"]:
         raise SystemExit(f"{a.weights}: its sha256 does not match its record")
     if a.bf16:

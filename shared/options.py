@@ -63,6 +63,7 @@ class Option:
     open_on_own_machine: bool = False  # the upper bound and the choices do not apply on one's own machine
     sampler_arg: str = ""  # the first-stage sampler's keyword it sets (gpu_job/inpainter/sampler.py sample()), if any
     null: bool = False  # None (JSON null) is a valid value besides the default, e.g. a label of None = no label
+    default_words: str = ""  # what a default of None means, in the README's table
 
     def what(self, bounds: str = UPLOAD) -> str:
         """What a valid value is, in words: the end of every error message."""
@@ -134,12 +135,12 @@ OPTIONS = {o.name: o for o in (
     # Above 0 it also lets a hole in plain slide take the smooth fill (gpu_job/inpainter/guard.py, plain_ring).
     Option("fallback", float, 0.7, "on an image unlike the training images, the share of the fill taken from a classical fill "
            "(0 = the model's fill as it is, with no classical share anywhere)", low=0.0, high=1.0, title="Classical share on unlike images"),
-    # 0.6: the warmest temperature, in tenths, at which one sample loses nothing on PBC val against the
-    # mean of 8 (PSNR, SSIM) on two seeds: +1.0 dB over a sample at 1, at no cost in time; with the
-    # labeller's threshold 0.55, class kept 92/88 % against 93/90 % at 1 and 85/84 % for the mean of 8.
-    # The uncertainty map of K samples is of samples this cool.
-    Option("temperature", float, 0.6, "scale of the first stage's starting noise: below 1 nearer the likeliest fill, "
-           "1 = a sample at the model's own spread", low=0.0, high=1.0, surfaces=("cli",), sampler_arg="temperature"),
+    # None: the temperature measured best for the model that fills the window, from its record
+    # (TEMPERATURE below where the record names none).
+    Option("temperature", float, None, "scale of the first stage's starting noise: below 1 nearer the likeliest fill, "
+           "1 = a sample at the model's own spread; default: the model's own for one sample (PBC's 0.6, more microscopes' 0, a lab's as "
+           "adapt measured it), 0.6 for several",
+           low=0.0, high=1.0, surfaces=("cli",), sampler_arg="temperature", default_words="the model's own"),
     Option("guidance", float, 1.0, "classifier-free guidance scale with a label (1 = plain conditional)", low=0.0, surfaces=("cli",),
            sampler_arg="guidance"),
     Option("feather", int, 0, "px inside the mask edge blended toward the original", low=0, surfaces=("cli",)),
@@ -147,13 +148,20 @@ OPTIONS = {o.name: o for o in (
     # None: the PBC field of view scaled by the image's cell size (shared/imaging/scale.py), so cells reach the
     # model at the scale it learned; a number overrides it; <= 0: the whole image as one field.
     Option("window", int, None, "source px per model field for large images (default: from the image's cell size; 0 = the whole image)",
-           surfaces=("cli",)),
+           surfaces=("cli",), default_words="from the image"),
     # Colours and stains of another lab moved to the training set's around the model (shared/imaging/colour.py).
     # auto: Reinhard on every window cost PBC val 0.3 dB, so auto gates it by the slide's light (BENCHMARKS.md).
     Option("normalize", str, "auto", "match the image's colours to the training set's around the model: none, auto (Reinhard, "
            "as far as the slide's light is unlike the training set's), reinhard or macenko", choices=("none", "auto", "reinhard", "macenko"),
            title="Colour normalisation"),
 )}
+# The temperature of a model whose record names none (the shipped PBC model): the warmest, in
+# tenths, at which one sample loses nothing on PBC val against the mean of 8 (PSNR, SSIM) on two
+# seeds: +1.0 dB over a sample at 1, at no cost in time; with the labeller's threshold 0.55, class
+# kept 92/88 % against 93/90 % at 1 and 85/84 % for the mean of 8. The model of more microscopes
+# and a lab's model record their own (weights.own_temperature; BENCHMARKS.md, Other labs' images).
+# Several samples are drawn at it whatever the model (their spread is the uncertainty map).
+TEMPERATURE = 0.6
 SIDECAR = tuple(n for n, o in OPTIONS.items() if "sidecar" in o.surfaces)
 # Option name -> the sampler's keyword. Windows whose options agree on all of these share model batches.
 SAMPLER_ARGS = {n: o.sampler_arg for n, o in OPTIONS.items() if o.sampler_arg}
@@ -205,7 +213,7 @@ def markdown_table() -> str:
     README to it; `python -m shared.options` prints it)."""
     rows = ["| option | default | values | where | what it does |", "| --- | --- | --- | --- | --- |"]
     for o in OPTIONS.values():
-        default = "from the image" if o.default is None else json.dumps(o.default)
+        default = o.default_words if o.default is None else json.dumps(o.default)
         where = ", ".join(f"`--{o.name.replace('_', '-')}`" if s == "cli" else s for s in o.surfaces)
         rows.append(f"| `{o.name}` | {default} | {o.what(UPLOAD).replace('|', '/')} | {where} | {o.help.replace('|', '/')} |")
     return "\n".join(rows) + "\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gpu_job.training.adapt import MIN_IMAGES, AdaptConfig, adapt, check_photos
+from gpu_job.training.adapt import MIN_IMAGES, TEMPERATURES, AdaptConfig, adapt, check_photos
 from shared.imaging.masks import user_mask
 from shared.errors import InputError
 from tests.conftest import synthetic_cell
@@ -55,6 +55,9 @@ def test_adapt_measures_writes_and_inpaint_takes_it(tmp_path, rng, tiny_weights,
     assert all(v >= 0 for v in a["phases_s"].values()) and sum(a["phases_s"].values()) <= a["minutes"] * 60 + 1
     assert rec["normalize"]["background"]["median"] and rec["ood"]["thresholds"]["colour"] > 0  # the lab's own colours and flag
     assert rec["training"]["augment"]["clean"] == AdaptConfig.clean  # the lab's own look, not other microscopes'
+    # the temperature the adapted model scored best at on the held-back photos becomes its own
+    s = rec["sampling"]
+    assert s["temperature"] in TEMPERATURES and s["held_back_psnr"][str(s["temperature"])] == max(s["held_back_psnr"].values())
     assert rec["training"]["fields"]["held_back"] and not set(rec["training"]["fields"]["held_back"]) & set(rec["training"]["fields"]["photos"])
     img, mask = tmp_path / "a.png", tmp_path / "a.mask.png"
     Image.fromarray(synthetic_cell(rng, 96, 120)).save(img)

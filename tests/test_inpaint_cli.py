@@ -191,6 +191,30 @@ def test_pairs_of_different_temperatures_in_one_call(tiny_weights, rng):
     assert not np.array_equal(both[0].image, both[1].image)
 
 
+def test_an_unset_temperature_is_the_models_own(tiny_weights, rng, tmp_path):
+    """temperature None: the one the weights' record names (`sampling`), else the PBC model's."""
+    import json
+    import shutil
+
+    from shared.options import TEMPERATURE
+
+    own = tmp_path / "cool.safetensors"
+    shutil.copyfile(tiny_weights, own)
+    rec = json.loads(tiny_weights.with_suffix(".json").read_text())
+    own.with_suffix(".json").write_text(json.dumps({**rec, "sampling": {"temperature": 0.0}}))
+    img = synthetic_cell(rng, 60, 70)
+    mask = np.zeros((60, 70), bool)
+    mask[15:45, 20:50] = True
+    fill = lambda w, t: Inpainter(w, "cpu").inpaint(img, mask, InpaintOptions(steps=3, texture=False, temperature=t)).image  # noqa: E731
+    assert InpaintOptions().temperature is None
+    assert np.array_equal(fill(own, None), fill(own, 0.0)) and not np.array_equal(fill(own, None), fill(own, TEMPERATURE))
+    assert np.array_equal(fill(tiny_weights, None), fill(tiny_weights, TEMPERATURE))  # a record that names none
+    assert np.array_equal(fill(own, 1.0), fill(tiny_weights, 1.0))  # a temperature given is the one used
+    # several samples keep the PBC model's spread, so that they differ and their spread means something
+    several = lambda t: Inpainter(own, "cpu").inpaint(img, mask, InpaintOptions(steps=3, texture=False, samples=2, temperature=t))  # noqa: E731
+    assert np.array_equal(several(None).std, several(TEMPERATURE).std)
+
+
 def test_seam_changes_only_the_inside(tiny_weights, rng):
     inp = Inpainter(tiny_weights, "cpu")
     img = synthetic_cell(rng, 60, 70)

@@ -139,6 +139,12 @@ def test_ship_weights_records_the_whole_lineage(tmp_path, tiny_weights, rng):
     assert [g["steps"] for g in t["segments"]] == [100, 20] and t["steps"] == 120 and t["images_seen"] == 100 * 32 + 20 * 256 and t["hours"] == 1.0
     assert t["class_counts"] == {c: i % 3 for i, c in enumerate(classes)}
     assert hashlib.sha256(out.read_bytes()).hexdigest() == rec["sha256"]
+    assert "sampling" not in rec  # no temperature measured: the PBC model's
+    for args, want in ((["--temperature", "0"], 0.0), ([], 0.0), (["--temperature", "0.3"], 0.3)):
+        # a model's measured temperature is recorded, and kept when newer weights are shipped over it
+        run = subprocess.run([sys.executable, "scripts/ship_weights.py", str(last), "--out", str(out), *args], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert load_weights(out)[2]["sampling"] == {"temperature": want}
     last.write_bytes(last.read_bytes()[:-1] + b"x")  # weights that do not match their record are refused
     run = subprocess.run([sys.executable, "scripts/ship_weights.py", str(last), "--out", str(out)], capture_output=True, text=True)
     assert run.returncode != 0 and "sha256 does not match" in run.stderr

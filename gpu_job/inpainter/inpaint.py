@@ -5,7 +5,7 @@ model is loaded once and the GPU (or the CPU's AMX units) sees full batches.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from gpu_job.inpainter.guard import MAX_FOREIGN, guard
 from gpu_job.inpainter.ood import lean_share, leaning_message
 from gpu_job.inpainter.sampler import sample
 from gpu_job.inpainter.tensors import from_uint8, mask_tensor, to_uint8
-from gpu_job.inpainter.weights import default_weights, load_weights, shipped, summary, weights_path
+from gpu_job.inpainter.weights import default_weights, load_weights, own_temperature, shipped, summary, weights_path
 
 OTHER_MODEL = "more microscopes"  # what result.json's ood and model say filled a flagged pair
 BATCH = 16  # windows per model call: the speed table in BENCHMARKS.md shows why
@@ -249,6 +249,8 @@ class Inpainter:
         each window in its model's training set's colours, `moves` the way back."""
         groups: dict[tuple, list[tuple[int, int, int]]] = {}
         for p, (o, ws) in enumerate(zip(optlist, windows)):
+            if o.temperature is None:  # the temperature of the model that fills this pair
+                o = replace(o, temperature=own_temperature(self.fields()[2] if routed[p] else self.record, o.samples))
             for k in range(o.samples):
                 for j in range(len(ws)):
                     groups.setdefault((routed[p], *(getattr(o, f) for f in SAMPLER_ARGS)), []).append((p, k, j))

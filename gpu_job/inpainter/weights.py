@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from gpu_job.inpainter.diffusion import Diffusion, DiffusionConfig
 from gpu_job.inpainter.model import UNet, UNetConfig
+from shared.options import TEMPERATURE
 
 FORMAT = "cellpaint-weights"
 FORMAT_VERSION = 1
@@ -46,6 +47,14 @@ def default_weights() -> Path:
 def summary(record: dict) -> dict:
     """What result.json and the notification say of the weights that made a fill."""
     return {"version": record.get("code_version"), "sha256": record.get("sha256"), "trained_steps": record.get("training", {}).get("steps")}
+
+
+def own_temperature(record: dict, samples: int = 1) -> float:
+    """The sampler temperature measured best for one sample of these weights (`sampling` in their
+    record: the model of more microscopes, a lab's model), else the shipped PBC model's. Several
+    samples are drawn at the PBC model's, whatever the record says: at 0 every DDIM sample would
+    start from the same point, and their spread (the uncertainty map) would say nothing."""
+    return float(record.get("sampling", {}).get("temperature", TEMPERATURE)) if samples == 1 else TEMPERATURE
 
 
 def config_path(weights: Path) -> Path:
