@@ -6,7 +6,8 @@ training set beside them).
 
 It measures itself before writing: part of the lab's photos is held back (shared/imaging/photos
 split), and on them, with masks like users draw (a blob, a box, strokes), it scores the base
-model, the adapted model (each alone: no classical share) and biharmonic. An adapted model that
+model, the adapted model (each alone: no classical share; the adapted one at each of TEMPERATURES,
+keeping the best as its own) and biharmonic. An adapted model that
 is not better than the base is not written unless asked (`force`). The record beside the weights
 says what went in (base model, photos, steps, minutes, device), what came out, and carries the
 lab's own colour reference and out-of-distribution calibration, so that the lab's images are
@@ -124,13 +125,15 @@ def score(pairs, fills: list[np.ndarray]) -> dict[str, float]:
     return {**by, "all": float(np.mean([p for _, p in rows]))}
 
 
-def measure(pairs, weights: dict[str, str], device: str, classical: bool = True, temperature: float | None = None) -> dict[str, dict]:
-    """Masked PSNR of each model alone (no classical share, no guard; at `temperature`, or each
-    model's own), and of biharmonic."""
-    alone = InpaintOptions(fallback=0.0, guard=False, temperature=temperature)
-    out = {}
-    for name, path in weights.items():
-        inp = Inpainter(path, device)
+def measure(pairs, models: dict, device: str, classical: bool = True) -> dict:
+    """Masked PSNR of each model alone (no classical share, no guard), and of biharmonic. `models`:
+    name -> (weights, temperature; None = the weights' own). Each weights file is loaded once."""
+    out, loaded = {}, {}
+    for name, (path, temperature) in models.items():
+        if path not in loaded:
+            loaded[path] = Inpainter(path, device)
+        inp = loaded[path]
+        alone = InpaintOptions(fallback=0.0, guard=False, temperature=temperature)
         fills = []
         for i in tqdm(range(0, len(pairs), 8), desc=f"measuring {name}", leave=False):
             fills += [r.image for r in inp.inpaint_many([(img, m) for img, m, _ in pairs[i:i + 8]], alone)]
@@ -193,7 +196,7 @@ def adapt(cfg: AdaptConfig) -> Adapted:
     lap("checking photos")
     # The base is measured first, so that the clock says what measuring costs on this device: the
     # adapted model's measurement and the OOD calibration after training take about as long again.
-    base_scores = measure(pairs, {"base": base}, cfg.device)
+    base_scores = measure(pairs, {"base": (base, None)}, cfg.device)
     lap("measuring the base")
     reserve_s = 1.5 * phases["measuring the base"] + 5 + 0.03 * cfg.minutes * 60
     train_minutes = (cfg.minutes * 60 - (time.time() - t0) - reserve_s) / 60
@@ -218,10 +221,10 @@ def adapt(cfg: AdaptConfig) -> Adapted:
         adapted.with_suffix(".json").write_text(json.dumps(rec, indent=2) + "\n")
         # The adapted model at each candidate temperature: the one that scores best on the held-back
         # photos becomes its own (a lab's model samples its own microscope; BENCHMARKS.md).
-        by_t = {t: measure(pairs, {"adapted": str(adapted)}, cfg.device, classical=False, temperature=t) for t in TEMPERATURES}
-        best = max(TEMPERATURES, key=lambda t: by_t[t]["adapted"]["all"])
-        adapted_scores = by_t[best]
-        rec["sampling"] = {"temperature": best, "held_back_psnr": {str(t): round(by_t[t]["adapted"]["all"], 2) for t in TEMPERATURES}}
+        by_t = measure(pairs, {t: (str(adapted), t) for t in TEMPERATURES}, cfg.device, classical=False)
+        best = max(TEMPERATURES, key=lambda t: by_t[t]["all"])
+        adapted_scores = {"adapted": by_t[best]}
+        rec["sampling"] = {"temperature": best, "held_back_psnr": {str(t): round(by_t[t]["all"], 2) for t in TEMPERATURES}}
         lap("measuring the adapted model")
         scores = {"base": base_scores["base"], **adapted_scores, "biharmonic": base_scores["biharmonic"]}
         rec["adapt"]["held_back_psnr"] = {k: {kk: round(v, 2) for kk, v in s.items()} for k, s in scores.items()}
