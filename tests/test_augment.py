@@ -41,3 +41,13 @@ def test_domain_augment_shapes_and_clean_share():
     # clean cells are only turned and flipped: the same pixels in another order
     assert all(sorted(map(tuple, c.reshape(-1, 3))) == sorted(map(tuple, reframe(f, 64, 1.0, 0, 0).reshape(-1, 3))) for c, f in zip(clean[:3], fields[:3]))
     assert not np.array_equal(np.sort(out.reshape(40, -1), axis=1), np.sort(np.stack([reframe(f, 64, 1.0, 0, 0) for f in fields]).reshape(40, -1), axis=1))
+
+
+def test_fade_nuclei_lightens_the_nucleus_and_leaves_slide_and_red_cells():
+    from gpu_job.data.augment import fade_nuclei
+
+    img = np.array([[(87, 42, 137), (254, 229, 202), (200, 140, 150)]], np.uint8)  # PBC's nucleus, slide, a red cell
+    out = fade_nuclei(img, np.random.default_rng(0), kept=(0.65, 0.65)).astype(int)
+    assert (out[0, 0] - img[0, 0] > 15).all()  # the nucleus: lighter in every channel...
+    assert rgb_to_lab(out[0, 0])[2] < -20  # ...and still nucleus-coloured (BCCD's as the model sees them: 122/81/149)
+    assert np.abs(out[0, 1:] - img[0, 1:].astype(int)).max() <= 6  # slide and red cell barely move

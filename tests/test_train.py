@@ -229,3 +229,29 @@ def test_rows_seen_as_inference_sees_them(tmp_path, rng, monkeypatch):
         np.testing.assert_array_equal(y, x if move is colour.IDENTITY else colour.to_uint8(move.forward(x)))
         moved += move is not colour.IDENTITY
     assert moved  # some rows were far enough from the training set's light to be moved
+
+
+def test_white_cells_are_found_and_a_share_of_field_crops_is_cut_around_them(tmp_path, rng):
+    from gpu_job.data.augment import FIELD
+    from gpu_job.data.fields import RED_CELL, load_fields, white_cells
+
+    field = synthetic_field(rng)
+    yy, xx = np.mgrid[: field.shape[0], : field.shape[1]]
+    field[(yy - 300) ** 2 + (xx - 420) ** 2 < 40 ** 2] = (90, 45, 140)  # a nucleus, at the field's scale
+    field[(yy - 100) ** 2 + (xx - 100) ** 2 < 6 ** 2] = (90, 45, 140)  # a platelet: nucleus-coloured, too small
+    (tmp_path / "f").mkdir()
+    Image.fromarray(field).save(tmp_path / "f" / "1.png")
+    Image.fromarray(synthetic_field(rng)).save(tmp_path / "f" / "2.png")  # red cells only
+    fs = load_fields([tmp_path / "f"], hold_every=0, workers=1)
+    f = fs.windows[0] and FIELD / fs.windows[0]  # the photo's rescaling to training scale
+    assert len(fs.cells[0]) == 1 and len(fs.cells[1]) == 0
+    assert np.abs(fs.cells[0][0] - np.array([300, 420]) * f).max() < 2
+    assert len(white_cells(np.full((FIELD, FIELD, 3), (90, 45, 140), np.uint8))) == 1 and RED_CELL > 10
+
+    def nucleus_in_middle(crops):
+        mid = crops[:, FIELD // 4 : -FIELD // 4, FIELD // 4 : -FIELD // 4].astype(int)
+        return ((mid[..., 2] - mid[..., 1] > 60).sum((1, 2)) > 50).mean()
+
+    around = fs.crops(np.random.default_rng(1), 40, cell_share=1.0)
+    anywhere = fs.crops(np.random.default_rng(1), 40, cell_share=0.0)
+    assert nucleus_in_middle(around) == 1.0 and nucleus_in_middle(anywhere) < 0.5

@@ -77,6 +77,21 @@ def stain(img: np.ndarray, rng: np.random.Generator, alpha: float, beta: float) 
     return to_uint8(hed_to_rgb(hed))
 
 
+FADE = (0.5, 0.9)  # hematoxylin kept by fade_nuclei: 0.65 brings PBC's nuclei (87/42/137) to BCCD's as the model sees them
+
+
+def fade_nuclei(img: np.ndarray, rng: np.random.Generator, kept: tuple[float, float] = FADE) -> np.ndarray:
+    """Nuclei lighter against the rest: the hematoxylin a pixel holds beyond the slide's scaled
+    by a random factor. Another microscope's nuclei can be lighter than PBC's while its slide and
+    red cells are not; a colour move fitted on the whole window (shared/imaging/colour.py) brings
+    slide and red cells to PBC's and leaves those nuclei light blue-violet, the colour of PBC's
+    cytoplasm (BENCHMARKS.md), and a stain jitter applied before that move is undone by it. So this
+    runs on rows as the model sees them, after the move."""
+    hed = rgb_to_hed(img)
+    hed[..., 0] -= (1 - rng.uniform(*kept)) * np.maximum(hed[..., 0], 0)
+    return to_uint8(hed_to_rgb(hed))
+
+
 def light(img: np.ndarray, rng: np.random.Generator, a: DomainAug) -> np.ndarray:
     x = img.astype(np.float64) / 255.0
     x = x * rng.uniform(1 - a.gain, 1 + a.gain, 3)

@@ -41,13 +41,12 @@ from shared.imaging.photos import list_photos, split
 from shared.imaging.preprocess import preprocess
 from shared.imaging.preview import grid, overlay
 from shared.imaging.scale import cell_px
-from shared.imaging.colour import hed_to_rgb, rgb_to_hed, rgb_to_lab, to_uint8
+from shared.imaging.colour import hed_to_rgb, nucleus_coloured, rgb_to_hed, rgb_to_lab, to_uint8
 
 from gpu_job.evaluation.classifier import load_or_train_classifier, predict
 from gpu_job.evaluation.evaluate import baselines, told
 from gpu_job.data.metrics import masked_metrics
 
-NUCLEUS_B = -20.0  # CIELAB b* below this is nucleus-coloured: PBC and BCCD nuclei alike, never red cells or background
 INVENTED = 0.015  # a fill invents a nucleus when at least this share of its region is nucleus-coloured...
 ABSENT = 0.002  # ...and at most this share of the truth's is
 WORSE_DB = 6.0
@@ -100,7 +99,7 @@ class Case:
 
 
 def nucleus_share(image: np.ndarray, region: np.ndarray) -> float:
-    return float((rgb_to_lab(image[region])[:, 2] < NUCLEUS_B).mean())
+    return float(nucleus_coloured(image[region]).mean())
 
 
 def _disk(shape, cy, cx, r) -> np.ndarray:

@@ -40,6 +40,8 @@ def add_train_arguments(sp: argparse.ArgumentParser) -> None:
                     help="whole-field photos from other microscopes (folders or files; no labels): random windows at the training scale")
     sp.add_argument("--field-share", type=float, default=0.35, help="share of each batch cut from --fields")
     sp.add_argument("--hold-every", type=int, default=5, help="every n-th --fields photo is held back for measuring (0: none)")
+    sp.add_argument("--cell-share", type=float, default=0.0, help="share of --fields rows cut around one of the photos' white cells (they are rare in a field)")
+    sp.add_argument("--fade", type=float, default=0.0, help="share of rows whose nuclei are made lighter as the model sees them (another microscope's stain)")
     sp.set_defaults(func=run_train)
 
 
@@ -96,7 +98,7 @@ def run_train(a) -> None:
                       max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
                       workers=a.workers, device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
                       min_snr=a.min_snr, augment=a.augment, clean=a.clean, seen_as_inferred=a.seen_as_inferred, p_blur=a.p_blur, blur=tuple(a.blur), fields=tuple(a.fields), field_share=a.field_share,
-                      hold_every=a.hold_every)
+                      hold_every=a.hold_every, cell_share=a.cell_share, fade=a.fade)
     print(train(cfg))
 
 

@@ -21,7 +21,7 @@ from shared.imaging import colour
 from shared.imaging.masks import random_mask
 
 from gpu_job.data.metrics import masked_metrics
-from gpu_job.data.augment import FIELD, DomainAug, domain_augment, reframe, turn
+from gpu_job.data.augment import FIELD, DomainAug, domain_augment, fade_nuclei, reframe, turn
 from gpu_job.data.cells import CellSet, load_cellset
 from gpu_job.data.fields import load_fields
 from gpu_job.training.loop import RunConfig, fixed_loss, train_loop
@@ -44,6 +44,8 @@ class TrainConfig(RunConfig):
     field_share: float = 0.35  # share of each batch cut from `fields`
     hold_every: int = 5  # every n-th field photo is held back for measuring, never trained on
     seen_as_inferred: bool = False  # each row moved to the training set's colours from its known pixels, as inference moves a window
+    cell_share: float = 0.0  # share of field rows cut around one of the fields' white cells (fields.py)
+    fade: float = 0.0  # share of rows whose nuclei are made lighter, as the model sees them (augment.fade_nuclei)
 
 
 def colour_reference(images: np.ndarray, n: int = 2000, seed: int = 0) -> dict:
@@ -174,13 +176,15 @@ class FirstStage:
         if n_fields:  # field rows are never wholly masked: a generated field is nobody's cell
             full[n_cells:] = False
             masks[n_cells:] = make_masks(rng, n_fields, size, 0.0)
-            fields = [*fields, *self.fields.crops(rng, n_fields)]  # a list: a pack's cells may be smaller than FIELD
+            fields = [*fields, *self.fields.crops(rng, n_fields, cfg.cell_share)]  # a list: a pack's cells may be smaller than FIELD
             labels = np.concatenate([labels, np.full(n_fields, cfg.unet.num_classes)])
         images = (domain_augment(fields, rng, size, self.aug, clean=full) if self.domain
                   else np.stack([turn(reframe(f, size) if len(f) != size else f, rng) for f in fields]))
         if cfg.seen_as_inferred:
             for i in np.flatnonzero(~full):
                 images[i] = colour.as_model_sees("auto", images[i], ~masks[i], self.reference)[1]
+        for i in np.flatnonzero(~full & (rng.random(len(images)) < cfg.fade)) if cfg.fade else []:
+            images[i] = fade_nuclei(images[i], rng)
         return images, masks, labels
 
     def to_device(self, drawn: tuple) -> tuple:
@@ -204,9 +208,10 @@ class FirstStage:
         if cells is not None:
             meta["training"].update(train_images=len(cells.images), class_counts={c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)})
         meta["training"]["augment"] = {"kind": self.cfg.augment, **(asdict(self.aug) if self.domain else {}),
-                                       "seen_as_inferred": self.cfg.seen_as_inferred}
+                                       "seen_as_inferred": self.cfg.seen_as_inferred, "fade": self.cfg.fade}
         if self.fields:
-            meta["training"]["fields"] = {"photos": self.fields.names, "held_back": self.fields.held_back, "share": self.cfg.field_share}
+            meta["training"]["fields"] = {"photos": self.fields.names, "held_back": self.fields.held_back, "share": self.cfg.field_share,
+                                          "white_cells": sum(map(len, self.fields.cells)), "cell_share": self.cfg.cell_share}
         meta["normalize"] = self.reference
         meta["val"].update({f"ddim10_64px_{k}": round(v, 4) for k, v in metrics.items()})
         written = ["last.safetensors", "last.json"]

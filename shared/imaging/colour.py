@@ -81,6 +81,14 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
+NUCLEUS_B = -20.0  # CIELAB b* below this is nucleus-coloured: PBC, BCCD and Chula nuclei alike, never red cells or background
+
+
+def nucleus_coloured(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) sRGB -> (...) bool: the blue-violet of a stained nucleus (a platelet's too)."""
+    return rgb_to_lab(rgb)[..., 2] < NUCLEUS_B
+
+
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """CIELAB -> sRGB as float 0..255 (not rounded; out-of-gamut colours are clipped to 0..255)."""
     lab = np.asarray(lab, np.float64)
