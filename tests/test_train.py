@@ -189,6 +189,14 @@ def test_train_with_fields_records_the_mix(tmp_path, rng, monkeypatch, workers):
     assert 0 < log[-1]["val_fields_psnr"] < 60  # measured on the held-back photos
 
 
+@pytest.mark.parametrize("share", [{"cell_share": 1.5}, {"fade": -0.1}])
+def test_train_refuses_a_share_that_is_not_one(tmp_path, share):
+    from gpu_job.training.first_stage import FirstStage
+
+    with pytest.raises(ValueError, match="--cell-share|--fade"):
+        FirstStage(TrainConfig(data=str(tmp_path / "none"), out=str(tmp_path / "run"), **share), "cpu")
+
+
 @pytest.mark.parametrize("blur, p_blur", [((2.0, 1.0), 0.3), ((-0.5, 1.0), 0.3), ((0.3, 1.2), 1.5)])
 def test_train_refuses_a_blur_range_that_is_not_one(tmp_path, blur, p_blur):
     from gpu_job.training.first_stage import FirstStage

@@ -136,6 +136,9 @@ class FirstStage:
             raise ValueError(f"augment must be domain or flips, got {cfg.augment!r}")
         if not (0 <= cfg.blur[0] <= cfg.blur[1] and 0 <= cfg.p_blur <= 1):
             raise ValueError(f"--blur LOW HIGH needs 0 <= LOW <= HIGH and --p-blur a share in [0, 1], got {tuple(cfg.blur)} and {cfg.p_blur}")
+        for flag, share in (("--cell-share", cfg.cell_share), ("--fade", cfg.fade)):
+            if not 0 <= share <= 1:
+                raise ValueError(f"{flag} needs a share in [0, 1], got {share}")
         self.cfg, self.device = cfg, device
         # Domain augmentation reframes cells, from a field at twice the model's size so that zooming
         # in keeps detail (a pack has the size it was made at, pack.py --size; a smaller one works, softer).
