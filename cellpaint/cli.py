@@ -220,7 +220,7 @@ def cmd_evaluate(a) -> None:
         return
     if a.domain_shift:
         evaluate_domain_shift(DomainConfig(bccd=a.bccd, chula=a.chula, chula_shifts=tuple(a.chula_shifts), pbc=a.data, train=a.train_data, out=a.out, weights=a.weights, texture=a.texture,
-                                           images=a.images, crops=a.crops, skip_images=a.skip_images, per_class=a.per_class, shifts=tuple(a.shifts),
+                                           images=a.images, crops=a.crops, skip_images=a.skip_images, per_class=a.per_class, pbc_crops=a.pbc_crops, shifts=tuple(a.shifts),
                                            variants=dict(map(parse_variant, a.variant)), device=a.device, seed=a.seed))
         return
     evaluate(EvalConfig(data=a.data, out=a.out, weights=a.weights, per_class=a.per_class, steps=tuple(a.steps), mean_of=a.mean_of,
@@ -351,7 +351,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--chula-shifts", nargs="*", default=["none", "cast"], help="with --domain-shift: shifts of the Chula fields (the flag with no value skips them)")
     sp.add_argument("--skip-images", type=int, default=0,
                     help="with --domain-shift: BCCD photos to pass over first (another subset, to tune on without touching the one reported)")
-    sp.add_argument("--shifts", nargs="*", default=["none", "stain", "scale", "blur"], help="with --domain-shift: shifts of --data cells")
+    sp.add_argument("--shifts", nargs="*", default=["none", "stain", "scale", "blur"],
+                    help="with --domain-shift: shifts of --data cells (none, stain, scale, blur, soft, cast)")
+    sp.add_argument("--pbc-crops", type=int, default=0,
+                    help="with --domain-shift: also N --data cells per class under each shift, masked as the BCCD crops are (blob, box, strokes)")
     sp.add_argument("--train-data", default="../shared/data/pbc/train", help="with --domain-shift: the class-kept classifier's training set")
     sp.add_argument("--variant", action="append", default=[], metavar="NAME:OPT=V,...",
                     help="also score the default with these options, e.g. first:combine=first,samples=1 "

@@ -73,6 +73,11 @@ def test_shifts_change_what_they_should(rng):
     assert shift(img, "scale", rng).shape == (90, 96, 3)
     assert shift(img, "stain", rng).shape == img.shape and not np.array_equal(shift(img, "stain", rng), img)
     assert np.abs(np.diff(shift(img, "blur", rng).astype(float), axis=1)).mean() < np.abs(np.diff(img.astype(float), axis=1)).mean()
+    soft = shift(img, "soft", rng)  # restained and softer: the same size, less fine detail than the restained cell
+    assert soft.shape == img.shape and not np.array_equal(soft, img)
+    assert np.abs(np.diff(soft.astype(float), axis=1)).mean() < 0.8 * np.abs(np.diff(img.astype(float), axis=1)).mean()
+    with pytest.raises(ValueError, match="unknown shift 'fog'"):
+        shift(img, "fog", rng)
     assert parse_variant("one:combine=first,samples=1,texture=false,window=auto") == ("one", {"combine": "first", "samples": 1, "texture": False, "window": None})
     with pytest.raises(ValueError, match="unknown option 'colour'"):
         parse_variant("x:colour=red")
@@ -104,6 +109,20 @@ def test_white_cell_crops_are_masked_as_people_draw(folders):
         assert 0.005 < m.mean() < 0.4 and m[h // 2 - 45 : h // 2 + 45, w // 2 - 45 : w // 2 + 45].mean() > 0.5 * m.mean()  # over the cell
 
 
+def test_pbc_cells_are_masked_as_the_crops_are(folders):
+    from gpu_job.evaluation.domain_shift import pbc_crop_cases
+
+    cases = pbc_crop_cases(folders / "val", 1, ("none", "soft"), seed=0)
+    assert [c.source for c in cases] == ["pbc crops:none"] * 6 + ["pbc crops:soft"] * 6  # 2 classes x 3 masks, per shift
+    assert [c.regions[0].kind for c in cases[:6]] == ["blob", "box", "strokes"] * 2
+    for c in cases:
+        h, w = c.image.shape[:2]
+        assert h == w == 120  # the 120x124 cell, squared around its middle
+        m = c.mask
+        assert 0.005 < m.mean() < 0.4 and m[30:90, 30:90].mean() > 0.5 * m.mean()  # over the cell in the middle
+    assert np.array_equal(cases[0].mask, cases[6].mask) and not np.array_equal(cases[0].image, cases[6].image)  # same masks, shifted cell
+
+
 def test_crops_script_writes_the_crops_that_are_measured(folders, tmp_path):
     import subprocess
     import sys
@@ -127,13 +146,13 @@ def test_domain_shift_report(folders, tiny_weights, monkeypatch):
     monkeypatch.chdir(folders)  # the classifier's cache goes to ./.cache
     out = folders / "report"
     assert main(["evaluate", "--domain-shift", "--data", str(folders / "val"), "--bccd", str(folders / "bccd"), "--chula", str(folders / "chula"), "--train-data", str(folders / "train"),
-                 "--images", "2", "--crops", "2", "--per-class", "1", "--shifts", "none", "blur", "--variant", "one:samples=1,combine=first,texture=false",
+                 "--images", "2", "--crops", "2", "--per-class", "1", "--pbc-crops", "1", "--shifts", "none", "blur", "--variant", "one:samples=1,combine=first,texture=false",
                  "--weights", str(tiny_weights), "--out", str(out), "--device", "cpu"]) == 0
     rep = json.loads((out / "metrics.json").read_text())
     s = rep["summary"]
     assert set(s) == {"cellpaint default", "cellpaint one", "biharmonic", "harmonic + biharmonic", "OpenCV Telea"}
     assert {"bccd background", "bccd wbc", "pbc wbc", "pbc (shifted) wbc", "chula background", "chula (cast) all",
-            "bccd crops blob", "bccd crops box", "bccd crops strokes"} <= set(s["biharmonic"])
+            "bccd crops blob", "bccd crops box", "bccd crops strokes", "pbc crops all", "pbc crops (blur) strokes"} <= set(s["biharmonic"])
     assert {r["case"] for r in rep["rows"] if r.get("source", "").startswith("chula")} and rep["config"]["hold_every"] == 5
     rows = [r for r in rep["rows"] if "kind" in r]
     assert all(0 < r["psnr"] < 100 and 0 <= r["fill_nucleus"] <= 1 for r in rows)

@@ -10,8 +10,10 @@ Three sources, none ever trained on:
   shared/photos.split, as training holds them back), as they are and with a strong colour cast:
   two disks on plain background and one inside a red cell (its labelled centre), sized by the
   photo's own cell width;
-- PBC val cells with synthetic shifts (stain, scale, blur) and without: an ellipse over part of
-  the cell's nucleus and cytoplasm, and a disk on background.
+- PBC val cells with synthetic shifts (stain, scale, blur, soft) and without: an ellipse over part of
+  the cell's nucleus and cytoplasm, and a disk on background; with `pbc_crops`, also masked as the
+  BCCD crops are (the same masks on sharp cells of the training set's microscope, restained, or
+  restained and soft as BCCD's photos are).
 
 Per region kind and method: PSNR / SSIM / MAE inside the region; the invented-nucleus rate (a
 background or red-cell region whose truth has no nucleus-coloured pixels and whose fill does);
@@ -67,6 +69,7 @@ class DomainConfig:
     crops: int = 0  # ...and BCCD photos whose white cell is cropped and masked as a lab would (blob, box, strokes)
     skip_images: int = 0  # ...after passing over this many (photos 41-110 are where the fallback share was chosen)
     per_class: int = 2  # PBC val cells per class, for each shift
+    pbc_crops: int = 0  # ...and PBC val cells per class, for each shift, masked as the BCCD crops are
     shifts: tuple[str, ...] = ("none", "stain", "scale", "blur")
     radius: int = 22  # px of the disks
     variants: dict[str, dict] = field(default_factory=dict)  # name -> options on top of the default
@@ -82,7 +85,7 @@ class Region:
 
 @dataclass
 class Case:
-    source: str  # "bccd" or "pbc:<shift>"
+    source: str  # "bccd", "bccd crops", "chula:<shift>", "pbc:<shift>" or "pbc crops:<shift>"
     name: str
     image: np.ndarray
     regions: list[Region]
@@ -201,10 +204,34 @@ def bccd_crop_cases(root: str | Path, n: int, seed: int, skip: int = 0) -> list[
         left = int(np.clip((x0 + x1) / 2 - side / 2, 0, w - side))
         crop = np.ascontiguousarray(img[top : top + side, left : left + side])
         cy, cx = (y0 + y1) / 2 - top, (x0 + x1) / 2 - left
-        for k, kind in enumerate(USER_KINDS):
-            rng = np.random.default_rng([seed, i, 7, k])
-            jitter = rng.uniform(-0.1, 0.1, 2) * side
-            cases.append(Case("bccd crops", f"{f.stem}:{kind}", crop, [Region(kind, user_mask(rng, side, side, side, kind, (cy + jitter[0], cx + jitter[1])))]))
+        cases += crop_cases("bccd crops", f.stem, crop, (cy, cx), [seed, i])
+    return cases
+
+
+def crop_cases(source: str, name: str, crop: np.ndarray, centre: tuple[float, float], seed: list[int]) -> list[Case]:
+    """One case per kind of mask people draw (a blob, a box, strokes; shared/imaging/masks.py
+    user_mask, sized by the square crop), near the white cell's centre so that it covers part of it."""
+    side = crop.shape[0]
+    cases = []
+    for k, kind in enumerate(USER_KINDS):
+        rng = np.random.default_rng([*seed, 7, k])
+        jitter = rng.uniform(-0.1, 0.1, 2) * side
+        cases.append(Case(source, f"{name}:{kind}", crop, [Region(kind, user_mask(rng, side, side, side, kind, (centre[0] + jitter[0], centre[1] + jitter[1])))]))
+    return cases
+
+
+def pbc_crop_cases(root: str | Path, per_class: int, shifts: tuple[str, ...], seed: int) -> list[Case]:
+    """PBC val cells (the white cell in the middle of each) under each shift, masked as the BCCD
+    crops are: the same masks on the training set's microscope, or on it made to look like another."""
+    files = [f for c in sorted(p for p in Path(root).iterdir() if p.is_dir()) for f in sorted(c.glob("*.jpg"))[:per_class]]
+    cases = []
+    for s in shifts:
+        for i, f in enumerate(files):
+            img = shift(load_image(f), s, np.random.default_rng([seed, i, len(s)]))
+            side = min(img.shape[:2])
+            top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
+            crop = np.ascontiguousarray(img[top : top + side, left : left + side])
+            cases += crop_cases(f"pbc crops:{s}", f"{f.parent.name}/{f.stem}", crop, (side / 2, side / 2), [seed, i])
     return cases
 
 
@@ -249,12 +276,16 @@ def shift(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         return np.asarray(Image.fromarray(image).resize((int(w * 1.5), int(h * 1.5)), Image.Resampling.LANCZOS))
     if kind == "blur":  # out of focus
         return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(2.5)))
+    if kind == "soft":  # another lab's stain seen through softer optics by a camera of about a third the resolution
+        h, w = image.shape[:2]
+        small = Image.fromarray(shift(image, "stain", rng)).filter(ImageFilter.GaussianBlur(1.0)).resize((round(w * 0.35), round(h * 0.35)), Image.Resampling.BILINEAR)
+        return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
     if kind == "cast":  # a camera's white balance set far off: one channel up to 30 % stronger, another weaker
         gains = np.ones(3)
         up, down = rng.choice(3, 2, replace=False)
         gains[up], gains[down] = rng.uniform(1.15, 1.3), rng.uniform(0.75, 0.88)
         return to_uint8(image * gains)
-    raise ValueError(f"unknown shift {kind!r}: use none, stain, scale, blur or cast")
+    raise ValueError(f"unknown shift {kind!r}: use none, stain, scale, blur, soft or cast")
 
 
 def pbc_cases(root: str | Path, per_class: int, shifts: tuple[str, ...], r: int, seed: int) -> list[Case]:
@@ -322,6 +353,8 @@ def evaluate_domain_shift(cfg: DomainConfig) -> dict:
         cases += chula_cases(cfg.chula, cfg.hold_every, cfg.chula_shifts, cfg.seed)
     if cfg.per_class and Path(cfg.pbc).is_dir():
         cases += pbc_cases(cfg.pbc, cfg.per_class, cfg.shifts, cfg.radius, cfg.seed)
+    if cfg.pbc_crops and Path(cfg.pbc).is_dir():
+        cases += pbc_crop_cases(cfg.pbc, cfg.pbc_crops, cfg.shifts, cfg.seed)
     if not cases:
         raise FileNotFoundError(f"{cfg.bccd}, {cfg.chula}, {cfg.pbc}: no images to measure on")
     net = load_or_train_classifier(cfg.train)
@@ -392,6 +425,8 @@ def group(source: str) -> str:
         return "chula" if source == "chula:none" else "chula (cast)"
     if source.startswith("bccd"):
         return source
+    if source.startswith("pbc crops"):
+        return "pbc crops" if source == "pbc crops:none" else f"pbc crops ({source.split(':')[1]})"
     return "pbc" if source == "pbc:none" else "pbc (shifted)"
 
 
