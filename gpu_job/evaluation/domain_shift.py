@@ -220,10 +220,15 @@ def crop_cases(source: str, name: str, crop: np.ndarray, centre: tuple[float, fl
     return cases
 
 
+def pbc_files(root: str | Path, per_class: int) -> list[Path]:
+    """The first `per_class` cells of each class folder, by name."""
+    return [f for c in sorted(p for p in Path(root).iterdir() if p.is_dir()) for f in sorted(c.glob("*.jpg"))[:per_class]]
+
+
 def pbc_crop_cases(root: str | Path, per_class: int, shifts: tuple[str, ...], seed: int) -> list[Case]:
     """PBC val cells (the white cell in the middle of each) under each shift, masked as the BCCD
     crops are: the same masks on the training set's microscope, or on it made to look like another."""
-    files = [f for c in sorted(p for p in Path(root).iterdir() if p.is_dir()) for f in sorted(c.glob("*.jpg"))[:per_class]]
+    files = pbc_files(root, per_class)
     cases = []
     for s in shifts:
         for i, f in enumerate(files):
@@ -289,7 +294,7 @@ def shift(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def pbc_cases(root: str | Path, per_class: int, shifts: tuple[str, ...], r: int, seed: int) -> list[Case]:
-    files = [f for c in sorted(p for p in Path(root).iterdir() if p.is_dir()) for f in sorted(c.glob("*.jpg"))[:per_class]]
+    files = pbc_files(root, per_class)
     cases = []
     for s in shifts:
         for i, f in enumerate(files):
