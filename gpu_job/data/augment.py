@@ -81,8 +81,8 @@ FADE = (0.5, 0.9)  # hematoxylin kept by fade_nuclei: 0.65 brings PBC's nuclei (
 
 
 def fade_nuclei(img: np.ndarray, rng: np.random.Generator, kept: tuple[float, float] = FADE) -> np.ndarray:
-    """Nuclei lighter against the rest: the hematoxylin a pixel holds beyond the slide's scaled
-    by a random factor. Another microscope's nuclei can be lighter than PBC's while its slide and
+    """Nuclei lighter against the rest: every pixel's hematoxylin scaled by one random factor, so
+    nuclei, which hold the most, lighten most (the slide, holding little, hardly moves). Another microscope's nuclei can be lighter than PBC's while its slide and
     red cells are not; a colour move fitted on the whole window (shared/imaging/colour.py) brings
     slide and red cells to PBC's and leaves those nuclei light blue-violet, the colour of PBC's
     cytoplasm (BENCHMARKS.md), and a stain jitter applied before that move is undone by it. So this
