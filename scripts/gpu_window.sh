@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A lent GPU's short window (about 15 minutes in all, start-up included; BENCHMARKS.md, "Training"):
-# `cellpaint adapt` timed on the GPU (three minutes: with one it refused, as measuring the base alone
-# took 40 s; its record's phases_s says where the seconds go, against issue 27's one-minute goal), the inference throughput of
+# `cellpaint adapt` timed on the GPU (one minute, issue 27's goal; two where that refuses, as it did when
+# measuring the base alone took 40 s on 34 photos; its record's phases_s says where the seconds go), the inference throughput of
 # scripts/bench_gpu.py on PBC val cells, then the multi-microscope training with the minutes left
 # (from the shipped model of two microscopes, gpu_job/weights/fields.safetensors, which travels with the tree),
 # all written under $OUT (what comes back from the device machine: at most 8 files).
@@ -36,9 +36,14 @@ run)
   python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
   # No pip here: the image holds numpy, pillow, safetensors, scikit-image, tqdm and matplotlib; training
   # and adapting need nothing else (no boto3 unless a path is s3://).
-  (time python -c "from gpu_job.training.adapt import AdaptConfig, adapt
-adapt(AdaptConfig(images=['.gpu/adapt'], out='/tmp/adapt/lab.safetensors', minutes=3.0, device='cuda', force=True, threads=8))" ) 2>&1 \
-    | tr '\r' '\n' | grep -v '^\s*$' | grep -v 'it/s\]$\|s/it\]$' > "$OUT/adapt.log" || true
+  # Issue 27's budget first (one minute, the whole command); where it refuses (too little left to
+  # train after measuring the base), two, so that the record still says where the seconds go.
+  for minutes in 1.0 2.0; do
+    (time python -c "from gpu_job.training.adapt import AdaptConfig, adapt
+adapt(AdaptConfig(images=['.gpu/adapt'], out='/tmp/adapt/lab.safetensors', minutes=$minutes, device='cuda', force=True, threads=8))" ) 2>&1 \
+      | tr '\r' '\n' | grep -v '^\s*$' | grep -v 'it/s\]$\|s/it\]$' >> "$OUT/adapt.log" || true
+    [ -f /tmp/adapt/lab.json ] && break
+  done
   tail -c 3000 "$OUT/adapt.log"; cp /tmp/adapt/lab.json "$OUT/adapt.json" 2>/dev/null || true
   timeout 150 python scripts/bench_gpu.py --data .gpu/val --budget-s 100 --out "$OUT" || true
   left=$(( limit - ($(date +%s) - t0) - 45 ))

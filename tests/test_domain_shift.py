@@ -151,7 +151,7 @@ def test_domain_shift_report(folders, tiny_weights, monkeypatch):
     rep = json.loads((out / "metrics.json").read_text())
     s = rep["summary"]
     assert set(s) == {"cellpaint default", "cellpaint one", "biharmonic", "harmonic + biharmonic", "OpenCV Telea"}
-    assert {"bccd background", "bccd wbc", "pbc wbc", "pbc (shifted) wbc", "chula background", "chula (cast) all",
+    assert {"bccd background", "bccd wbc", "pbc wbc", "pbc (blur) wbc", "chula background", "chula (cast) all",
             "bccd crops blob", "bccd crops box", "bccd crops strokes", "pbc crops all", "pbc crops (blur) strokes"} <= set(s["biharmonic"])
     assert {r["case"] for r in rep["rows"] if r.get("source", "").startswith("chula")} and rep["config"]["hold_every"] == 5
     rows = [r for r in rep["rows"] if "kind" in r]

@@ -426,13 +426,9 @@ def score(cases: list[Case], outputs: dict[str, list[np.ndarray]], net) -> list[
 
 
 def group(source: str) -> str:
-    if source.startswith("chula"):
-        return "chula" if source == "chula:none" else "chula (cast)"
-    if source.startswith("bccd"):
-        return source
-    if source.startswith("pbc crops"):
-        return "pbc crops" if source == "pbc crops:none" else f"pbc crops ({source.split(':')[1]})"
-    return "pbc" if source == "pbc:none" else "pbc (shifted)"
+    """A report's group: the source, and its shift where it has one ("chula (cast)", "pbc crops (soft)")."""
+    name, _, shifted = source.partition(":")
+    return name if shifted in ("", "none") else f"{name} ({shifted})"
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -466,9 +462,10 @@ def markdown(report: dict) -> str:
                 v = d[k]
                 lines.append(f"| {meth} | {k} | {v['n']} | {v['psnr']:.2f} / {v['ssim']:.3f} / {v['mae']:.1f} | {pct(v['invented'])} | {pct(v['below'])} | {pct(v['kept'])} |")
     groups = sorted({g for d in s.values() for g in d.get("kid", {})})
-    lines += ["", "KID on the classifier's features, restored against real white cells (lower = more realistic; ~0 = indistinguishable):", "",
-              "| method | " + " | ".join(groups) + " | s/pair |", "|---" * (len(groups) + 2) + "|"]
-    lines += [f"| {m} | " + " | ".join(f"{d.get('kid', {}).get(g, float('nan')):.4f}" for g in groups) + f" | {report['seconds_per_pair'][m]:.2f} |"
+    lines += ["", "KID on the classifier's features, restored against real white cells (lower = more realistic; ~0 = indistinguishable)"
+              + (":" if groups else "; no white-cell regions in this run, so seconds per pair only:"), "",
+              "| " + " | ".join(["method", *groups, "s/pair"]) + " |", "|---" * (len(groups) + 2) + "|"]
+    lines += ["| " + " | ".join([m, *(f"{d.get('kid', {}).get(g, float('nan')):.4f}" for g in groups), f"{report['seconds_per_pair'][m]:.2f}"]) + " |"
               for m, d in s.items()]
     return "\n".join(lines) + "\n"
 
