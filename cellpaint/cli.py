@@ -348,11 +348,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--crops", type=int, default=0,
                     help="with --domain-shift: also crop the white cell of N BCCD photos (after --skip-images), masked as people draw (blob, box, strokes)")
     sp.add_argument("--chula", default="../shared/data/chula", help="with --domain-shift: Chula fields (the held-back every 5th photo) and labels")
-    sp.add_argument("--chula-shifts", nargs="*", default=["none", "cast"], help="with --domain-shift: shifts of the Chula fields (the flag with no value skips them)")
+    sp.add_argument("--chula-shifts", nargs="*", default=["none", "cast"], help="with --domain-shift: shifts of the Chula fields, named as for --shifts (the flag with no value skips them)")
     sp.add_argument("--skip-images", type=int, default=0,
                     help="with --domain-shift: BCCD photos to pass over first (another subset, to tune on without touching the one reported)")
     sp.add_argument("--shifts", nargs="*", default=["none", "stain", "scale", "blur"],
-                    help="with --domain-shift: shifts of --data cells (none, stain, scale, blur, soft, cast)")
+                    help="with --domain-shift: shifts of --data cells (none, stain, scale, small, blur, soft, cast)")
     sp.add_argument("--pbc-crops", type=int, default=0,
                     help="with --domain-shift: also N --data cells per class under each shift, masked as the BCCD crops are (blob, box, strokes)")
     sp.add_argument("--train-data", default="../shared/data/pbc/train", help="with --domain-shift: the class-kept classifier's training set")

@@ -71,6 +71,7 @@ def test_shifts_change_what_they_should(rng):
     img = synthetic_cell(rng, 60, 64)
     assert np.array_equal(shift(img, "none", rng), img)
     assert shift(img, "scale", rng).shape == (90, 96, 3)
+    assert shift(img, "small", rng).shape == (36, 38, 3)  # 0.6x: a lower-power objective
     assert shift(img, "stain", rng).shape == img.shape and not np.array_equal(shift(img, "stain", rng), img)
     assert np.abs(np.diff(shift(img, "blur", rng).astype(float), axis=1)).mean() < np.abs(np.diff(img.astype(float), axis=1)).mean()
     soft = shift(img, "soft", rng)  # restained and softer: the same size, less fine detail than the restained cell

@@ -148,3 +148,36 @@ def test_an_unlike_image_is_filled_by_the_model_of_more_microscopes(tmp_path, ti
     assert not np.array_equal(like.image, routed.image)
     # beside weights other than the shipped first stage (a lab's, a run's), nothing is routed
     assert Inpainter(tiny_weights, "cpu", ood_weights=strict).fields() is None
+
+
+def test_a_routed_pair_is_told_no_class(tmp_path, tiny_weights, rng):
+    """The labeller knows PBC's cells only: a pair filled by the model of more microscopes gets no
+    label under "auto", even from a labeller that is always sure (on other microscopes' fields it
+    called plain background a platelet, and the model drew a faint cell there)."""
+    from gpu_job.inpainter.inpaint import Inpainter
+    from gpu_job.inpainter.weights import load_weights, save_weights
+    from shared.options import InpaintOptions
+    from types import SimpleNamespace
+
+    from test_labeler import CLASSES, reads_labels, save
+
+    model, diff, record = load_weights(tiny_weights)
+    fields = tmp_path / "fields.safetensors"
+    save_weights(fields, model, diff.cfg, record["classes"], {"training": {"steps": 7}})
+    (tmp_path / "strict").mkdir(), (tmp_path / "sure").mkdir()
+    strict = fitted(tmp_path / "strict", rng)
+    torch.manual_seed(0)
+    sure = save(tmp_path / "sure", classifier(len(CLASSES), inputs=4).eval(), CLASSES, 0.0)
+    img = slide(rng, (240, 200, 160))
+    mask = np.zeros((64, 64), bool)
+    mask[10:20, 10:20] = True
+    opts = dict(steps=2, texture=False, fallback=0.0)
+
+    inp = Inpainter(tiny_weights, "cpu", ood_weights=strict, fields_weights=fields, labeler_weights=sure)
+    reads_labels(SimpleNamespace(model=inp.fields()[0]))  # the routed model reads its label
+    res = inp.inpaint(img, mask, InpaintOptions(label="auto", **opts))
+    assert res.ood["model"] == "more microscopes" and res.labels == ["none"]
+    np.testing.assert_array_equal(res.image, inp.inpaint(img, mask, InpaintOptions(label="none", **opts)).image)
+    # the same labeller does label a pair the PBC model fills, so "none" above is the routing's
+    plain = Inpainter(tiny_weights, "cpu", labeler_weights=sure).inpaint(img, mask, InpaintOptions(label="auto", **opts))
+    assert plain.labels[0] in CLASSES

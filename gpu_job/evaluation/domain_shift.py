@@ -10,7 +10,7 @@ Three sources, none ever trained on:
   shared/photos.split, as training holds them back), as they are and with a strong colour cast:
   two disks on plain background and one inside a red cell (its labelled centre), sized by the
   photo's own cell width;
-- PBC val cells with synthetic shifts (stain, scale, blur, soft) and without: an ellipse over part of
+- PBC val cells with synthetic shifts (stain, scale, small, blur, soft) and without: an ellipse over part of
   the cell's nucleus and cytoplasm, and a disk on background; with `pbc_crops`, also masked as the
   BCCD crops are (the same masks on sharp cells of the training set's microscope, restained, or
   restained and soft as BCCD's photos are).
@@ -276,9 +276,10 @@ def shift(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     if kind == "stain":  # stain concentrations and white balance of another lab (Tellez et al. 2018)
         hed = rgb_to_hed(image) * rng.uniform(0.65, 1.35, 3) + rng.uniform(-0.05, 0.05, 3)
         return to_uint8(hed_to_rgb(hed) * rng.uniform(0.9, 1.1, 3))
-    if kind == "scale":  # 1.5x the PBC magnification
+    if kind in ("scale", "small"):  # 1.5x the magnification, or 0.6x (a lower-power objective)
         h, w = image.shape[:2]
-        return np.asarray(Image.fromarray(image).resize((int(w * 1.5), int(h * 1.5)), Image.Resampling.LANCZOS))
+        f = 1.5 if kind == "scale" else 0.6
+        return np.asarray(Image.fromarray(image).resize((int(w * f), int(h * f)), Image.Resampling.LANCZOS))
     if kind == "blur":  # out of focus
         return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(2.5)))
     if kind == "soft":  # another lab's stain seen through softer optics by a camera of about a third the resolution
@@ -290,7 +291,7 @@ def shift(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         up, down = rng.choice(3, 2, replace=False)
         gains[up], gains[down] = rng.uniform(1.15, 1.3), rng.uniform(0.75, 0.88)
         return to_uint8(image * gains)
-    raise ValueError(f"unknown shift {kind!r}: use none, stain, scale, blur, soft or cast")
+    raise ValueError(f"unknown shift {kind!r}: use none, stain, scale, small, blur, soft or cast")
 
 
 def pbc_cases(root: str | Path, per_class: int, shifts: tuple[str, ...], r: int, seed: int) -> list[Case]:

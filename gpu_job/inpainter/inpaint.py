@@ -186,7 +186,7 @@ class Inpainter:
         moves = {key: move for key, (move, _) in moved.items()}
         # Each window as the model sees it (the labeller and the sampler read the same array).
         seen = {key: window for key, (_, window) in moved.items()}
-        labels = self._window_labels(windows, optlist, seen)
+        labels = self._window_labels(windows, optlist, seen, routed)
         preds = self._sample_windows(windows, optlist, moves, labels, seen, routed)
         per_pair = [[[preds[(p, k, j)] for j in range(len(ws))] for k in range(o.samples)] for p, (o, ws) in enumerate(zip(optlist, windows))]
         firsts = [self._paste(image, mask, o, ws, combine(per, ws, o.combine), o.seam)
@@ -228,11 +228,15 @@ class Inpainter:
     def _label_name(self, index: int) -> str:
         return self.classes[index] if index < len(self.classes) else "none"
 
-    def _window_labels(self, windows: list[list[Window]], optlist: list[InpaintOptions], seen: dict) -> dict:
+    def _window_labels(self, windows: list[list[Window]], optlist: list[InpaintOptions], seen: dict, routed: list[bool]) -> dict:
         """{(pair, window): class index}. "auto": the labeller's guess from the window as the model
-        will see it (in the training set's colours), where it is sure enough; else no label."""
+        will see it (in the training set's colours), where it is sure enough; else no label. A pair
+        routed to the model of more microscopes gets none: the labeller knows PBC's cells only, and
+        on other microscopes' photos it was sure of platelet or erythroblast for plain background
+        in out-of-focus fields (the model then drew a faint cell there) and of erythroblast for
+        BCCD's white cells (BENCHMARKS.md, other labs' images)."""
         out = {(p, j): self.label_index(o.label) for p, (o, ws) in enumerate(zip(optlist, windows)) for j in range(len(ws))}
-        auto = [(p, j) for p, (o, ws) in enumerate(zip(optlist, windows)) if o.label == "auto" for j in range(len(ws))]
+        auto = [(p, j) for p, (o, ws) in enumerate(zip(optlist, windows)) if o.label == "auto" and not routed[p] for j in range(len(ws))]
         lab = self.labeler() if auto else None
         if lab is not None:
             fields = np.stack([seen[key] for key in auto])
