@@ -84,6 +84,18 @@ def test_windows_grow_with_the_cells_only_where_they_are_clearly_larger(rng):
     assert auto_window(disks(rng, 1.6 * d, side=400), np.zeros((400, 400), bool) | mask[:400, :400]) == 360  # one field anyway
 
 
+def test_a_small_photo_of_many_small_cells_is_windowed(rng):
+    """A lower-power objective: a 400-px field of cells at a third of PBC's width is windows of a
+    third of 360 px, so the model sees its cells at the training scale; a cell image as large in
+    pixels, showing a few cells only, stays one field."""
+    d = PBC_CELL_PX / 0.7  # the disk diameter whose estimate is PBC's
+    free = np.zeros((400, 400), bool)
+    small = auto_window(disks(rng, 0.35 * d, side=400), free)
+    assert 0.28 * 360 < small < 0.45 * 360
+    assert auto_window(disks(rng, d, side=400), free) == 360
+    assert auto_window(disks(rng, 0.7 * d, side=400), free) == 360  # 11 cells across: one field of a few cells
+
+
 def test_normalised_inpainting_keeps_every_pixel_outside_the_mask(tiny_weights, tmp_path, rng):
     from gpu_job.inpainter.inpaint import Inpainter, InpaintOptions
 

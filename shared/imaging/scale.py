@@ -21,7 +21,11 @@ SIDE = 256  # px: the image is measured at this size (the estimate needs cells, 
 # The granulometry's cell width on the PBC training images, in their own pixels: the median over
 # 400 train images (docs/history.md, measure_cell_scale). Windows are scaled by measured / this.
 PBC_CELL_PX = 53.7
-MIN_RATIO, MAX_RATIO = 0.5, 2.0  # beyond these the estimate is not trusted
+# Beyond these the estimate is not trusted. Chula's photos measure 0.45-0.58 of PBC's width, and a
+# lower-power objective less (0.6x of Chula's: 0.27-0.35); at 0.5, where this was, a third of Chula's
+# photos kept 360-px windows and showed the model cells at half its training scale.
+MIN_RATIO, MAX_RATIO = 0.25, 2.0
+FIELD_CELLS = 15  # an image this many cell widths across is a field of cells, whatever its size in pixels (a PBC cell image is 6.7)
 NOISE = 1.15  # ratios within 1/NOISE..NOISE are PBC's own spread: the window stays as it is
 
 
@@ -51,11 +55,11 @@ def _contrast(image: np.ndarray) -> float:
     return float(hi - lo)
 
 
-def cell_mask(image: np.ndarray, known: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+def cell_mask(image: np.ndarray, known: np.ndarray | None = None, side: int = SIDE) -> tuple[np.ndarray, float]:
     """(mask of cell pixels at the measuring size, scale factor of that size). Pixels not known
     (masked for restoring) count as background: their content is the defect, not the slide."""
     h, w = image.shape[:2]
-    f = min(1.0, SIDE / max(h, w))
+    f = min(1.0, side / max(h, w))
     size = (max(1, round(w * f)), max(1, round(h * f)))
     small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
     light = rgb_to_lab(small)[..., 0]
@@ -70,16 +74,22 @@ def cell_mask(image: np.ndarray, known: np.ndarray | None = None) -> tuple[np.nd
     return cells, f
 
 
-def cell_px(image: np.ndarray, known: np.ndarray | None = None) -> float | None:
+def cell_px(image: np.ndarray, known: np.ndarray | None = None, below: float | None = None, side: int = SIDE) -> float | None:
     """The width, in the image's pixels, of its commonest cells; None if it shows none (a blank
-    field, or cells everywhere)."""
-    cells, f = cell_mask(image, known)
+    field, or cells everywhere). `below`: only a width under this is of use to the caller, so the
+    opening stops there (its cost grows with the square of the width), and the answer is None
+    unless no wider cells can be the commonest; where it is not None it is the full answer. `side`:
+    the size it is measured at (smaller: cheaper and coarser)."""
+    cells, f = cell_mask(image, known, side)
     if not 0.05 < cells.mean() < 0.95 or _contrast(image) < MIN_CONTRAST:
         return None
     # Opening with a (2j+1)-px square: j erosions, then j dilations. The area each step removes is
     # the pattern spectrum; its peak is the width of the commonest objects.
+    full = max(2, int(0.3 * min(cells.shape)))
+    # With `below`, the steps up to that width and two past it, for the peak's neighbours.
+    last = full if below is None else min(full, max(2, int((below * f - 1) / 2) + 3))
     areas, eroded = [cells.mean()], cells
-    for j in range(1, max(2, int(0.3 * min(cells.shape)))):
+    for j in range(1, last):
         eroded = _erode(eroded)
         if not eroded.any():
             areas.append(0.0)
@@ -89,6 +99,17 @@ def cell_px(image: np.ndarray, known: np.ndarray | None = None) -> float | None:
             opened = dilate(opened)
         areas.append((opened & cells).mean())
     drop = np.convolve(-np.diff(areas), np.ones(3) / 3, mode="same")
+    if last < full and areas[-1] > 0:
+        # Stopped early: drop[:-1] is as the whole spectrum has it. Every later (smoothed) drop is at
+        # most the largest of the last two steps and the area still left, so a peak above that, with
+        # both its neighbours known, is the whole spectrum's peak; anything else may be a wider cell.
+        if len(areas) < 4:
+            return None
+        rest = max(areas[-3] - areas[-2], areas[-2] - areas[-1], areas[-1])
+        drop = drop[:-1]
+        i = int(np.argmax(drop))
+        if drop[i] <= rest or i >= len(drop) - 1:
+            return None
     i = int(np.argmax(drop))
     if 0 < i < len(drop) - 1:  # the peak between steps: the vertex of the parabola through its neighbours
         a, b, c = drop[i - 1 : i + 2]
@@ -105,13 +126,20 @@ def one_window(h: int, w: int, window: int) -> bool:
 
 def auto_window(image: np.ndarray, mask: np.ndarray, window: int = DEFAULT_WINDOW) -> int:
     """The window that shows this image's cells at the training scale: `window` scaled by the
-    image's cell width over PBC's. Only for images large enough to be windowed at all (a single
-    cell's image is one field whatever its cells' size), and only when the estimate is clearly
-    off PBC's own spread."""
-    if one_window(*image.shape[:2], window):
+    image's cell width over PBC's. Only for images that show a field of cells (a single cell's
+    image is one field whatever its cells' size; a small image of many small cells, from a
+    lower-power objective, is windowed), and only when the estimate is clearly off PBC's own spread."""
+    h, w = image.shape[:2]
+    small = one_window(h, w, window)
+    if small and max(h, w) < FIELD_CELLS * MIN_RATIO * PBC_CELL_PX:
+        return window  # too few pixels to be a field of cells of any size the estimate trusts
+    # A small image is a field only if its cells are narrow: the estimate need not look for wider ones,
+    # and a coarse look at half the measuring size (a quarter of its cost) first rules out the
+    # single-cell images that nearly all small ones are (with margin: that look rounds widths to 4 px).
+    if small and cell_px(image, ~mask, below=1.5 * max(h, w) / FIELD_CELLS, side=SIDE // 2) is None:
         return window
-    px = cell_px(image, ~mask)
-    if px is None:
+    px = cell_px(image, ~mask, below=max(h, w) / FIELD_CELLS if small else None)
+    if px is None or (small and max(h, w) < FIELD_CELLS * px):
         return window
     ratio = px / PBC_CELL_PX
     if not MIN_RATIO <= ratio <= MAX_RATIO or 1 / NOISE < ratio < NOISE:
