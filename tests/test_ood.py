@@ -154,17 +154,18 @@ def test_a_routed_pair_is_told_no_class(tmp_path, tiny_weights, rng):
     """The labeller knows PBC's cells only: a pair filled by the model of more microscopes gets no
     label under "auto", even from a labeller that is always sure (on other microscopes' fields it
     called plain background a platelet, and the model drew a faint cell there)."""
+    from types import SimpleNamespace
+
     from gpu_job.inpainter.inpaint import Inpainter
     from gpu_job.inpainter.weights import load_weights, save_weights
     from shared.options import InpaintOptions
-    from types import SimpleNamespace
-
     from test_labeler import CLASSES, reads_labels, save
 
     model, diff, record = load_weights(tiny_weights)
     fields = tmp_path / "fields.safetensors"
     save_weights(fields, model, diff.cfg, record["classes"], {"training": {"steps": 7}})
-    (tmp_path / "strict").mkdir(), (tmp_path / "sure").mkdir()
+    (tmp_path / "strict").mkdir()
+    (tmp_path / "sure").mkdir()
     strict = fitted(tmp_path / "strict", rng)
     torch.manual_seed(0)
     sure = save(tmp_path / "sure", classifier(len(CLASSES), inputs=4).eval(), CLASSES, 0.0)

@@ -107,8 +107,7 @@ def cell_px(image: np.ndarray, known: np.ndarray | None = None, below: float | N
             return None
         rest = max(areas[-3] - areas[-2], areas[-2] - areas[-1], areas[-1])
         drop = drop[:-1]
-        i = int(np.argmax(drop))
-        if drop[i] <= rest or i >= len(drop) - 1:
+        if drop.max() <= rest or int(np.argmax(drop)) >= len(drop) - 1:
             return None
     i = int(np.argmax(drop))
     if 0 < i < len(drop) - 1:  # the peak between steps: the vertex of the parabola through its neighbours
