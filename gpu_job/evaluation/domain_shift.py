@@ -284,8 +284,8 @@ def shift(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(2.5)))
     if kind == "soft":  # another lab's stain seen through softer optics by a camera of about a third the resolution
         h, w = image.shape[:2]
-        small = Image.fromarray(shift(image, "stain", rng)).filter(ImageFilter.GaussianBlur(1.0)).resize((round(w * 0.35), round(h * 0.35)), Image.Resampling.BILINEAR)
-        return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
+        coarse = Image.fromarray(shift(image, "stain", rng)).filter(ImageFilter.GaussianBlur(1.0)).resize((round(w * 0.35), round(h * 0.35)), Image.Resampling.BILINEAR)
+        return np.asarray(coarse.resize((w, h), Image.Resampling.BICUBIC))
     if kind == "cast":  # a camera's white balance set far off: one channel up to 30 % stronger, another weaker
         gains = np.ones(3)
         up, down = rng.choice(3, 2, replace=False)
