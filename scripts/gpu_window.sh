@@ -7,7 +7,9 @@
 # all written under $OUT (what comes back from the device machine: at most 8 files).
 #
 #   scripts/gpu_window.sh prepare [ADAPT_PHOTOS]
-#         here: .gpu/ = a PBC pack, the training Chula fields, 4 PBC val cells a class and the photos to adapt on
+#         here: .gpu/ = a PBC pack, the training Chula fields, 4 PBC val cells a class and the photos to adapt on:
+#         ADAPT_PHOTOS, else the white-cell crops of BCCD photos 41-170 (issue 27's form: a lab's crops; the
+#         crops of photos 1-40 are what `evaluate --domain-shift --crops 40` measures)
 #         (under 64 MiB, what may travel; .gpu/ is git-ignored)
 #   scripts/gpu_window.sh run [SECONDS]
 #         there, with .gpu carried; stops itself within SECONDS (default 540):
@@ -27,7 +29,8 @@ train, _ = split(list_photos(['../shared/data/chula/fields']), 5)
 from PIL import Image
 [Image.open(f).convert('RGB').save(f'.gpu/fields/{f.stem}.jpg', quality=80) for f in train]"
   for d in ../shared/data/pbc/val/*/; do mkdir -p ".gpu/val/$(basename "$d")"; ls "$d" | head -4 | while read -r f; do cp "$d$f" ".gpu/val/$(basename "$d")/"; done; done
-  cp -r "${2:-../shared/data/bccd}"/. .gpu/adapt/
+  if [ -n "${2:-}" ]; then cp -r "$2"/. .gpu/adapt/
+  else .venv/bin/python scripts/bccd_crops.py ../shared/data/bccd --skip 40 --images 130 --out .gpu/adapt; fi
   du -sh .gpu ;;
 run)
   t0=$(date +%s); limit=${2:-540}
@@ -50,7 +53,7 @@ adapt(AdaptConfig(images=['.gpu/adapt'], out='/tmp/adapt/lab.safetensors', minut
   minutes=$(python -c "print(max(0.5, $left / 60))")
   echo "training for $minutes min"
   timeout $(( left + 30 )) python -m gpu_job train --data .gpu/pbc.npz --fields .gpu/fields --hold-every 0 --init gpu_job/weights/fields.safetensors \
-    --out /tmp/run --device cuda --batch-size 256 --lr 5e-5 --field-share 0.25 --clean 0.6 --seen-as-inferred --mask-bank 16384 \
+    --out /tmp/run --device cuda --batch-size 256 --lr 5e-5 --field-share 0.25 --clean 0.6 --seen-as-inferred --cell-share 0.3 --fade 0.3 --mask-bank 16384 \
     --threads 4 --workers 11 --minutes "$minutes" --ckpt-minutes 100 2>&1 | tr '\r' '\n' | grep -v 'it/s\]$\|s/it\]$' | tail -c 3000 || true
   # The weights come back in bf16 (float32 is 19.5 MB, over the 16 MB a file that comes back).
   mkdir -p "$OUT/run"; for f in last.json log.jsonl loss.png; do cp "/tmp/run/$f" "$OUT/run/" 2>/dev/null || true; done

@@ -189,6 +189,29 @@ def test_train_with_fields_records_the_mix(tmp_path, rng, monkeypatch, workers):
     assert 0 < log[-1]["val_fields_psnr"] < 60  # measured on the held-back photos
 
 
+def test_a_run_stops_at_its_deadline_and_may_skip_measuring(tmp_path, rng, monkeypatch):
+    """`adapt --minutes` bounds the whole command: its training stops at the deadline it is given,
+    however long loading the photos took, and leaves measuring the held-back photos to adapt."""
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fields").mkdir()
+    for i in range(4):
+        Image.fromarray(synthetic_field(rng)).save(tmp_path / "fields" / f"{i}.png")
+    unet = UNetConfig(image_size=16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,), groups=4)
+    cfg = TrainConfig(data=None, val_data=None, out=str(tmp_path / "run"), batch_size=2, max_steps=3, unet=unet, threads=1,
+                      fields=(str(tmp_path / "fields"),), field_share=1.0, hold_every=2, workers=0,
+                      deadline=time.time() - 1, measure_held_back=False)
+    out = train(cfg)
+    _, _, rec = load_weights(out / "last.safetensors")
+    assert rec["training"]["steps"] == 0  # past its deadline before the first step: weights written, nothing trained
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert log and not any(k.startswith("val_fields") for k in log[-1])
+    cfg.deadline = time.time() + 600
+    _, _, rec = load_weights(train(cfg) / "last.safetensors")  # resumed: a deadline to come leaves the step limit to decide
+    assert rec["training"]["steps"] == 3
+
+
 @pytest.mark.parametrize("share", [{"cell_share": 1.5}, {"fade": -0.1}])
 def test_train_refuses_a_share_that_is_not_one(tmp_path, share):
     from gpu_job.training.first_stage import FirstStage

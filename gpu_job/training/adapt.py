@@ -210,6 +210,7 @@ def adapt(cfg: AdaptConfig) -> Adapted:
     try:
         tc = TrainConfig(data=cfg.replay, val_data=None, fields=tuple(map(str, photos)), hold_every=cfg.hold_every, field_share=0.75,
                          init=base, out=str(run), batch_size=cfg.batch_size, lr=cfg.lr, clean=cfg.clean, warmup_steps=20, max_minutes=train_minutes, max_steps=cfg.max_steps,
+                         deadline=t0 + cfg.minutes * 60 - reserve_s, measure_held_back=False,
                          ckpt_minutes=train_minutes + 1, threads=cfg.threads, workers=cfg.workers, device=cfg.device,
                          seed=cfg.seed, cell_share=cfg.cell_share)
         train(tc)

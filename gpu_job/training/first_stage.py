@@ -43,6 +43,7 @@ class TrainConfig(RunConfig):
     fields: tuple[str, ...] = ()  # folders or files of whole-field photos from other microscopes (fields.py); no labels
     field_share: float = 0.35  # share of each batch cut from `fields`
     hold_every: int = 5  # every n-th field photo is held back for measuring, never trained on
+    measure_held_back: bool = True  # DDIM-10 at 64 px on the held-back fields at each checkpoint (adapt measures them itself, at full size)
     seen_as_inferred: bool = False  # each row moved to the training set's colours from its known pixels, as inference moves a window
     cell_share: float = 0.0  # share of field rows cut around one of the fields' white cells (fields.py)
     fade: float = 0.0  # share of rows whose nuclei are made lighter, as the model sees them (augment.fade_nuclei)
@@ -154,7 +155,7 @@ class FirstStage:
         self.aug = DomainAug(clean=cfg.clean, p_blur=cfg.p_blur, blur=tuple(cfg.blur))
         self.fields = load_fields(list(cfg.fields), cfg.hold_every) if cfg.fields else None
         self.field_val = (ValSet.from_fields(self.fields.held_back, cfg, device)
-                          if self.fields and self.fields.held_back else None)
+                          if self.fields and self.fields.held_back and cfg.measure_held_back else None)
         # The colours inference moves images to: the class folders' (the training set's), or, with field
         # photos alone, theirs (a lab's own reference, so its images are moved nowhere).
         self.reference = colour_reference(self.cells.images if self.cells else self.fields.crops(np.random.default_rng(cfg.seed), 2000))
