@@ -129,19 +129,25 @@ def score(pairs, fills: list[np.ndarray]) -> dict[str, float]:
     return {**by, "all": float(np.mean([p for _, p in rows]))}
 
 
-def measure(pairs, models: dict, device: str, classical: bool = True) -> dict:
+def measure(pairs, models: dict, device: str, classical: bool = True, clock: dict | None = None) -> dict:
     """Masked PSNR of each model alone (no classical share, no guard), and of biharmonic. `models`:
-    name -> (weights, temperature; None = the weights' own). Each weights file is loaded once."""
+    name -> (weights, temperature; None = the weights' own). Each weights file is loaded once.
+    `clock` gets "fills_s": the seconds one model's fills of all pairs take once loaded and warm."""
     out, loaded = {}, {}
     for name, (path, temperature) in models.items():
         if path not in loaded:
             loaded[path] = Inpainter(path, device)
         inp = loaded[path]
         alone = InpaintOptions(fallback=0.0, guard=False, temperature=temperature)
-        fills = []
+        fills, times = [], []
         for i in tqdm(range(0, len(pairs), 8), desc=f"measuring {name}", leave=False):
+            t = time.time()
             fills += [r.image for r in inp.inpaint_many([(img, m) for img, m, _ in pairs[i:i + 8]], alone)]
+            times.append(time.time() - t)
         out[name] = score(pairs, fills)
+        if clock is not None:
+            # The first batch pays a GPU's start-up (tens of seconds, once a process): the pace is the rest's.
+            clock["fills_s"] = float(np.mean(times[1:] if len(times) > 1 else times) * len(times))
     if classical:
         out["biharmonic"] = score(pairs, [biharmonic(img, m) for img, m, _ in pairs])
     return out
@@ -198,11 +204,13 @@ def adapt(cfg: AdaptConfig) -> Adapted:
         raise InputError(", ".join(cfg.images), f"{len(held)} photos held back for measuring; hold back more (--hold-every)")
     pairs = held_back_pairs(held, cfg.measure_images, cfg.seed)
     lap("checking photos")
-    # The base is measured first, so that the clock says what measuring costs on this device: the
-    # adapted model's measurement and the OOD calibration after training take about as long again.
-    base_scores = measure(pairs, {"base": (base, None)}, cfg.device)
+    # The base is measured first, so that the clock says what measuring costs on this device.
+    clock = {}
+    base_scores = measure(pairs, {"base": (base, None)}, cfg.device, clock=clock)
     lap("measuring the base")
-    reserve_s = 1.5 * phases["measuring the base"] + 5 + 0.03 * cfg.minutes * 60
+    # Kept back for after training: the adapted model's fills at each temperature, at the pace the
+    # base's took once warm (a GPU's start-up is paid once), the flag's calibration and writing.
+    reserve_s = 1.25 * len(TEMPERATURES) * clock["fills_s"] + 5 + 0.03 * cfg.minutes * 60
     train_minutes = (cfg.minutes * 60 - (time.time() - t0) - reserve_s) / 60
     if train_minutes < 0.5:
         raise ValueError(f"--minutes {cfg.minutes:g} leaves {train_minutes:.1f} min for training after measuring; give more")
