@@ -148,7 +148,8 @@ def cmd_adapt(a) -> None:
     if not a.output.endswith(".safetensors"):
         raise UsageError(f"-o {a.output}: give a .safetensors path (its record, .json, is written beside it)")
     res = adapt(AdaptConfig(images=a.images, out=a.output, base=a.weights, minutes=a.minutes, device=a.device, replay=a.replay,
-                            hold_every=a.hold_every, batch_size=a.batch_size, threads=a.threads, force=a.force, seed=a.seed))
+                            hold_every=a.hold_every, batch_size=a.batch_size, threads=a.threads, force=a.force, seed=a.seed,
+                            sampler_loss=a.sampler_loss))
     if not res.written:
         raise SystemExit(1)
 
@@ -307,6 +308,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     sp.add_argument("--force", action="store_true", help="write the weights even if they are not better than the base on the held-back photos")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--sampler-loss", type=float, default=0.0, metavar="W",
+                    help="also train the fill the model draws against the truth, through the sampler, at this weight (0: off; BENCHMARKS.md)")
     common(sp)
     sp.set_defaults(func=cmd_adapt)
 

@@ -62,7 +62,6 @@ def _randn(shape: tuple[int, ...], gens: list[torch.Generator], device: torch.de
     return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
 
 
-@torch.no_grad()
 def sample(
     model: torch.nn.Module,
     diff: Diffusion,
@@ -90,6 +89,18 @@ def sample(
     DDIM path lands nearer the fill the model finds likeliest than a full-temperature sample, yet still
     commits to one fill, where the mean of samples averages several (BENCHMARKS.md "Temperature").
     DDPM draws fresh noise at every step, so there it changes only the start."""
+    with torch.no_grad():
+        return unrolled(model, diff, known=known, mask=mask, seeds=seeds, steps=steps, method=method, labels=labels,
+                        guidance=guidance, temperature=temperature, autocast=autocast, start=start, whole=whole)
+
+
+def unrolled(
+    model: torch.nn.Module, diff: Diffusion, *, known: torch.Tensor, mask: torch.Tensor, seeds: list[int], steps: int,
+    method: str = "ddim", labels: torch.Tensor | None = None, guidance: float = 1.0, temperature: float = 1.0,
+    autocast: bool = False, start: int | None = None, whole: bool = False,
+) -> torch.Tensor:
+    """`sample` with gradients kept through every step: what training through the sampler
+    (`sampler_loss` below) backpropagates."""
     device = known.device
     b, c, h, w = known.shape
     if len(seeds) != b:
@@ -122,3 +133,21 @@ def sample(
         noise = _randn((c, h, w), gens, device) if method == "ddpm" else None
         x = step(diff, eps, t, t_prev, x, method, noise).prev_sample
     return mask * x.clamp(-1, 1) + (1 - mask) * known
+
+
+def sampler_loss(
+    model: torch.nn.Module, diff: Diffusion, x0: torch.Tensor, mask: torch.Tensor, *, steps: int, temperature: float,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over rows of the squared error inside the mask of the fill inference draws (`steps`
+    DDIM steps at `temperature`, known pixels clamped) against the truth, backpropagated through
+    every step.
+
+    Masked PSNR rewards a fill's expected value. One sample commits to one fill: over another
+    microscope's white cells its departures from a smooth fill carry signal but are drawn about
+    twice as strongly as the truth bears out (docs/benchmarks-log.md, "what did not move them").
+    Training through the sampler teaches the model to draw them as strongly as they are likely."""
+    seeds = torch.randint(0, 2**31 - 1, (len(x0),)).tolist()
+    out = unrolled(model, diff, known=x0, mask=mask, seeds=seeds, steps=steps, labels=labels, temperature=temperature)
+    err = ((out.float() - x0) ** 2 * mask).flatten(1).sum(1)
+    return (err / (mask.flatten(1).sum(1) * x0.shape[1]).clamp(min=1)).mean()

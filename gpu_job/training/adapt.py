@@ -67,6 +67,10 @@ class AdaptConfig:
     # one (gpu_job/data/fields.py). On 130 BCCD photos, 10 minutes: +0.20 dB over its white-cell crops
     # and +0.09 on its own held-back photos against none (BENCHMARKS.md, a lab's own model).
     cell_share: float = 0.3
+    # >0: the sampler loss beside the epsilon loss (first_stage.TrainConfig.sampler_loss). Measured and
+    # not adopted: +0.45 dB on another lab's white-cell crops at equal steps, but a step costs 3.5 plain
+    # ones on 2 CPU cores, and at equal minutes it scores within the spread of plain runs (BENCHMARKS.md).
+    sampler_loss: float = 0.0
     threads: int = 2
     workers: int | None = None  # processes drawing batches (loop.batch_workers; None: on a GPU the spare cores)
     force: bool = False  # write even if the adapted model is not better than the base
@@ -220,7 +224,7 @@ def adapt(cfg: AdaptConfig) -> Adapted:
                          init=base, out=str(run), batch_size=cfg.batch_size, lr=cfg.lr, clean=cfg.clean, warmup_steps=20, max_minutes=train_minutes, max_steps=cfg.max_steps,
                          deadline=t0 + cfg.minutes * 60 - reserve_s, measure_held_back=False,
                          ckpt_minutes=train_minutes + 1, threads=cfg.threads, workers=cfg.workers, device=cfg.device,
-                         seed=cfg.seed, cell_share=cfg.cell_share)
+                         seed=cfg.seed, cell_share=cfg.cell_share, sampler_loss=cfg.sampler_loss)
         train(tc)
         lap("training")
         adapted = run / "last.safetensors"

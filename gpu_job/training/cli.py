@@ -42,6 +42,11 @@ def add_train_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--hold-every", type=int, default=5, help="every n-th --fields photo is held back for measuring (0: none)")
     sp.add_argument("--cell-share", type=float, default=0.0, help="share of --fields rows cut around one of the photos' white cells (they are rare in a field)")
     sp.add_argument("--fade", type=float, default=0.0, help="share of rows whose nuclei are made lighter as the model sees them (another microscope's stain)")
+    sp.add_argument("--sampler-loss", type=float, default=0.0, metavar="W",
+                    help="weight of the error of the fill inference draws (DDIM --sampler-steps at --sampler-temperature), trained through the sampler")
+    sp.add_argument("--sampler-rows", type=int, default=8, help="rows of each batch run through the sampler (--sampler-loss)")
+    sp.add_argument("--sampler-steps", type=int, default=5)
+    sp.add_argument("--sampler-temperature", type=float, default=0.0)
     sp.set_defaults(func=run_train)
 
 
@@ -98,7 +103,9 @@ def run_train(a) -> None:
                       max_steps=a.max_steps, max_minutes=a.minutes, ckpt_minutes=a.ckpt_minutes, threads=a.threads,
                       workers=a.workers, device=a.device, compile=a.compile, seed=a.seed, mask_bank=a.mask_bank, mirror=mirror,
                       min_snr=a.min_snr, augment=a.augment, clean=a.clean, seen_as_inferred=a.seen_as_inferred, p_blur=a.p_blur, blur=tuple(a.blur), fields=tuple(a.fields), field_share=a.field_share,
-                      hold_every=a.hold_every, cell_share=a.cell_share, fade=a.fade)
+                      hold_every=a.hold_every, cell_share=a.cell_share, fade=a.fade,
+                      sampler_loss=a.sampler_loss, sampler_rows=a.sampler_rows, sampler_steps=a.sampler_steps,
+                      sampler_temperature=a.sampler_temperature)
     print(train(cfg))
 
 

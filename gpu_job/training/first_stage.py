@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from gpu_job.inpainter.diffusion import training_loss
-from gpu_job.inpainter.sampler import sample
+from gpu_job.inpainter.sampler import sample, sampler_loss
 from gpu_job.inpainter.tensors import from_uint8, to_uint8
 from gpu_job.inpainter.weights import read_config, save_weights
 from shared.imaging import colour
@@ -47,6 +47,13 @@ class TrainConfig(RunConfig):
     seen_as_inferred: bool = False  # each row moved to the training set's colours from its known pixels, as inference moves a window
     cell_share: float = 0.0  # share of field rows cut around one of the fields' white cells (fields.py)
     fade: float = 0.0  # share of rows whose nuclei are made lighter, as the model sees them (augment.fade_nuclei)
+    # >0: the weight of sampler.sampler_loss, the error of the fill inference draws, beside the epsilon loss;
+    # on `sampler_rows` partly masked rows of each batch, told no class (as routed and lab pairs are), at
+    # the sampler's `sampler_steps` and `sampler_temperature` (the routed model's own: DDIM-5 at 0).
+    sampler_loss: float = 0.0
+    sampler_rows: int = 8
+    sampler_steps: int = 5
+    sampler_temperature: float = 0.0
 
 
 def colour_reference(images: np.ndarray, n: int = 2000, seed: int = 0) -> dict:
@@ -196,7 +203,15 @@ class FirstStage:
 
     def loss(self, fwd, diff, batch) -> torch.Tensor:
         x, m, labels = batch
-        return training_loss(fwd, diff, x, m, labels, min_snr=self.cfg.min_snr)
+        loss = training_loss(fwd, diff, x, m, labels, min_snr=self.cfg.min_snr)
+        cfg = self.cfg
+        if cfg.sampler_loss > 0:
+            rows = (m.flatten(1).mean(1) < 1).nonzero()[: cfg.sampler_rows, 0]
+            if len(rows):
+                none = torch.full((len(rows),), cfg.unet.num_classes, dtype=torch.long, device=x.device)
+                loss = loss + cfg.sampler_loss * sampler_loss(fwd, diff, x[rows], m[rows], steps=cfg.sampler_steps,
+                                                              temperature=cfg.sampler_temperature, labels=none)
+        return loss
 
     def val_loss(self, ema, diff, autocast_ctx) -> float:
         return self.val.loss(ema, diff, autocast_ctx) if self.val else float("nan")
@@ -211,6 +226,8 @@ class FirstStage:
         cells = self.cells
         if cells is not None:
             meta["training"].update(train_images=len(cells.images), class_counts={c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)})
+        if self.cfg.sampler_loss > 0:
+            meta["training"]["sampler_loss"] = {k: getattr(self.cfg, f"sampler_{k}") for k in ("loss", "rows", "steps", "temperature")}
         meta["training"]["augment"] = {"kind": self.cfg.augment, **(asdict(self.aug) if self.domain else {}),
                                        "seen_as_inferred": self.cfg.seen_as_inferred, "fade": self.cfg.fade}
         if self.fields:
