@@ -68,7 +68,7 @@ class AdaptConfig:
     # and +0.09 on its own held-back photos against none (BENCHMARKS.md, a lab's own model).
     cell_share: float = 0.3
     # >0: the sampler loss beside the epsilon loss (first_stage.TrainConfig.sampler_loss). Measured and
-    # not adopted: +0.45 dB on another lab's white-cell crops at equal steps, but a step costs 3.5 plain
+    # not adopted: +0.45 dB on another lab's white-cell crops at equal steps, but a step costs 3.7 plain
     # ones on 2 CPU cores, and at equal minutes it scores within the spread of plain runs (BENCHMARKS.md).
     sampler_loss: float = 0.0
     threads: int = 2
