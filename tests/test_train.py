@@ -266,6 +266,8 @@ def test_the_sampler_loss_adds_the_drawn_fills_error_and_the_record_says_so(tmp_
     """--sampler-loss W: each batch's loss is the epsilon loss plus W times the error of the fill the
     sampler draws on its partly masked rows (sampler.sampler_loss), and the weights' record keeps it."""
     import torch
+    from gpu_job.inpainter.diffusion import Diffusion, DiffusionConfig
+    from gpu_job.inpainter.model import UNet
     from gpu_job.training.first_stage import FirstStage
 
     monkeypatch.chdir(tmp_path)
@@ -275,9 +277,6 @@ def test_the_sampler_loss_adds_the_drawn_fills_error_and_the_record_says_so(tmp_
                 full_mask_prob=0.0, max_steps=2)
     cpu = torch.device("cpu")
     plain, with_sampler = FirstStage(TrainConfig(**base), cpu), FirstStage(TrainConfig(**base, sampler_loss=1.0, sampler_rows=2), cpu)
-    from gpu_job.inpainter.diffusion import Diffusion, DiffusionConfig
-    from gpu_job.inpainter.model import UNet
-
     model, diff = UNet(plain.cfg.unet), Diffusion(DiffusionConfig())
     torch.nn.init.normal_(model.conv_out.weight, std=0.05)
     batch = plain.to_device(plain.draw(np.random.default_rng(5)))
@@ -287,7 +286,7 @@ def test_the_sampler_loss_adds_the_drawn_fills_error_and_the_record_says_so(tmp_
     b = with_sampler.loss(model, diff, batch)
     assert b.item() > a.item() > 0  # the same epsilon loss (same draws), plus the fills' error
     rec = load_weights(train(TrainConfig(**base, sampler_loss=0.5, sampler_rows=2)) / "last.safetensors")[2]
-    assert rec["training"]["sampler_loss"] == {"loss": 0.5, "rows": 2, "steps": 5, "temperature": 0.0}
+    assert rec["training"]["sampler_loss"] == {"weight": 0.5, "rows": 2, "steps": 5, "temperature": 0.0}
 
 
 def test_white_cells_are_found_and_a_share_of_field_crops_is_cut_around_them(tmp_path, rng):
