@@ -45,8 +45,8 @@ def add_train_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--sampler-loss", type=float, default=0.0, metavar="W",
                     help="weight of the error of the fill inference draws (DDIM --sampler-steps at --sampler-temperature), trained through the sampler")
     sp.add_argument("--sampler-rows", type=int, default=8, help="rows of each batch run through the sampler (--sampler-loss)")
-    sp.add_argument("--sampler-steps", type=int, default=5)
-    sp.add_argument("--sampler-temperature", type=float, default=0.0)
+    sp.add_argument("--sampler-steps", type=int, default=5, help="DDIM steps of the fill --sampler-loss scores (inference's default: 5)")
+    sp.add_argument("--sampler-temperature", type=float, default=0.0, help="its starting noise's scale (the routed and lab models' own: 0)")
     sp.set_defaults(func=run_train)
 
 

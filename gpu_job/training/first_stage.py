@@ -203,8 +203,8 @@ class FirstStage:
 
     def loss(self, fwd, diff, batch) -> torch.Tensor:
         x, m, labels = batch
-        loss = training_loss(fwd, diff, x, m, labels, min_snr=self.cfg.min_snr)
         cfg = self.cfg
+        loss = training_loss(fwd, diff, x, m, labels, min_snr=cfg.min_snr)
         if cfg.sampler_loss > 0:
             rows = (m.flatten(1).mean(1) < 1).nonzero()[: cfg.sampler_rows, 0]
             if len(rows):
@@ -226,8 +226,8 @@ class FirstStage:
         cells = self.cells
         if cells is not None:
             meta["training"].update(train_images=len(cells.images), class_counts={c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)})
-        if self.cfg.sampler_loss > 0:
-            cfg = self.cfg
+        cfg = self.cfg
+        if cfg.sampler_loss > 0:
             meta["training"]["sampler_loss"] = {"weight": cfg.sampler_loss, "rows": cfg.sampler_rows, "steps": cfg.sampler_steps,
                                                 "temperature": cfg.sampler_temperature}
         meta["training"]["augment"] = {"kind": self.cfg.augment, **(asdict(self.aug) if self.domain else {}),
