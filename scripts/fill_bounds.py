@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu_job.data.metrics import _psnr  # noqa: E402
+from gpu_job.data.metrics import psnr_of_error  # noqa: E402
 
 SHARES = np.linspace(0.0, 1.0, 21)
 
@@ -35,10 +35,10 @@ def bounds(truth: np.ndarray, fill: np.ndarray, classical: np.ndarray) -> dict[s
     """One pair's masked pixels, (N, 3) each -> PSNR of the fill, of the classical fill, of each less
     its mean error per channel, and of the best blend of the two (share of the fill in SHARES)."""
     t, f, c = (a.astype(np.float64) for a in (truth, fill, classical))
-    return {"alone": _psnr(f - t), "classical": _psnr(c - t),
-            "less_mean_error": _psnr(f - f.mean(0) - (t - t.mean(0))),
-            "classical_less_mean_error": _psnr(c - c.mean(0) - (t - t.mean(0))),
-            "best_blend": max(_psnr(s * f + (1 - s) * c - t) for s in SHARES)}
+    return {"alone": psnr_of_error(f - t), "classical": psnr_of_error(c - t),
+            "less_mean_error": psnr_of_error(f - f.mean(0) - (t - t.mean(0))),
+            "classical_less_mean_error": psnr_of_error(c - c.mean(0) - (t - t.mean(0))),
+            "best_blend": max(psnr_of_error(s * f + (1 - s) * c - t) for s in SHARES)}
 
 
 def table(rows: dict[str, list[dict[str, float]]], kinds: list[str]) -> str:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def _psnr(err: np.ndarray) -> float:
+def psnr_of_error(err: np.ndarray) -> float:
+    """PSNR (dB, 8-bit range) of an array of errors: what every PSNR here is made of."""
     return float(10 * np.log10(255.0**2 / max(float(np.mean(err**2)), 1e-10)))
 
 
 def masked_psnr(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> float:
     """PSNR inside the mask alone: what a report that needs nothing else pays (SSIM's full-image
     map is most of masked_metrics' time on a whole photo)."""
-    return _psnr(ref[mask].astype(np.float64) - out[mask].astype(np.float64))
+    return psnr_of_error(ref[mask].astype(np.float64) - out[mask].astype(np.float64))
 
 
 def masked_metrics(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -22,7 +23,7 @@ def masked_metrics(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> dict[s
     err = (r - o)[mask]
     _, smap = structural_similarity(ref, out, data_range=255, channel_axis=-1, full=True)
     return {
-        "psnr": _psnr(err),
+        "psnr": psnr_of_error(err),
         "ssim": float(smap[mask].mean()),
         "mae": float(np.abs(err).mean()),
         "detail": detail_ratio(r, o, mask),
