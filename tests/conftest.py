@@ -32,6 +32,29 @@ def synthetic_cell(rng: np.random.Generator, h: int = 120, w: int = 124) -> np.n
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def smear(rng, h=300, w=400):
+    """A whole-field photo: a grey-blue background, red cells, one white cell with a blue-violet nucleus."""
+    img = np.full((h, w, 3), (215, 218, 222), np.float32)
+    yy, xx = np.mgrid[:h, :w]
+    boxes = []
+    for _ in range(14):
+        cy, cx, r = rng.uniform(30, h - 30), rng.uniform(30, w - 30), rng.uniform(24, 30)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (200, 140, 140)
+        boxes.append(("RBC", int(cx - r), int(cy - r), int(cx + r), int(cy + r)))
+    cy, cx = h / 2, w / 2
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 < 45**2] = (190, 170, 200)
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 < 25**2] = (100, 90, 200)
+    boxes.append(("WBC", int(cx - 45), int(cy - 45), int(cx + 45), int(cy + 45)))
+    img += rng.normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), boxes
+
+
+def write_voc(path, boxes, h, w):
+    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
+                   for n, a, b, c, d in boxes)
+    path.write_text(f"<annotation><size><width>{w}</width><height>{h}</height></size>{objs}</annotation>")
+
+
 def synthetic_field(rng, h=480, w=640):
     """A whole-field photo of another microscope, made here: many small red discs, no white cell."""
     yy, xx = np.mgrid[:h, :w]

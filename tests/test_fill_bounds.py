@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.test_domain_shift import smear, write_voc
+from tests.conftest import smear, write_voc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 

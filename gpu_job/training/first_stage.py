@@ -226,10 +226,9 @@ class FirstStage:
         cells = self.cells
         if cells is not None:
             meta["training"].update(train_images=len(cells.images), class_counts={c: int((cells.labels == i).sum()) for i, c in enumerate(cells.classes)})
-        cfg = self.cfg
-        if cfg.sampler_loss > 0:
-            meta["training"]["sampler_loss"] = {"weight": cfg.sampler_loss, "rows": cfg.sampler_rows, "steps": cfg.sampler_steps,
-                                                "temperature": cfg.sampler_temperature}
+        if self.cfg.sampler_loss > 0:
+            meta["training"]["sampler_loss"] = {"weight": self.cfg.sampler_loss, "rows": self.cfg.sampler_rows,
+                                                "steps": self.cfg.sampler_steps, "temperature": self.cfg.sampler_temperature}
         meta["training"]["augment"] = {"kind": self.cfg.augment, **(asdict(self.aug) if self.domain else {}),
                                        "seen_as_inferred": self.cfg.seen_as_inferred, "fade": self.cfg.fade}
         if self.fields:
